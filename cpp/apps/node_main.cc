@@ -1,0 +1,70 @@
+// fleet-node: the node daemon. Flags: --gcs-address host:port, --session-dir,
+// --socket (Unix socket path), --node-ip, --resources "CPU=2,GPU=1,foo=3",
+// --python (worker interpreter), --parent-pid. Token: FLEET_CLUSTER_TOKEN.
+#include <signal.h>
+
+#include <asio/io_context.hpp>
+#include <asio/signal_set.hpp>
+#include <cstdlib>
+#include <sstream>
+
+#include "apps/daemon_util.h"
+#include "common/logging.h"
+#include "node/node_server.h"
+
+int main(int argc, char** argv) {
+  using namespace fleet;
+  auto flags = apps::ParseFlags(argc, argv);
+  SetLogComponent("fleet-node");
+  apps::WatchParent(std::atoi(apps::Flag(flags, "parent-pid", "0").c_str()));
+  signal(SIGPIPE, SIG_IGN);
+  const char* token = std::getenv("FLEET_CLUSTER_TOKEN");
+  if (!token || !*token) {
+    FLEET_LOG(ERROR) << "FLEET_CLUSTER_TOKEN is not set; refusing to start without a token";
+    return 2;
+  }
+  node::NodeOptions opts;
+  opts.gcs_address = apps::Flag(flags, "gcs-address");
+  opts.token = token;
+  opts.session_dir = apps::Flag(flags, "session-dir", "/tmp/fleet");
+  opts.unix_socket = apps::Flag(flags, "socket", opts.session_dir + "/sockets/node.sock");
+  opts.node_ip = apps::Flag(flags, "node-ip", "127.0.0.1");
+  opts.python = apps::Flag(flags, "python", "/usr/bin/python3");
+  opts.num_prestart = std::atoi(apps::Flag(flags, "prestart", "-1").c_str());
+  opts.idle_worker_timeout_ms = std::atoi(apps::Flag(flags, "idle-worker-timeout-ms", "1000").c_str());
+  opts.infeasible_warning_ms = std::atoi(apps::Flag(flags, "infeasible-warning-ms", "3000").c_str());
+  std::stringstream rs(apps::Flag(flags, "resources", ""));
+  std::string item;
+  while (std::getline(rs, item, ',')) {
+    auto eq = item.find('=');
+    if (eq == std::string::npos) continue;
+    opts.resources[item.substr(0, eq)] = std::atof(item.substr(eq + 1).c_str());
+  }
+  if (opts.gcs_address.empty()) {
+    FLEET_LOG(ERROR) << "--gcs-address is required";
+    return 2;
+  }
+  asio::io_context io;
+  node::NodeServer server(io, opts);
+  asio::signal_set stop(io, SIGTERM, SIGINT);
+  stop.async_wait([&](const asio::error_code&, int sig) {
+    FLEET_LOG(INFO) << "signal " << sig << ": stopping, killing workers";
+    server.Stop();
+  });
+  if (flags.count("watch-stdin")) {
+    apps::WatchStdin(io, [&] {
+      FLEET_LOG(INFO) << "the launching driver exited: stopping";
+      server.Stop();
+    });
+  }
+  Status s = server.Start();
+  if (!s.ok()) {
+    FLEET_LOG(ERROR) << "fleet-node failed to start: " << s.message();
+    std::fprintf(stdout, "ERROR %s\n", s.message().c_str());
+    return 1;
+  }
+  apps::AnnounceReady(opts.unix_socket);
+  io.run();
+  server.Stop();
+  return 0;
+}

@@ -1,0 +1,421 @@
+// CoreWorker implementation; see core_worker.h.
+#include "core/core_worker.h"
+
+#include <unistd.h>
+
+#include <asio/executor_work_guard.hpp>
+#include <asio/post.hpp>
+#include <future>
+
+#include "common/logging.h"
+#include "core/object_flags.h"
+
+namespace fleet {
+
+namespace {
+constexpr int kRpcTimeoutMs = 60000;
+
+void WriteAll(int fd, const std::string& s) {
+  size_t off = 0;
+  while (off < s.size()) {
+    ssize_t n = ::write(fd, s.data() + off, s.size() - off);
+    if (n <= 0) return;
+    off += static_cast<size_t>(n);
+  }
+}
+}  // namespace
+
+CoreWorker::CoreWorker(const CoreOptions& options)
+    : options_(options),
+      store_([this](const std::string& id, const std::string& owner) { FetchFromOwner(id, owner); }) {}
+
+Result<std::unique_ptr<CoreWorker>> CoreWorker::Create(const CoreOptions& options) {
+  std::unique_ptr<CoreWorker> core(new CoreWorker(options));
+  Status s = core->Init();
+  if (!s.ok()) {
+    core->Shutdown();
+    return s;
+  }
+  return core;
+}
+
+CoreWorker::~CoreWorker() { Shutdown(); }
+
+Status CoreWorker::Init() {
+  worker_id_ = options_.worker_id.empty() ? RandomId() : options_.worker_id;
+  work_ = std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
+      io_.get_executor());
+  io_thread_ = std::thread([this] { io_.run(); });
+
+  // Our own listener: submitters push tasks here, borrowers fetch objects.
+  listener_ = std::make_unique<rpc::Listener>(
+      io_, options_.token,
+      [this](const rpc::ConnectionPtr& c, rpc::Envelope& m) { OnMessage(c, m); }, nullptr);
+  std::promise<Result<std::string>> listening;
+  asio::post(io_, [&] { listening.set_value(listener_->ListenUnix(options_.listen_path)); });
+  auto addr = listening.get_future().get();
+  if (!addr.ok()) return addr.status();
+  address_ = addr.value();
+
+  rpc::Hello hello;
+  hello.set_token(options_.token);
+  hello.set_role(options_.is_worker ? "worker" : "driver");
+  hello.set_worker_id(worker_id_);
+  hello.set_pid(getpid());
+  hello.set_address(address_);
+  hello.set_log_to_driver(options_.log_to_driver);
+  auto node = rpc::ConnectAndStart(
+      io_, options_.node_address, hello,
+      [this](const rpc::ConnectionPtr& c, rpc::Envelope& m) { OnNodeMessage(c, m); },
+      [this](const rpc::ConnectionPtr&, const Status& s) {
+        if (options_.is_worker) {
+          // Our node daemon is gone: a worker has nothing left to do.
+          std::lock_guard<std::mutex> lk(exec_mu_);
+          exiting_ = true;
+          exec_cv_.notify_all();
+        } else if (!shut_down_) {
+          FLEET_LOG(WARNING) << "lost the connection to the local fleet-node: " << s.message();
+        }
+      },
+      options_.connect_timeout_ms);
+  if (!node.ok()) {
+    return Status(node.status().code(),
+                  "cannot connect to the fleet-node: " + node.status().message());
+  }
+  node_ = node.value();
+  auto stats = GetNodeStats();
+  if (stats.ok()) node_id_ = stats->node_id();
+
+  if (!options_.is_worker) {
+    auto gcs = Gcs();
+    if (!gcs.ok()) return gcs.status();
+    rpc::Envelope req;
+    req.mutable_register_job()->set_driver_pid(getpid());
+    req.mutable_register_job()->set_namespace_(options_.namespace_name);
+    auto r = gcs.value()->CallSync(req, kRpcTimeoutMs);
+    if (!r.ok()) return r.status();
+    job_id_ = r.value().register_job_reply().job_id();
+  }
+
+  rpc::Hello submit_hello = hello;
+  submit_hello.set_role("submitter");
+  submitter_ = std::make_unique<TaskSubmitter>(io_, store_, node_, submit_hello, options_.submitter);
+  return Status::OK();
+}
+
+void CoreWorker::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  {
+    std::lock_guard<std::mutex> lk(exec_mu_);
+    exiting_ = true;
+    exec_cv_.notify_all();
+  }
+  if (submitter_) submitter_->Shutdown();
+  if (io_thread_.joinable()) {
+    std::promise<void> closed;
+    asio::post(io_, [&] {
+      if (listener_) listener_->Close();
+      if (node_) node_->Close();
+      std::lock_guard<std::mutex> lk(conn_mu_);
+      if (gcs_) gcs_->Close();
+      for (auto& [a, c] : peers_) c->Close();
+      closed.set_value();
+    });
+    closed.get_future().wait();
+    work_.reset();
+    io_.stop();
+    io_thread_.join();
+  }
+}
+
+// ---- objects ------------------------------------------------------------------
+
+std::string CoreWorker::Put(std::string data, uint32_t flags) {
+  std::string id = ids_.NextPutId(job_id_);
+  store_.PutReady(id, std::move(data), flags);
+  return id;
+}
+
+void CoreWorker::OnBlocked(bool blocked) {
+  if (!options_.is_worker) return;
+  {
+    std::lock_guard<std::mutex> lk(exec_mu_);
+    if (!in_task_) return;
+  }
+  rpc::Envelope m;
+  m.mutable_notify_blocked()->set_blocked(blocked);
+  node_->Send(m);
+}
+
+Result<std::vector<StoredObject>> CoreWorker::Get(const std::vector<std::string>& ids,
+                                                  int64_t timeout_ms) {
+  return store_.Get(ids, timeout_ms, [this](bool b) { OnBlocked(b); });
+}
+
+Result<std::vector<bool>> CoreWorker::Wait(const std::vector<std::string>& ids, int num_returns,
+                                           int64_t timeout_ms, bool fetch_local) {
+  return store_.Wait(ids, num_returns, timeout_ms, fetch_local);
+}
+
+void CoreWorker::FetchFromOwner(const std::string& id, const std::string& owner) {
+  auto conn = ConnectionTo(owner);
+  if (!conn.ok()) {
+    store_.Complete(id,
+                    "The owner of object " + ToHex(id) + " (at " + owner +
+                        ") is unreachable, so the object is lost: " + conn.status().message(),
+                    kFlagOwnerDied);
+    return;
+  }
+  rpc::Envelope req;
+  req.mutable_get_object()->set_object_id(id);
+  conn.value()->Call(req, [this, id, owner](const Status& s, rpc::Envelope& reply) {
+    if (!s.ok()) {
+      store_.Complete(id,
+                      "The owner of object " + ToHex(id) + " (at " + owner +
+                          ") died before the object could be fetched: " + s.message(),
+                      kFlagOwnerDied);
+      return;
+    }
+    auto* r = reply.mutable_get_object_reply();
+    if (!r->found()) {
+      store_.Complete(id, "Object " + ToHex(id) + " was freed by its owner (" + owner + ")",
+                      kFlagObjectLost);
+      return;
+    }
+    store_.Complete(id, std::move(*r->mutable_data()), r->flags());
+  });
+}
+
+Result<rpc::ConnectionPtr> CoreWorker::ConnectionTo(const std::string& address) {
+  std::lock_guard<std::mutex> lk(conn_mu_);
+  auto it = peers_.find(address);
+  if (it != peers_.end() && !it->second->closed()) return it->second;
+  rpc::Hello hello;
+  hello.set_token(options_.token);
+  hello.set_role("peer");
+  hello.set_worker_id(worker_id_);
+  hello.set_pid(getpid());
+  auto c = rpc::Connect(io_, address, hello);
+  if (!c.ok()) return c.status();
+  c.value()->Start(nullptr, nullptr);
+  peers_[address] = c.value();
+  return c.value();
+}
+
+Result<rpc::ConnectionPtr> CoreWorker::Gcs() {
+  {
+    std::lock_guard<std::mutex> lk(conn_mu_);
+    if (gcs_ && !gcs_->closed()) return gcs_;
+  }
+  rpc::Hello hello;
+  hello.set_token(options_.token);
+  hello.set_role(options_.is_worker ? "worker" : "driver");
+  hello.set_worker_id(worker_id_);
+  hello.set_pid(getpid());
+  auto c = rpc::ConnectAndStart(io_, options_.gcs_address, hello, nullptr, nullptr,
+                                options_.connect_timeout_ms);
+  if (!c.ok()) {
+    return Status(c.status().code(),
+                  "cannot reach the fleet control store (fleet-gcs): " + c.status().message());
+  }
+  std::lock_guard<std::mutex> lk(conn_mu_);
+  gcs_ = c.value();
+  return gcs_;
+}
+
+// ---- incoming messages ----------------------------------------------------------
+
+void CoreWorker::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
+  switch (msg.body_case()) {
+    case rpc::Envelope::kPushTask:
+      HandlePushTask(conn, msg);
+      break;
+    case rpc::Envelope::kGetObject:
+      HandleGetObject(conn, msg);
+      break;
+    case rpc::Envelope::kHello:
+      break;
+    default:
+      if (msg.request_id() != 0) {
+        rpc::Envelope reply;
+        reply.mutable_error()->set_code(static_cast<int>(StatusCode::kInvalidArgument));
+        reply.mutable_error()->set_message("unsupported request");
+        conn->Reply(msg.request_id(), reply);
+      }
+  }
+}
+
+void CoreWorker::HandlePushTask(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
+  std::lock_guard<std::mutex> lk(exec_mu_);
+  uint64_t handle = next_handle_++;
+  executing_[handle] = Pending{conn, msg.request_id()};
+  ExecutableTask t;
+  t.handle = handle;
+  t.spec = std::move(*msg.mutable_push_task()->mutable_spec());
+  exec_queue_.push_back(std::move(t));
+  exec_cv_.notify_one();
+}
+
+void CoreWorker::HandleGetObject(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
+  std::string id = msg.get_object().object_id();
+  uint64_t rid = msg.request_id();
+  std::weak_ptr<rpc::Connection> weak = conn;
+  auto reply_with = [weak, rid](const StoredObject& v) {
+    auto c = weak.lock();
+    if (!c) return;
+    rpc::Envelope reply;
+    auto* r = reply.mutable_get_object_reply();
+    r->set_found(true);
+    r->set_data(v.data);
+    r->set_flags(v.flags);
+    c->Reply(rid, reply);
+  };
+  StoredObject value;
+  auto r = store_.GetOrSubscribe(id, &value, reply_with);
+  if (!r.ok()) {
+    rpc::Envelope reply;
+    reply.mutable_get_object_reply()->set_found(false);
+    conn->Reply(rid, reply);
+  } else if (r.value()) {
+    reply_with(value);
+  }
+}
+
+void CoreWorker::OnNodeMessage(const rpc::ConnectionPtr&, rpc::Envelope& msg) {
+  switch (msg.body_case()) {
+    case rpc::Envelope::kLogLines: {
+      const auto& l = msg.log_lines();
+      std::string out;
+      std::string prefix = "(pid=" + std::to_string(l.pid()) + ") ";
+      for (const auto& line : l.lines()) out += prefix + line + "\n";
+      WriteAll(l.is_stderr() ? 2 : 1, out);
+      break;
+    }
+    case rpc::Envelope::kWarning:
+      WriteAll(2, "fleet: WARNING: " + msg.warning().message() + "\n");
+      break;
+    case rpc::Envelope::kExitWorker: {
+      std::lock_guard<std::mutex> lk(exec_mu_);
+      exiting_ = true;
+      exec_cv_.notify_all();
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+// ---- tasks ----------------------------------------------------------------------
+
+std::vector<std::string> CoreWorker::SubmitTask(TaskSubmission&& task) {
+  task.spec.set_owner_address(address_);
+  return submitter_->Submit(std::move(task));
+}
+
+std::optional<ExecutableTask> CoreWorker::NextTask() {
+  std::unique_lock<std::mutex> lk(exec_mu_);
+  in_task_ = false;
+  exec_cv_.wait(lk, [this] { return exiting_ || !exec_queue_.empty(); });
+  if (exec_queue_.empty()) return std::nullopt;  // exiting with nothing queued
+  ExecutableTask t = std::move(exec_queue_.front());
+  exec_queue_.pop_front();
+  in_task_ = true;
+  return t;
+}
+
+void CoreWorker::FinishTask(uint64_t handle,
+                            std::vector<std::pair<std::string, uint32_t>>&& returns,
+                            bool retryable_error) {
+  Pending p;
+  {
+    std::lock_guard<std::mutex> lk(exec_mu_);
+    auto it = executing_.find(handle);
+    if (it == executing_.end()) return;
+    p = it->second;
+    executing_.erase(it);
+  }
+  auto conn = p.conn.lock();
+  if (!conn) return;  // the submitter went away; nobody wants the result
+  rpc::Envelope reply;
+  auto* r = reply.mutable_push_task_reply();
+  r->set_retryable_error(retryable_error);
+  for (auto& [data, flags] : returns) {
+    auto* o = r->add_returns();
+    o->set_data(std::move(data));
+    o->set_flags(flags);
+  }
+  conn->Reply(p.request_id, reply);
+}
+
+void CoreWorker::SetCurrentTask(const std::string&, uint32_t job_id) { job_id_ = job_id; }
+
+// ---- control store ----------------------------------------------------------------
+
+Status CoreWorker::KvPut(const std::string& key, const std::string& value, bool overwrite,
+                         bool* added) {
+  auto gcs = Gcs();
+  if (!gcs.ok()) return gcs.status();
+  rpc::Envelope req;
+  auto* p = req.mutable_kv_put();
+  p->set_key(key);
+  p->set_value(value);
+  p->set_overwrite(overwrite);
+  auto r = gcs.value()->CallSync(req, kRpcTimeoutMs);
+  if (!r.ok()) return r.status();
+  if (added) *added = r.value().kv_put_reply().added();
+  return Status::OK();
+}
+
+Result<std::optional<std::string>> CoreWorker::KvGet(const std::string& key) {
+  auto gcs = Gcs();
+  if (!gcs.ok()) return gcs.status();
+  rpc::Envelope req;
+  req.mutable_kv_get()->set_key(key);
+  auto r = gcs.value()->CallSync(req, kRpcTimeoutMs);
+  if (!r.ok()) return r.status();
+  auto* g = r.value().mutable_kv_get_reply();
+  if (!g->found()) return std::optional<std::string>();
+  return std::optional<std::string>(std::move(*g->mutable_value()));
+}
+
+Result<int> CoreWorker::KvDel(const std::string& key) {
+  auto gcs = Gcs();
+  if (!gcs.ok()) return gcs.status();
+  rpc::Envelope req;
+  req.mutable_kv_del()->set_key(key);
+  auto r = gcs.value()->CallSync(req, kRpcTimeoutMs);
+  if (!r.ok()) return r.status();
+  return r.value().kv_del_reply().deleted();
+}
+
+Result<std::vector<std::string>> CoreWorker::KvKeys(const std::string& prefix) {
+  auto gcs = Gcs();
+  if (!gcs.ok()) return gcs.status();
+  rpc::Envelope req;
+  req.mutable_kv_keys()->set_prefix(prefix);
+  auto r = gcs.value()->CallSync(req, kRpcTimeoutMs);
+  if (!r.ok()) return r.status();
+  const auto& k = r.value().kv_keys_reply().keys();
+  return std::vector<std::string>(k.begin(), k.end());
+}
+
+Result<rpc::GetNodesReply> CoreWorker::GetNodes() {
+  auto gcs = Gcs();
+  if (!gcs.ok()) return gcs.status();
+  rpc::Envelope req;
+  req.mutable_get_nodes();
+  auto r = gcs.value()->CallSync(req, kRpcTimeoutMs);
+  if (!r.ok()) return r.status();
+  return std::move(*r.value().mutable_get_nodes_reply());
+}
+
+Result<rpc::GetNodeStatsReply> CoreWorker::GetNodeStats() {
+  rpc::Envelope req;
+  req.mutable_get_node_stats();
+  auto r = node_->CallSync(req, kRpcTimeoutMs);
+  if (!r.ok()) return r.status();
+  return std::move(*r.value().mutable_get_node_stats_reply());
+}
+
+}  // namespace fleet

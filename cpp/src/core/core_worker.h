@@ -1,0 +1,140 @@
+// CoreWorker: the core library inside every driver and worker process.
+//
+// Owns one io thread (Asio), the connections to fleet-gcs and fleet-node, a
+// listener other processes use to push tasks here and fetch objects owned
+// here, the MemoryStore and the TaskSubmitter. In a worker it also queues the
+// tasks pushed to it for the Python execution loop (NextTask/FinishTask).
+// Thread-safe: every public method may be called from any Python thread
+// (with the GIL released for anything that blocks).
+#pragma once
+
+#include <asio/io_context.hpp>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/ids.h"
+#include "common/status.h"
+#include "core/memory_store.h"
+#include "core/task_submitter.h"
+#include "rpc/connection.h"
+#include "rpc/listener.h"
+
+namespace fleet {
+
+struct CoreOptions {
+  bool is_worker = false;
+  std::string node_address;   // "unix:/path" of the local fleet-node
+  std::string gcs_address;    // "host:port"
+  std::string token;
+  std::string session_dir;
+  std::string worker_id;      // binary; workers get theirs from fleet-node
+  std::string listen_path;    // where this process accepts connections
+  bool log_to_driver = true;
+  std::string namespace_name;
+  int connect_timeout_ms = 10000;
+  SubmitterOptions submitter;
+};
+
+// A task handed to the Python execution loop.
+struct ExecutableTask {
+  uint64_t handle = 0;
+  rpc::TaskSpec spec;
+};
+
+class CoreWorker {
+ public:
+  // Connects to fleet-gcs and fleet-node, registers (a driver also registers
+  // its job) and starts the io thread. Errors name the address that failed.
+  static Result<std::unique_ptr<CoreWorker>> Create(const CoreOptions& options);
+  ~CoreWorker();
+
+  // ---- objects --------------------------------------------------------------
+  std::string Put(std::string data, uint32_t flags);
+  Result<std::vector<StoredObject>> Get(const std::vector<std::string>& ids, int64_t timeout_ms);
+  Result<std::vector<bool>> Wait(const std::vector<std::string>& ids, int num_returns,
+                                 int64_t timeout_ms, bool fetch_local);
+  MemoryStore& store() { return store_; }
+
+  // ---- tasks ----------------------------------------------------------------
+  std::vector<std::string> SubmitTask(TaskSubmission&& task);
+  // Worker: blocks until a task arrives; nullopt once the worker must exit.
+  std::optional<ExecutableTask> NextTask();
+  // Worker: sends the reply for `handle`.
+  void FinishTask(uint64_t handle, std::vector<std::pair<std::string, uint32_t>>&& returns,
+                  bool retryable_error);
+
+  // ---- control store --------------------------------------------------------
+  Status KvPut(const std::string& key, const std::string& value, bool overwrite, bool* added);
+  Result<std::optional<std::string>> KvGet(const std::string& key);
+  Result<int> KvDel(const std::string& key);
+  Result<std::vector<std::string>> KvKeys(const std::string& prefix);
+  Result<rpc::GetNodesReply> GetNodes();
+  Result<rpc::GetNodeStatsReply> GetNodeStats();
+
+  // ---- identity -------------------------------------------------------------
+  const std::string& address() const { return address_; }
+  const std::string& worker_id() const { return worker_id_; }
+  const std::string& node_id() const { return node_id_; }
+  uint32_t job_id() const { return job_id_; }
+  void set_job_id(uint32_t id) { job_id_ = id; }
+  std::string NextTaskId() { return ids_.NextTaskId(job_id_); }
+  // The task this thread's process is running (workers), for nested ids.
+  void SetCurrentTask(const std::string& task_id, uint32_t job_id);
+
+  // Stops the io thread and closes every connection. Idempotent.
+  void Shutdown();
+
+ private:
+  explicit CoreWorker(const CoreOptions& options);
+  Status Init();
+  void OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
+  void OnNodeMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
+  void HandlePushTask(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
+  void HandleGetObject(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
+  void FetchFromOwner(const std::string& id, const std::string& owner_address);
+  Result<rpc::ConnectionPtr> ConnectionTo(const std::string& address);
+  Result<rpc::ConnectionPtr> Gcs();
+  void OnBlocked(bool blocked);
+
+  const CoreOptions options_;
+  asio::io_context io_;
+  std::unique_ptr<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::thread io_thread_;
+  MemoryStore store_;
+  IdGenerator ids_;
+  std::string address_;
+  std::string worker_id_;
+  std::string node_id_;
+  uint32_t job_id_ = 0;
+
+  rpc::ConnectionPtr node_;
+  std::unique_ptr<rpc::Listener> listener_;
+  std::unique_ptr<TaskSubmitter> submitter_;
+
+  std::mutex conn_mu_;
+  rpc::ConnectionPtr gcs_;                                   // guarded by conn_mu_
+  std::map<std::string, rpc::ConnectionPtr> peers_;          // guarded by conn_mu_
+
+  // Worker execution queue.
+  std::mutex exec_mu_;
+  std::condition_variable exec_cv_;
+  struct Pending {
+    std::weak_ptr<rpc::Connection> conn;
+    uint64_t request_id;
+  };
+  std::deque<ExecutableTask> exec_queue_;                    // guarded by exec_mu_
+  std::map<uint64_t, Pending> executing_;                    // guarded by exec_mu_
+  uint64_t next_handle_ = 1;                                 // guarded by exec_mu_
+  bool exiting_ = false;                                     // guarded by exec_mu_
+  bool in_task_ = false;                                     // guarded by exec_mu_
+  bool shut_down_ = false;
+};
+
+}  // namespace fleet

@@ -1,0 +1,251 @@
+// MemoryStore implementation; see memory_store.h.
+#include "core/memory_store.h"
+
+#include <algorithm>
+
+#include "common/ids.h"
+
+namespace fleet {
+
+void MemoryStore::CreatePending(const std::string& id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  objects_.try_emplace(id);
+}
+
+void MemoryStore::PutReady(const std::string& id, std::string data, uint32_t flags) {
+  std::lock_guard<std::mutex> lk(mu_);
+  Entry& e = objects_[id];
+  e.ready = true;
+  e.value.data = std::move(data);
+  e.value.flags = flags;
+}
+
+bool MemoryStore::Complete(const std::string& id, std::string data, uint32_t flags) {
+  std::vector<ReadyCallback> callbacks;
+  StoredObject copy;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = objects_.find(id);
+    if (it == objects_.end() || it->second.ready) return false;
+    Entry& e = it->second;
+    e.ready = true;
+    e.fetching = false;
+    e.value.data = std::move(data);
+    e.value.flags = flags;
+    for (auto& w : e.waiters) {
+      if (--w->remaining == 0) w->cv.notify_one();
+    }
+    e.waiters.clear();
+    callbacks.swap(e.callbacks);
+    if (!callbacks.empty()) copy = e.value;
+  }
+  for (auto& cb : callbacks) cb(copy);
+  return true;
+}
+
+void MemoryStore::RegisterBorrowed(const std::string& id, const std::string& owner_address) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto [it, added] = objects_.try_emplace(id);
+  if (added) {
+    it->second.owned = false;
+    it->second.owner_address = owner_address;
+  }
+}
+
+void MemoryStore::AddLocalRef(const std::string& id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  objects_[id].local_refs++;
+}
+
+void MemoryStore::RemoveLocalRef(const std::string& id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = objects_.find(id);
+  if (it == objects_.end()) return;
+  it->second.local_refs--;
+  MaybeFreeLocked(it);
+}
+
+void MemoryStore::AddSubmittedRef(const std::string& id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  objects_[id].submitted_refs++;
+}
+
+void MemoryStore::RemoveSubmittedRef(const std::string& id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = objects_.find(id);
+  if (it == objects_.end()) return;
+  it->second.submitted_refs--;
+  MaybeFreeLocked(it);
+}
+
+void MemoryStore::MarkEscaped(const std::string& id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = objects_.find(id);
+  if (it != objects_.end()) it->second.escaped = true;
+}
+
+void MemoryStore::MaybeFreeLocked(std::unordered_map<std::string, Entry>::iterator it) {
+  const Entry& e = it->second;
+  if (e.local_refs <= 0 && e.submitted_refs <= 0 && !e.escaped && e.waiters.empty() &&
+      e.callbacks.empty()) {
+    objects_.erase(it);
+  }
+}
+
+Result<bool> MemoryStore::GetOrSubscribe(const std::string& id, StoredObject* out,
+                                         ReadyCallback on_ready) {
+  std::string fetch_owner;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = objects_.find(id);
+    if (it == objects_.end()) return Status::NotFound("object " + ToHex(id) + " is unknown here");
+    Entry& e = it->second;
+    if (e.ready) {
+      *out = e.value;
+      return true;
+    }
+    if (on_ready) e.callbacks.push_back(std::move(on_ready));
+    if (!e.owned && !e.fetching) {
+      e.fetching = true;
+      fetch_owner = e.owner_address;
+    }
+  }
+  if (!fetch_owner.empty()) fetch_(id, fetch_owner);
+  return false;
+}
+
+void MemoryStore::RemoveWaiterLocked(const std::string& id, const std::shared_ptr<Waiter>& w) {
+  auto it = objects_.find(id);
+  if (it == objects_.end()) return;
+  auto& ws = it->second.waiters;
+  ws.erase(std::remove(ws.begin(), ws.end(), w), ws.end());
+}
+
+Result<std::vector<StoredObject>> MemoryStore::Get(const std::vector<std::string>& ids,
+                                                   int64_t timeout_ms,
+                                                   const std::function<void(bool)>& on_block) {
+  auto waiter = std::make_shared<Waiter>();
+  std::vector<std::pair<std::string, std::string>> to_fetch;
+  std::unique_lock<std::mutex> lk(mu_);
+  for (const auto& id : ids) {
+    auto it = objects_.find(id);
+    if (it == objects_.end()) {
+      for (const auto& id2 : ids) RemoveWaiterLocked(id2, waiter);
+      return Status::NotFound("object " + ToHex(id) +
+                              " is unknown to this process (its ObjectRef was freed or never "
+                              "existed here)");
+    }
+    Entry& e = it->second;
+    if (!e.ready) {
+      // A duplicate id in `ids` registers twice and is counted twice: fine.
+      e.waiters.push_back(waiter);
+      waiter->remaining++;
+      if (!e.owned && !e.fetching) {
+        e.fetching = true;
+        to_fetch.emplace_back(id, e.owner_address);
+      }
+    }
+  }
+  if (waiter->remaining > 0) {
+    lk.unlock();
+    for (auto& [id, owner] : to_fetch) fetch_(id, owner);
+    if (on_block) on_block(true);
+    lk.lock();
+    bool done;
+    if (timeout_ms < 0) {
+      waiter->cv.wait(lk, [&] { return waiter->remaining <= 0; });
+      done = true;
+    } else {
+      done = waiter->cv.wait_for(lk, std::chrono::milliseconds(timeout_ms),
+                                 [&] { return waiter->remaining <= 0; });
+    }
+    if (!done) {
+      for (const auto& id : ids) RemoveWaiterLocked(id, waiter);
+      lk.unlock();
+      if (on_block) on_block(false);
+      return Status::TimedOut("Get timed out: some object(s) not ready.");
+    }
+    lk.unlock();
+    if (on_block) on_block(false);
+    lk.lock();
+  }
+  std::vector<StoredObject> out;
+  out.reserve(ids.size());
+  for (const auto& id : ids) {
+    auto it = objects_.find(id);
+    if (it == objects_.end() || !it->second.ready) {
+      return Status::Internal("object " + ToHex(id) + " vanished while being read");
+    }
+    out.push_back(it->second.value);
+  }
+  return out;
+}
+
+Result<std::vector<bool>> MemoryStore::Wait(const std::vector<std::string>& ids, int num_returns,
+                                            int64_t timeout_ms, bool fetch) {
+  auto waiter = std::make_shared<Waiter>();
+  std::vector<std::pair<std::string, std::string>> to_fetch;
+  std::vector<bool> ready(ids.size(), false);
+  std::unique_lock<std::mutex> lk(mu_);
+  int n_ready = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto it = objects_.find(ids[i]);
+    if (it == objects_.end()) {
+      return Status::NotFound("object " + ToHex(ids[i]) + " is unknown to this process");
+    }
+    if (it->second.ready) {
+      ready[i] = true;
+      n_ready++;
+    }
+  }
+  if (n_ready < num_returns && timeout_ms != 0) {
+    waiter->remaining = num_returns - n_ready;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (ready[i]) continue;
+      Entry& e = objects_[ids[i]];
+      e.waiters.push_back(waiter);
+      if (!e.owned && !e.fetching) {
+        e.fetching = true;
+        to_fetch.emplace_back(ids[i], e.owner_address);
+      }
+    }
+    (void)fetch;  // every wait fetches small objects: they are the readiness signal
+    lk.unlock();
+    for (auto& [id, owner] : to_fetch) fetch_(id, owner);
+    lk.lock();
+    if (timeout_ms < 0) {
+      waiter->cv.wait(lk, [&] { return waiter->remaining <= 0; });
+    } else {
+      waiter->cv.wait_for(lk, std::chrono::milliseconds(timeout_ms),
+                          [&] { return waiter->remaining <= 0; });
+    }
+    for (size_t i = 0; i < ids.size(); ++i) {
+      auto it = objects_.find(ids[i]);
+      if (it == objects_.end()) continue;
+      if (!ready[i]) {
+        RemoveWaiterLocked(ids[i], waiter);
+        ready[i] = it->second.ready;
+      }
+    }
+  }
+  return ready;
+}
+
+bool MemoryStore::Contains(const std::string& id) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return objects_.count(id) > 0;
+}
+
+std::optional<std::string> MemoryStore::OwnerOf(const std::string& id) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = objects_.find(id);
+  if (it == objects_.end() || it->second.owned) return std::nullopt;
+  return it->second.owner_address;
+}
+
+size_t MemoryStore::Size() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return objects_.size();
+}
+
+}  // namespace fleet

@@ -1,0 +1,98 @@
+// MemoryStore: the in-process store of small objects and the reference counts
+// of everything this process knows about (owned or borrowed).
+//
+// Invariants: an entry exists while a Python ObjectRef, a pending task, or an
+// escape (the ref was serialized into something sent elsewhere) holds it; an
+// owned entry becomes ready exactly once. Borrowed entries record their owner's
+// address and are fetched on demand. Thread-safe (one mutex); completion
+// callbacks run outside the lock on the completing thread.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/status.h"
+
+namespace fleet {
+
+struct StoredObject {
+  std::string data;
+  uint32_t flags = 0;
+};
+
+class MemoryStore {
+ public:
+  using ReadyCallback = std::function<void(const StoredObject&)>;
+  // Called (outside the lock) when a borrowed object that nobody has fetched
+  // yet is waited on: fetch it from `owner_address` and Complete() it.
+  using FetchFn = std::function<void(const std::string& id, const std::string& owner_address)>;
+
+  explicit MemoryStore(FetchFn fetch) : fetch_(std::move(fetch)) {}
+
+  // An owned object whose value comes later (a task return).
+  void CreatePending(const std::string& id);
+  // An owned object with its value now (a put).
+  void PutReady(const std::string& id, std::string data, uint32_t flags);
+  // Sets the value of a pending (or borrowed) entry and wakes its waiters.
+  // Dropped if the entry was freed meanwhile. Returns true if stored.
+  bool Complete(const std::string& id, std::string data, uint32_t flags);
+  // Records a borrowed ref; no-op if known.
+  void RegisterBorrowed(const std::string& id, const std::string& owner_address);
+
+  void AddLocalRef(const std::string& id);
+  void RemoveLocalRef(const std::string& id);
+  void AddSubmittedRef(const std::string& id);
+  void RemoveSubmittedRef(const std::string& id);
+  void MarkEscaped(const std::string& id);
+
+  // If ready, copies the value into *out and returns true. Otherwise, if
+  // `on_ready` is given, it runs once the value arrives (possibly at once on
+  // this thread if it raced). Returns NotFound status if the id is unknown.
+  Result<bool> GetOrSubscribe(const std::string& id, StoredObject* out, ReadyCallback on_ready);
+
+  // Blocks until all are ready or the timeout passes (timeout_ms < 0: forever).
+  // `on_block` runs once before the first real wait (and `on_unblock` after).
+  Result<std::vector<StoredObject>> Get(const std::vector<std::string>& ids, int64_t timeout_ms,
+                                        const std::function<void(bool)>& on_block);
+  // Returns readiness per id once num_returns are ready or on timeout.
+  Result<std::vector<bool>> Wait(const std::vector<std::string>& ids, int num_returns,
+                                 int64_t timeout_ms, bool fetch);
+
+  bool Contains(const std::string& id) const;
+  std::optional<std::string> OwnerOf(const std::string& id) const;
+  size_t Size() const;
+
+ private:
+  struct Waiter {
+    std::condition_variable cv;
+    int remaining = 0;
+  };
+  struct Entry {
+    bool ready = false;
+    bool owned = true;
+    bool escaped = false;
+    bool fetching = false;
+    int local_refs = 0;
+    int submitted_refs = 0;
+    StoredObject value;
+    std::string owner_address;
+    std::vector<std::shared_ptr<Waiter>> waiters;
+    std::vector<ReadyCallback> callbacks;
+  };
+  // Frees the entry if nothing holds it. Requires mu_.
+  void MaybeFreeLocked(std::unordered_map<std::string, Entry>::iterator it);
+  void RemoveWaiterLocked(const std::string& id, const std::shared_ptr<Waiter>& w);
+
+  FetchFn fetch_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, Entry> objects_;  // guarded by mu_
+};
+
+}  // namespace fleet

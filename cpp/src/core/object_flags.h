@@ -1,0 +1,25 @@
+// Flags stored beside every object's bytes: how the Python layer must read it.
+// An error object's bytes are either a pickled exception (kPickledError) or,
+// for errors raised by the C++ runtime itself, a UTF-8 message plus one of the
+// system-error bits, which the Python layer maps to fleet.exceptions classes.
+#pragma once
+
+#include <cstdint>
+
+namespace fleet {
+
+enum ObjectFlags : uint32_t {
+  kFlagNone = 0,
+  kFlagPickledError = 1u << 0,   // bytes = pickled exception (RayTaskError...)
+  kFlagWorkerCrashed = 1u << 1,  // bytes = message
+  kFlagObjectLost = 1u << 2,
+  kFlagOwnerDied = 1u << 3,
+  kFlagTaskCancelled = 1u << 4,
+  kFlagSystemError = 1u << 5,
+  kFlagRaw = 1u << 8,            // bytes are the value itself (not pickled)
+};
+
+constexpr uint32_t kErrorFlags = kFlagPickledError | kFlagWorkerCrashed | kFlagObjectLost |
+                                 kFlagOwnerDied | kFlagTaskCancelled | kFlagSystemError;
+
+}  // namespace fleet

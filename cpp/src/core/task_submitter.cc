@@ -1,0 +1,448 @@
+// TaskSubmitter implementation; see task_submitter.h.
+#include "core/task_submitter.h"
+
+#include <asio/post.hpp>
+#include <sstream>
+
+#include "common/ids.h"
+#include "common/logging.h"
+#include "core/object_flags.h"
+
+namespace fleet {
+
+struct TaskSubmitter::Task {
+  rpc::Envelope push;  // body = push_task; reused across attempts
+  std::vector<std::string> return_ids;
+  std::vector<std::string> dep_ids;
+  int max_retries = 0;
+  int retries_left = 0;
+  int unresolved = 0;
+  bool failed = false;  // a dependency failed: returns already set
+  std::string key;
+  const rpc::TaskSpec& spec() const { return push.push_task().spec(); }
+  rpc::TaskSpec* mutable_spec() { return push.mutable_push_task()->mutable_spec(); }
+};
+
+struct TaskSubmitter::Lease {
+  std::string key;
+  std::string worker_id;
+  int worker_pid = 0;
+  std::vector<int> gpu_ids;
+  rpc::ConnectionPtr conn;
+  std::unordered_map<std::string, TaskPtr> in_flight;  // by task id
+  std::chrono::steady_clock::time_point idle_since;
+  bool dead = false;
+};
+
+struct TaskSubmitter::KeyState {
+  std::deque<TaskPtr> queue;
+  std::vector<LeasePtr> leases;
+  int pending_lease_requests = 0;
+  bool cancel_sent = false;
+  google::protobuf::Map<std::string, double> resources;
+  std::string description;
+};
+
+struct TaskSubmitter::Outbox {
+  std::vector<std::pair<LeasePtr, TaskPtr>> pushes;
+  std::vector<std::string> lease_requests;
+  std::vector<std::string> cancels;
+  std::vector<TaskPtr> enqueue_failed;
+};
+
+namespace {
+std::string KeyFor(const rpc::TaskSpec& spec) {
+  std::map<std::string, double> sorted(spec.resources().begin(), spec.resources().end());
+  std::ostringstream os;
+  for (auto& [k, v] : sorted) os << k << '=' << v << ';';
+  return os.str();
+}
+}  // namespace
+
+TaskSubmitter::TaskSubmitter(asio::io_context& io, MemoryStore& store, rpc::ConnectionPtr node,
+                             rpc::Hello hello, SubmitterOptions options)
+    : io_(io), store_(store), node_(std::move(node)), hello_(std::move(hello)),
+      options_(options), linger_timer_(io) {}
+
+TaskSubmitter::~TaskSubmitter() = default;
+
+std::vector<std::string> TaskSubmitter::Submit(TaskSubmission&& submission) {
+  auto task = std::make_shared<Task>();
+  *task->mutable_spec() = std::move(submission.spec);
+  rpc::TaskSpec* spec = task->mutable_spec();
+  task->max_retries = submission.max_retries;
+  task->retries_left = submission.max_retries;
+  task->key = KeyFor(*spec);
+  task->dep_ids = std::move(submission.dep_ids);
+  int n = spec->num_returns();
+  task->return_ids.reserve(n);
+  for (int i = 1; i <= n; ++i) {
+    task->return_ids.push_back(ReturnObjectId(spec->task_id(), static_cast<uint32_t>(i)));
+    store_.CreatePending(task->return_ids.back());
+  }
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    num_pending_++;
+  }
+  // Resolve top-level ObjectRef arguments: ready ones are inlined now, others
+  // as they arrive (owned: when their task finishes; borrowed: when fetched).
+  spec->mutable_deps()->Reserve(static_cast<int>(task->dep_ids.size()));
+  task->unresolved = static_cast<int>(task->dep_ids.size()) + 1;  // +1 guards this loop
+  for (size_t i = 0; i < task->dep_ids.size(); ++i) {
+    const std::string& id = task->dep_ids[i];
+    spec->add_deps()->set_object_id(id);
+    store_.AddSubmittedRef(id);
+  }
+  std::vector<std::string> result = task->return_ids;
+  for (size_t i = 0; i < task->dep_ids.size(); ++i) {
+    StoredObject value;
+    auto r = store_.GetOrSubscribe(task->dep_ids[i], &value,
+                                   [this, task, i](const StoredObject& v) {
+                                     OnDependencyReady(task, i, v);
+                                   });
+    if (!r.ok()) {
+      StoredObject lost;
+      lost.flags = kFlagObjectLost;
+      lost.data = "Task " + spec->function_name() + " could not get its argument: " +
+                  r.status().message();
+      OnDependencyReady(task, i, lost);
+    } else if (r.value()) {
+      OnDependencyReady(task, i, value);
+    }
+  }
+  StoredObject none;
+  OnDependencyReady(task, SIZE_MAX, none);  // drop the loop guard
+  return result;
+}
+
+void TaskSubmitter::OnDependencyReady(const TaskPtr& task, size_t dep_index,
+                                      const StoredObject& value) {
+  bool fail_now = false;
+  bool ready = false;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (dep_index != SIZE_MAX) {
+      rpc::TaskArg* arg = task->mutable_spec()->mutable_deps(static_cast<int>(dep_index));
+      if ((value.flags & kErrorFlags) && !task->failed) {
+        task->failed = true;
+        fail_now = true;
+      }
+      arg->set_is_inline(true);
+      arg->set_data(value.data);
+      arg->set_flags(value.flags);
+    }
+    ready = --task->unresolved == 0;
+  }
+  if (fail_now) {
+    // A failed dependency fails its dependents with the original error.
+    for (const auto& id : task->return_ids) store_.Complete(id, value.data, value.flags);
+  }
+  if (ready) {
+    if (task->failed) {
+      FinishTask(task);
+    } else {
+      Enqueue(task);
+    }
+  }
+}
+
+void TaskSubmitter::Enqueue(const TaskPtr& task) {
+  Outbox out;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (shutdown_) {
+      out.enqueue_failed.push_back(task);
+    } else {
+      auto& ks = keys_[task->key];
+      if (!ks) {
+        ks = std::make_unique<KeyState>();
+        ks->resources = task->spec().resources();
+        ks->description = task->spec().function_name();
+      }
+      ks->queue.push_back(task);
+      ks->cancel_sent = false;
+      DispatchLocked(task->key, out);
+    }
+  }
+  for (auto& t : out.enqueue_failed) {
+    FailTask(t, kFlagSystemError, "fleet is shutting down; task " + t->spec().function_name() +
+                                      " was not run");
+  }
+  Flush(out);
+}
+
+void TaskSubmitter::DispatchLocked(const std::string& key, Outbox& out) {
+  auto kit = keys_.find(key);
+  if (kit == keys_.end()) return;
+  KeyState& ks = *kit->second;
+  while (!ks.queue.empty()) {
+    Lease* best = nullptr;
+    LeasePtr best_ptr;
+    for (auto& l : ks.leases) {
+      if (l->dead) continue;
+      if (static_cast<int>(l->in_flight.size()) >= options_.max_tasks_in_flight_per_worker) continue;
+      if (!best || l->in_flight.size() < best->in_flight.size()) {
+        best = l.get();
+        best_ptr = l;
+      }
+    }
+    if (!best) break;
+    TaskPtr task = ks.queue.front();
+    ks.queue.pop_front();
+    rpc::TaskSpec* spec = task->mutable_spec();
+    spec->clear_gpu_ids();
+    for (int g : best->gpu_ids) spec->add_gpu_ids(g);
+    best->in_flight.emplace(spec->task_id(), task);
+    out.pushes.emplace_back(best_ptr, task);
+  }
+  if (!ks.queue.empty()) {
+    int want = std::min<int>(static_cast<int>(ks.queue.size()), options_.max_pending_lease_requests) -
+               ks.pending_lease_requests;
+    for (int i = 0; i < want; ++i) {
+      out.lease_requests.push_back(key);
+      ks.pending_lease_requests++;
+    }
+  } else if (ks.pending_lease_requests > 0 && !ks.cancel_sent) {
+    ks.cancel_sent = true;
+    out.cancels.push_back(key);
+  }
+}
+
+void TaskSubmitter::Flush(Outbox& out) {
+  for (auto& [lease, task] : out.pushes) {
+    LeasePtr l = lease;
+    TaskPtr t = task;
+    lease->conn->Call(task->push, [this, l, t](const Status& s, rpc::Envelope& reply) {
+      OnTaskReply(l, t, s, reply);
+    });
+  }
+  for (auto& key : out.lease_requests) {
+    rpc::Envelope req;
+    auto* r = req.mutable_request_lease();
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      auto& ks = *keys_[key];
+      *r->mutable_resources() = ks.resources;
+      r->set_description(ks.description);
+    }
+    r->set_scheduling_key(key);
+    node_->Call(req, [this, key](const Status& s, rpc::Envelope& reply) {
+      OnLeaseReply(key, s, reply);
+    });
+  }
+  for (auto& key : out.cancels) {
+    rpc::Envelope req;
+    req.mutable_cancel_lease_requests()->set_scheduling_key(key);
+    node_->Send(req);
+  }
+}
+
+void TaskSubmitter::OnLeaseReply(const std::string& key, const Status& s, rpc::Envelope& reply) {
+  // io thread
+  Outbox out;
+  std::vector<TaskPtr> to_fail;
+  std::string fail_message;
+  LeasePtr lease;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto& ks = *keys_[key];
+    ks.pending_lease_requests--;
+    if (!s.ok()) {
+      if (!shutdown_) {
+        fail_message = "could not lease a worker from the local fleet-node: " + s.message();
+        to_fail.assign(ks.queue.begin(), ks.queue.end());
+        ks.queue.clear();
+      }
+    } else if (reply.lease_granted().worker_id().empty()) {
+      // Canceled: nothing queued for this key any more (or asked again below).
+      DispatchLocked(key, out);
+    } else if (shutdown_) {
+      rpc::Envelope ret;
+      ret.mutable_return_lease()->set_worker_id(reply.lease_granted().worker_id());
+      node_->Send(ret);
+    } else {
+      const auto& g = reply.lease_granted();
+      lease = std::make_shared<Lease>();
+      lease->key = key;
+      lease->worker_id = g.worker_id();
+      lease->worker_pid = g.worker_pid();
+      lease->gpu_ids.assign(g.gpu_ids().begin(), g.gpu_ids().end());
+      lease->idle_since = std::chrono::steady_clock::now();
+    }
+  }
+  if (lease) {
+    const auto& g = reply.lease_granted();
+    auto conn = rpc::Connect(io_, g.worker_address(), hello_);
+    std::lock_guard<std::mutex> lk(mu_);
+    if (!conn.ok()) {
+      FLEET_LOG(WARNING) << "cannot reach leased worker " << g.worker_address() << ": "
+                         << conn.status().message();
+      rpc::Envelope ret;
+      ret.mutable_return_lease()->set_worker_id(lease->worker_id);
+      ret.mutable_return_lease()->set_worker_failed(true);
+      node_->Send(ret);
+      DispatchLocked(key, out);
+    } else {
+      lease->conn = conn.value();
+      std::weak_ptr<Lease> weak = lease;
+      lease->conn->Start(nullptr, [this, weak](const rpc::ConnectionPtr&, const Status&) {
+        auto l = weak.lock();
+        if (!l) return;
+        std::lock_guard<std::mutex> lk2(mu_);
+        if (l->dead) return;
+        l->dead = true;
+        auto& ks2 = *keys_[l->key];
+        std::erase(ks2.leases, l);
+        rpc::Envelope ret;
+        ret.mutable_return_lease()->set_worker_id(l->worker_id);
+        ret.mutable_return_lease()->set_worker_failed(true);
+        node_->Send(ret);
+      });
+      keys_[key]->leases.push_back(lease);
+      DispatchLocked(key, out);
+      if (keys_[key]->queue.empty() && lease->in_flight.empty()) ArmLingerTimer();
+    }
+  }
+  for (auto& t : to_fail) FailTask(t, kFlagSystemError, "Task " + t->spec().function_name() + " " + fail_message);
+  Flush(out);
+}
+
+void TaskSubmitter::OnTaskReply(const LeasePtr& lease, const TaskPtr& task, const Status& s,
+                                rpc::Envelope& reply) {
+  bool retry = false;
+  bool crashed = false;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    lease->in_flight.erase(task->spec().task_id());
+    if (!s.ok() || reply.push_task_reply().retryable_error()) {
+      if (task->retries_left > 0 && !shutdown_) {
+        task->retries_left--;
+        task->mutable_spec()->set_attempt(task->spec().attempt() + 1);
+        retry = true;
+      } else if (!s.ok()) {
+        crashed = true;
+      }
+    }
+    if (lease->in_flight.empty()) {
+      lease->idle_since = std::chrono::steady_clock::now();
+      ArmLingerTimer();
+    }
+  }
+  if (retry) {
+    Enqueue(task);
+  } else if (crashed) {
+    std::ostringstream os;
+    os << "The worker (pid=" << lease->worker_pid << ") running task '"
+       << task->spec().function_name() << "' died unexpectedly (" << s.message() << "). The task "
+       << "was attempted " << task->spec().attempt() + 1 << " time(s) (max_retries="
+       << task->max_retries << "). The worker's output is in the node's logs/ folder.";
+    FailTask(task, kFlagWorkerCrashed, os.str());
+  } else {
+    auto* r = reply.mutable_push_task_reply();
+    int n = std::min<int>(r->returns_size(), static_cast<int>(task->return_ids.size()));
+    for (int i = 0; i < n; ++i) {
+      auto* ret = r->mutable_returns(i);
+      store_.Complete(task->return_ids[i], std::move(*ret->mutable_data()), ret->flags());
+    }
+    for (size_t i = n; i < task->return_ids.size(); ++i) {
+      store_.Complete(task->return_ids[i], "task returned fewer values than num_returns",
+                      kFlagSystemError);
+    }
+    FinishTask(task);
+  }
+  Outbox out;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    DispatchLocked(lease->key, out);
+  }
+  Flush(out);
+}
+
+void TaskSubmitter::FailTask(const TaskPtr& task, uint32_t flags, const std::string& message) {
+  for (const auto& id : task->return_ids) store_.Complete(id, message, flags);
+  FinishTask(task);
+}
+
+void TaskSubmitter::FinishTask(const TaskPtr& task) {
+  for (const auto& id : task->dep_ids) store_.RemoveSubmittedRef(id);
+  std::lock_guard<std::mutex> lk(mu_);
+  num_pending_--;
+}
+
+void TaskSubmitter::ArmLingerTimer() {
+  // requires mu_
+  if (linger_armed_ || shutdown_) return;
+  linger_armed_ = true;
+  asio::post(io_, [this] {
+    linger_timer_.expires_after(std::chrono::milliseconds(options_.lease_linger_ms));
+    linger_timer_.async_wait([this](const asio::error_code& ec) {
+      if (ec) return;
+      ReturnIdleLeases();
+    });
+  });
+}
+
+void TaskSubmitter::ReturnIdleLeases() {
+  std::vector<LeasePtr> to_return;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    linger_armed_ = false;
+    auto now = std::chrono::steady_clock::now();
+    auto linger = std::chrono::milliseconds(options_.lease_linger_ms);
+    bool more = false;
+    for (auto& [key, ks] : keys_) {
+      for (auto it = ks->leases.begin(); it != ks->leases.end();) {
+        auto& l = *it;
+        if (l->in_flight.empty() && ks->queue.empty()) {
+          if (now - l->idle_since >= linger) {
+            l->dead = true;
+            to_return.push_back(l);
+            it = ks->leases.erase(it);
+            continue;
+          }
+          more = true;
+        }
+        ++it;
+      }
+    }
+    if (more) ArmLingerTimer();
+  }
+  for (auto& l : to_return) {
+    rpc::Envelope ret;
+    ret.mutable_return_lease()->set_worker_id(l->worker_id);
+    node_->Send(ret);
+    l->conn->Close();
+  }
+}
+
+void TaskSubmitter::Shutdown() {
+  std::vector<TaskPtr> queued;
+  std::vector<LeasePtr> leases;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    shutdown_ = true;
+    for (auto& [key, ks] : keys_) {
+      queued.insert(queued.end(), ks->queue.begin(), ks->queue.end());
+      ks->queue.clear();
+      for (auto& l : ks->leases) {
+        l->dead = true;
+        leases.push_back(l);
+      }
+      ks->leases.clear();
+    }
+  }
+  for (auto& t : queued) FailTask(t, kFlagSystemError, "fleet was shut down before the task ran");
+  for (auto& l : leases) {
+    rpc::Envelope ret;
+    ret.mutable_return_lease()->set_worker_id(l->worker_id);
+    node_->Send(ret);
+    l->conn->Close();
+  }
+}
+
+size_t TaskSubmitter::NumPendingTasks() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return num_pending_;
+}
+
+}  // namespace fleet

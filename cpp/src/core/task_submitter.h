@@ -1,0 +1,96 @@
+// TaskSubmitter: the submitting side of normal tasks (driver or worker).
+//
+// Tasks are grouped by scheduling key (resource shape). For each key the
+// submitter leases workers from the local fleet-node and pushes tasks straight
+// to them, keeping up to `max_tasks_in_flight_per_worker` on each lease; a
+// lease with nothing to do lingers `lease_linger_ms` and is then returned.
+// Top-level ObjectRef arguments owned here are resolved first and travel
+// inline; a failed dependency fails the task with the same error. A worker
+// that dies mid-task gets the task retried up to max_retries, then the
+// returns become WorkerCrashedError.
+// Thread-safe: Submit runs on caller threads, replies on the io thread; one
+// mutex guards all state, and no callback or socket write runs under it.
+#pragma once
+
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+#include <chrono>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/memory_store.h"
+#include "fleet.pb.h"
+#include "rpc/connection.h"
+
+namespace fleet {
+
+struct SubmitterOptions {
+  int max_tasks_in_flight_per_worker = 8;
+  int max_pending_lease_requests = 10;
+  int lease_linger_ms = 10;
+};
+
+struct TaskSubmission {
+  rpc::TaskSpec spec;               // task_id, function, args, num_returns... filled by caller
+  std::vector<std::string> dep_ids; // top-level ObjectRef arguments, in order
+  int max_retries = 3;
+};
+
+class TaskSubmitter {
+ public:
+  // `node` is the connection to the local fleet-node; `hello` is what this
+  // process sends when it connects to a leased worker.
+  TaskSubmitter(asio::io_context& io, MemoryStore& store, rpc::ConnectionPtr node,
+                rpc::Hello hello, SubmitterOptions options);
+  ~TaskSubmitter();
+
+  // Creates the return objects (pending) and queues the task. Returns the
+  // return object ids. Never blocks on the network.
+  std::vector<std::string> Submit(TaskSubmission&& task);
+
+  // Returns every held lease and fails every queued task (at shutdown).
+  void Shutdown();
+  size_t NumPendingTasks() const;
+
+ private:
+  struct Task;
+  struct Lease;
+  struct KeyState;
+  using TaskPtr = std::shared_ptr<Task>;
+  using LeasePtr = std::shared_ptr<Lease>;
+
+  void OnDependencyReady(const TaskPtr& task, size_t dep_index, const StoredObject& value);
+  void Enqueue(const TaskPtr& task);
+  // Pushes queued tasks onto leases / asks for leases. Requires the lock;
+  // collects socket work into `sends` to do after unlocking.
+  struct Outbox;
+  void DispatchLocked(const std::string& key, Outbox& out);
+  void Flush(Outbox& out);
+  void OnLeaseReply(const std::string& key, const Status& s, rpc::Envelope& reply);
+  void OnTaskReply(const LeasePtr& lease, const TaskPtr& task, const Status& s,
+                   rpc::Envelope& reply);
+  void FailTask(const TaskPtr& task, uint32_t flags, const std::string& message);
+  void FinishTask(const TaskPtr& task);
+  void ArmLingerTimer();
+  void ReturnIdleLeases();
+
+  asio::io_context& io_;
+  MemoryStore& store_;
+  rpc::ConnectionPtr node_;
+  rpc::Hello hello_;
+  const SubmitterOptions options_;
+
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, std::unique_ptr<KeyState>> keys_;  // guarded by mu_
+  size_t num_pending_ = 0;                                          // guarded by mu_
+  bool shutdown_ = false;                                           // guarded by mu_
+  bool linger_armed_ = false;                                       // guarded by mu_
+  asio::steady_timer linger_timer_;                                 // io thread only
+};
+
+}  // namespace fleet

@@ -1,0 +1,504 @@
+// NodeServer implementation; see node_server.h.
+#include "node/node_server.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <asio/read.hpp>
+#include <sstream>
+
+#include "common/ids.h"
+#include "common/logging.h"
+#include "node/worker_process.h"
+
+namespace fleet::node {
+
+struct NodeServer::WorkerIo {
+  std::string worker_id;
+  int pid = 0;
+  asio::posix::stream_descriptor out, err;
+  std::string out_partial, err_partial;
+  int log_fd = -1;
+  std::deque<std::string> tail;  // last stderr lines, for error messages
+  std::array<char, 8192> out_buf{}, err_buf{};
+  WorkerIo(asio::io_context& io, int o, int e) : out(io, o), err(io, e) {}
+  ~WorkerIo() {
+    if (log_fd >= 0) ::close(log_fd);
+  }
+};
+
+namespace {
+int NumCpus(const std::map<std::string, double>& r) {
+  auto it = r.find("CPU");
+  return it == r.end() ? 0 : static_cast<int>(it->second);
+}
+}  // namespace
+
+NodeServer::NodeServer(asio::io_context& io, NodeOptions options)
+    : io_(io), options_(std::move(options)), node_id_(RandomId()),
+      resources_(FromDoubles(options_.resources)),
+      pool_(std::max(1, NumCpus(options_.resources)), std::max(2, NumCpus(options_.resources)),
+            options_.idle_worker_timeout_ms),
+      sigchld_(io, SIGCHLD), tick_timer_(io), report_timer_(io) {}
+
+NodeServer::~NodeServer() = default;
+
+Status NodeServer::Start() {
+  listener_ = std::make_unique<rpc::Listener>(
+      io_, options_.token, [this](const rpc::ConnectionPtr& c, rpc::Envelope& m) { OnMessage(c, m); },
+      [this](const rpc::ConnectionPtr& c, const Status& s) { OnClose(c, s); });
+  auto addr = listener_->ListenUnix(options_.unix_socket);
+  if (!addr.ok()) return addr.status();
+
+  sigchld_.async_wait([this](const asio::error_code& ec, int) {
+    if (!ec) OnSigchld();
+  });
+
+  // Register with the control store. Connect synchronously: we are not on a
+  // running io thread yet, so wait for the reply by running the loop.
+  rpc::Hello hello;
+  hello.set_token(options_.token);
+  hello.set_role("node");
+  hello.set_pid(getpid());
+  auto conn = rpc::Connect(io_, options_.gcs_address, hello);
+  if (!conn.ok()) return conn.status();
+  gcs_ = conn.value();
+  bool done = false;
+  Status result = Status::OK();
+  gcs_->Start(nullptr, [this](const rpc::ConnectionPtr&, const Status& s) {
+    if (!stopped_) {
+      FLEET_LOG(ERROR) << "lost the connection to fleet-gcs (" << s.message() << "); exiting";
+      Stop();
+    }
+  });
+  rpc::Envelope reg;
+  auto* info = reg.mutable_register_node()->mutable_node();
+  info->set_node_id(node_id_);
+  info->set_node_ip(options_.node_ip);
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  info->set_hostname(host);
+  info->set_unix_socket(addr.value());
+  info->set_session_dir(options_.session_dir);
+  for (auto& [k, v] : options_.resources) {
+    (*info->mutable_total())[k] = v;
+    (*info->mutable_available())[k] = v;
+  }
+  gcs_->Call(reg, [&](const Status& s, rpc::Envelope&) {
+    result = s;
+    done = true;
+  });
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!done && std::chrono::steady_clock::now() < deadline) {
+    io_.run_one_for(std::chrono::milliseconds(100));
+  }
+  if (!done) return Status::TimedOut("fleet-gcs at " + options_.gcs_address + " did not answer");
+  if (!result.ok()) return result;
+
+  int prestart = options_.num_prestart >= 0 ? options_.num_prestart : NumCpus(options_.resources);
+  StartWorkers(prestart);
+  Tick();
+  return Status::OK();
+}
+
+void NodeServer::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  for (int pid : pool_.Pids()) ::kill(pid, SIGKILL);
+  for (int pid : pool_.Pids()) ::waitpid(pid, nullptr, 0);
+  if (listener_) listener_->Close();
+  io_.stop();
+}
+
+// ---- messages ---------------------------------------------------------------
+
+void NodeServer::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
+  rpc::Envelope reply;
+  switch (msg.body_case()) {
+    case rpc::Envelope::kHello: {
+      const auto& h = msg.hello();
+      if (h.role() == "worker") {
+        if (!pool_.OnRegistered(h.worker_id(), h.address(), std::chrono::steady_clock::now())) {
+          FLEET_LOG(WARNING) << "unknown worker " << ToHex(h.worker_id()) << " (pid " << h.pid()
+                             << ") tried to register; closing it";
+          conn->Close();
+          return;
+        }
+        consecutive_start_failures_ = 0;
+        worker_conns_[conn.get()] = h.worker_id();
+        worker_conn_by_id_[h.worker_id()] = conn;
+        Schedule();
+      } else if (h.role() == "driver" && h.log_to_driver()) {
+        log_subscribers_.insert(conn);
+      }
+      return;
+    }
+    case rpc::Envelope::kRequestLease: {
+      const auto& r = msg.request_lease();
+      LeaseRequestEntry e;
+      e.conn = conn;
+      e.request_id = msg.request_id();
+      e.resources = FromDoubles({r.resources().begin(), r.resources().end()});
+      e.description = r.description();
+      e.key = r.scheduling_key();
+      e.since = std::chrono::steady_clock::now();
+      if (consecutive_start_failures_ >= options_.worker_start_failures_before_error) {
+        reply.mutable_error()->set_code(static_cast<int>(StatusCode::kInternal));
+        reply.mutable_error()->set_message("workers on this node fail to start: " +
+                                           last_start_failure_);
+        conn->Reply(msg.request_id(), reply);
+        return;
+      }
+      pending_.push_back(std::move(e));
+      Schedule();
+      return;
+    }
+    case rpc::Envelope::kReturnLease: {
+      const auto& r = msg.return_lease();
+      auto it = leases_.find(r.worker_id());
+      if (it != leases_.end() && it->second.holder.lock() == conn) {
+        resources_.Release(it->second.alloc);
+        leases_.erase(it);
+        MarkResourcesDirty();
+        if (r.worker_failed()) {
+          KillWorker(r.worker_id());
+        } else {
+          pool_.PushIdle(r.worker_id(), std::chrono::steady_clock::now());
+        }
+        Schedule();
+      }
+      if (msg.request_id() != 0) {
+        reply.mutable_return_lease_reply();
+        conn->Reply(msg.request_id(), reply);
+      }
+      return;
+    }
+    case rpc::Envelope::kCancelLeaseRequests: {
+      const std::string& key = msg.cancel_lease_requests().scheduling_key();
+      for (auto it = pending_.begin(); it != pending_.end();) {
+        if (it->key == key && it->conn.lock() == conn) {
+          rpc::Envelope r;
+          r.mutable_lease_granted();  // empty worker id = canceled
+          conn->Reply(it->request_id, r);
+          it = pending_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      return;
+    }
+    case rpc::Envelope::kNotifyBlocked: {
+      auto w = worker_conns_.find(conn.get());
+      if (w == worker_conns_.end()) return;
+      auto it = leases_.find(w->second);
+      if (it == leases_.end()) return;
+      bool blocked = msg.notify_blocked().blocked();
+      if (blocked == it->second.blocked) return;
+      it->second.blocked = blocked;
+      if (blocked) {
+        resources_.ReleaseCpu(it->second.alloc);
+      } else {
+        resources_.ForceAcquireCpu(it->second.alloc);
+      }
+      MarkResourcesDirty();
+      if (blocked) Schedule();
+      return;
+    }
+    case rpc::Envelope::kGetNodeStats: {
+      auto* s = reply.mutable_get_node_stats_reply();
+      for (auto& [k, v] : ToDoubles(resources_.total())) (*s->mutable_total())[k] = v;
+      for (auto& [k, v] : ToDoubles(resources_.available())) (*s->mutable_available())[k] = v;
+      s->set_num_workers(pool_.size());
+      s->set_num_idle_workers(pool_.num_idle());
+      for (int pid : pool_.Pids()) s->add_worker_pids(pid);
+      s->set_pending_leases(static_cast<int>(pending_.size()));
+      s->set_node_id(node_id_);
+      break;
+    }
+    default:
+      reply.mutable_error()->set_code(static_cast<int>(StatusCode::kInvalidArgument));
+      reply.mutable_error()->set_message("fleet-node does not handle this request");
+  }
+  if (msg.request_id() != 0) conn->Reply(msg.request_id(), reply);
+}
+
+void NodeServer::OnClose(const rpc::ConnectionPtr& conn, const Status&) {
+  log_subscribers_.erase(conn);
+  auto w = worker_conns_.find(conn.get());
+  if (w != worker_conns_.end()) {
+    std::string id = w->second;
+    worker_conns_.erase(w);
+    worker_conn_by_id_.erase(id);
+    // The process is gone or going; SIGCHLD will reap it.
+    OnWorkerGone(id, "its connection closed");
+    return;
+  }
+  // A client: drop its queued requests and revoke its leases.
+  std::erase_if(pending_, [&](const LeaseRequestEntry& e) {
+    auto c = e.conn.lock();
+    return !c || c == conn;
+  });
+  std::vector<std::string> revoked;
+  for (auto& [wid, lease] : leases_) {
+    auto h = lease.holder.lock();
+    if (!h || h == conn) revoked.push_back(wid);
+  }
+  for (auto& wid : revoked) {
+    resources_.Release(leases_[wid].alloc);
+    leases_.erase(wid);
+    KillWorker(wid);  // it may still run the departed client's tasks
+  }
+  if (!revoked.empty()) {
+    MarkResourcesDirty();
+    Schedule();
+  }
+}
+
+// ---- scheduling -------------------------------------------------------------
+
+void NodeServer::Schedule() {
+  if (stopped_) return;
+  int need_workers = 0;
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    auto conn = it->conn.lock();
+    if (!conn || conn->closed()) {
+      it = pending_.erase(it);
+      continue;
+    }
+    if (!resources_.Feasible(it->resources)) {
+      ++it;
+      continue;
+    }
+    auto alloc = resources_.TryAcquire(it->resources);
+    if (!alloc) {
+      ++it;
+      continue;
+    }
+    auto worker = pool_.PopIdle();
+    if (!worker) {
+      resources_.Release(*alloc);
+      need_workers++;
+      ++it;
+      continue;
+    }
+    LeaseEntry lease;
+    lease.alloc = std::move(*alloc);
+    lease.holder = conn;
+    rpc::Envelope reply;
+    auto* g = reply.mutable_lease_granted();
+    g->set_worker_id(worker->id);
+    g->set_worker_address(worker->address);
+    g->set_worker_pid(worker->pid);
+    g->set_node_id(node_id_);
+    for (int id : lease.alloc.GpuIds()) g->add_gpu_ids(id);
+    leases_[worker->id] = std::move(lease);
+    conn->Reply(it->request_id, reply);
+    it = pending_.erase(it);
+    MarkResourcesDirty();
+  }
+  if (need_workers > 0) StartWorkers(pool_.NumToStart(need_workers));
+}
+
+void NodeServer::StartWorkers(int n) {
+  for (int i = 0; i < n; ++i) {
+    std::string id = RandomId();
+    std::string hex = ToHex(id);
+    std::map<std::string, std::string> env = {
+        {"FLEET_WORKER_ID", hex},
+        {"FLEET_NODE_ADDRESS", "unix:" + options_.unix_socket},
+        {"FLEET_GCS_ADDRESS", options_.gcs_address},
+        {"FLEET_CLUSTER_TOKEN", options_.token},
+        {"FLEET_SESSION_DIR", options_.session_dir},
+        {"FLEET_NODE_ID", ToHex(node_id_)},
+        {"FLEET_NODE_IP", options_.node_ip},
+        {"PYTHONUNBUFFERED", "1"},
+    };
+    auto p = SpawnWorker({options_.python, "-m", "fleet._private.worker_main"}, env);
+    if (!p.ok()) {
+      FLEET_LOG(ERROR) << "cannot start a worker: " << p.status().message();
+      last_start_failure_ = p.status().message();
+      consecutive_start_failures_++;
+      continue;
+    }
+    pool_.AddStarting(id, p->pid);
+    auto wio = std::make_shared<WorkerIo>(io_, p->stdout_fd, p->stderr_fd);
+    wio->worker_id = id;
+    wio->pid = p->pid;
+    std::string log = options_.session_dir + "/logs/worker-" + hex.substr(0, 8) + "-" +
+                      std::to_string(p->pid) + ".log";
+    wio->log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    worker_io_[id] = wio;
+    ReadWorkerOutput(wio, false);
+    ReadWorkerOutput(wio, true);
+  }
+}
+
+void NodeServer::ReadWorkerOutput(std::shared_ptr<WorkerIo> wio, bool is_stderr) {
+  auto& sd = is_stderr ? wio->err : wio->out;
+  auto& buf = is_stderr ? wio->err_buf : wio->out_buf;
+  sd.async_read_some(asio::buffer(buf), [this, wio, is_stderr](const asio::error_code& ec, size_t n) {
+    if (ec) return;  // EOF: the worker exited
+    auto& buf2 = is_stderr ? wio->err_buf : wio->out_buf;
+    auto& partial = is_stderr ? wio->err_partial : wio->out_partial;
+    if (wio->log_fd >= 0) {
+      ssize_t ignored = ::write(wio->log_fd, buf2.data(), n);
+      (void)ignored;
+    }
+    partial.append(buf2.data(), n);
+    rpc::Envelope msg;
+    auto* l = msg.mutable_log_lines();
+    l->set_pid(wio->pid);
+    l->set_is_stderr(is_stderr);
+    size_t start = 0, nl;
+    while ((nl = partial.find('\n', start)) != std::string::npos) {
+      std::string line = partial.substr(start, nl - start);
+      if (is_stderr) {
+        wio->tail.push_back(line);
+        if (wio->tail.size() > 20) wio->tail.pop_front();
+      }
+      l->add_lines(std::move(line));
+      start = nl + 1;
+    }
+    partial.erase(0, start);
+    if (l->lines_size() > 0) {
+      for (auto& c : log_subscribers_) c->Send(msg);
+    }
+    ReadWorkerOutput(wio, is_stderr);
+  });
+}
+
+void NodeServer::KillWorker(const std::string& worker_id) {
+  const WorkerInfo* w = pool_.Find(worker_id);
+  if (w && w->pid > 0) ::kill(w->pid, SIGKILL);
+}
+
+void NodeServer::OnWorkerGone(const std::string& worker_id, const std::string& why) {
+  auto w = pool_.Remove(worker_id);
+  if (!w) return;
+  if (w->state == WorkerState::kStarting) {
+    std::string tail;
+    auto it = worker_io_.find(worker_id);
+    if (it != worker_io_.end()) {
+      for (auto& l : it->second->tail) tail += "\n  " + l;
+    }
+    last_start_failure_ = "worker pid " + std::to_string(w->pid) + " exited before connecting (" +
+                          why + ")" + (tail.empty() ? "" : "; its last output:" + tail);
+    consecutive_start_failures_++;
+    FLEET_LOG(ERROR) << last_start_failure_;
+    if (consecutive_start_failures_ >= options_.worker_start_failures_before_error) {
+      FailPendingRequests(last_start_failure_);
+    }
+  }
+  auto it = leases_.find(worker_id);
+  if (it != leases_.end()) {
+    resources_.Release(it->second.alloc);
+    leases_.erase(it);
+    MarkResourcesDirty();
+  }
+  auto c = worker_conn_by_id_.find(worker_id);
+  if (c != worker_conn_by_id_.end()) {
+    auto conn = c->second;
+    worker_conn_by_id_.erase(c);
+    worker_conns_.erase(conn.get());
+    conn->Close();
+  }
+  Schedule();
+}
+
+void NodeServer::FailPendingRequests(const std::string& why) {
+  for (auto& e : pending_) {
+    if (auto c = e.conn.lock()) {
+      rpc::Envelope r;
+      r.mutable_error()->set_code(static_cast<int>(StatusCode::kInternal));
+      r.mutable_error()->set_message("workers on this node fail to start: " + why);
+      c->Reply(e.request_id, r);
+    }
+  }
+  pending_.clear();
+}
+
+void NodeServer::OnSigchld() {
+  int status;
+  pid_t pid;
+  while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+    auto id = pool_.IdOfPid(pid);
+    std::ostringstream why;
+    if (WIFEXITED(status)) {
+      why << "exited with code " << WEXITSTATUS(status);
+    } else if (WIFSIGNALED(status)) {
+      why << "killed by signal " << WTERMSIG(status);
+    }
+    if (id) {
+      FLEET_LOG(INFO) << "worker pid " << pid << " " << why.str();
+      OnWorkerGone(*id, why.str());
+      worker_io_.erase(*id);
+    }
+  }
+  sigchld_.async_wait([this](const asio::error_code& ec, int) {
+    if (!ec) OnSigchld();
+  });
+}
+
+void NodeServer::Tick() {
+  auto now = std::chrono::steady_clock::now();
+  // Surplus idle workers exit.
+  for (auto& w : pool_.ReapCandidates(now)) {
+    auto c = worker_conn_by_id_.find(w.id);
+    if (c != worker_conn_by_id_.end()) {
+      rpc::Envelope m;
+      m.mutable_exit_worker();
+      c->second->Send(m);
+    }
+    pool_.Remove(w.id);  // no longer leasable; SIGCHLD reaps it
+    worker_io_.erase(w.id);
+    auto wc = worker_conn_by_id_.find(w.id);
+    if (wc != worker_conn_by_id_.end()) {
+      worker_conns_.erase(wc->second.get());
+      worker_conn_by_id_.erase(wc);
+    }
+  }
+  // Requests no node can satisfy: tell the requester, once.
+  for (auto& e : pending_) {
+    if (e.warned || resources_.Feasible(e.resources)) continue;
+    if (now - e.since < std::chrono::milliseconds(options_.infeasible_warning_ms)) continue;
+    e.warned = true;
+    std::string text = "The task '" + e.description + "' requires " + Describe(e.resources) +
+                       ", which no node in the cluster can satisfy (this node has " +
+                       Describe(resources_.total()) +
+                       "). It stays pending until a node with these resources joins.";
+    FLEET_LOG(WARNING) << text;
+    if (auto c = e.conn.lock()) {
+      rpc::Envelope w;
+      w.mutable_warning()->set_message(text);
+      c->Send(w);
+    }
+  }
+  ReportResources();
+  tick_timer_.expires_after(std::chrono::milliseconds(500));
+  tick_timer_.async_wait([this](const asio::error_code& ec) {
+    if (!ec) Tick();
+  });
+}
+
+void NodeServer::MarkResourcesDirty() {
+  if (report_armed_) return;
+  report_armed_ = true;
+  report_timer_.expires_after(std::chrono::milliseconds(5));
+  report_timer_.async_wait([this](const asio::error_code& ec) {
+    report_armed_ = false;
+    if (!ec) ReportResources();
+  });
+}
+
+void NodeServer::ReportResources() {
+  if (!gcs_) return;
+  rpc::Envelope m;
+  auto* r = m.mutable_report_resources();
+  r->set_node_id(node_id_);
+  for (auto& [k, v] : ToDoubles(resources_.available())) (*r->mutable_available())[k] = v;
+  gcs_->Send(m);
+}
+
+}  // namespace fleet::node

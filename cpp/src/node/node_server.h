@@ -1,0 +1,107 @@
+// NodeServer: the node daemon (fleet-node). Owns the node's resources, its
+// worker pool, and the queue of lease requests; forwards worker output to
+// drivers; reports to fleet-gcs.
+//
+// Lease requests are served in arrival order among those that fit; a request
+// that can never fit this node is kept and reported (warning to the requester
+// after `infeasible_warning_ms`). A worker blocked in get() lends its CPU back.
+// Leases held by a client that disconnects are revoked and their workers
+// killed (they may be running that client's tasks).
+// Single-threaded: everything runs on the io thread.
+#pragma once
+
+#include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <asio/signal_set.hpp>
+#include <asio/steady_timer.hpp>
+#include <deque>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "fleet.pb.h"
+#include "node/resources.h"
+#include "node/worker_pool.h"
+#include "rpc/connection.h"
+#include "rpc/listener.h"
+
+namespace fleet::node {
+
+struct NodeOptions {
+  std::string gcs_address;
+  std::string token;
+  std::string session_dir;
+  std::string node_ip = "127.0.0.1";
+  std::string unix_socket;           // path
+  std::map<std::string, double> resources;  // CPU, GPU, memory, custom...
+  std::string python = "python3";    // worker interpreter
+  int num_prestart = -1;             // -1: num CPUs
+  int idle_worker_timeout_ms = 1000;
+  int infeasible_warning_ms = 3000;
+  int worker_start_failures_before_error = 3;
+};
+
+class NodeServer {
+ public:
+  NodeServer(asio::io_context& io, NodeOptions options);
+  ~NodeServer();
+  // Registers with fleet-gcs, listens, prestarts workers.
+  Status Start();
+  // Kills every worker and stops serving.
+  void Stop();
+
+ private:
+  struct LeaseRequestEntry {
+    std::weak_ptr<rpc::Connection> conn;
+    uint64_t request_id;
+    ResourceSet resources;
+    std::string description;
+    std::string key;
+    std::chrono::steady_clock::time_point since;
+    bool warned = false;
+  };
+  struct LeaseEntry {
+    Allocation alloc;
+    std::weak_ptr<rpc::Connection> holder;
+    bool blocked = false;
+  };
+  struct WorkerIo;
+
+  void OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
+  void OnClose(const rpc::ConnectionPtr& conn, const Status& s);
+  void Schedule();
+  void StartWorkers(int n);
+  void OnWorkerGone(const std::string& worker_id, const std::string& why);
+  void KillWorker(const std::string& worker_id);
+  void OnSigchld();
+  void Tick();
+  void MarkResourcesDirty();
+  void ReportResources();
+  void ReadWorkerOutput(std::shared_ptr<WorkerIo> io, bool is_stderr);
+  void FailPendingRequests(const std::string& why);
+
+  asio::io_context& io_;
+  NodeOptions options_;
+  std::string node_id_;
+  NodeResources resources_;
+  WorkerPool pool_;
+  std::unique_ptr<rpc::Listener> listener_;
+  rpc::ConnectionPtr gcs_;
+  asio::signal_set sigchld_;
+  asio::steady_timer tick_timer_;
+  asio::steady_timer report_timer_;
+  bool report_armed_ = false;
+  bool stopped_ = false;
+
+  std::deque<LeaseRequestEntry> pending_;
+  std::map<std::string, LeaseEntry> leases_;                    // by worker id
+  std::map<const rpc::Connection*, std::string> worker_conns_;  // conn -> worker id
+  std::map<std::string, rpc::ConnectionPtr> worker_conn_by_id_;
+  std::set<rpc::ConnectionPtr> log_subscribers_;
+  std::map<std::string, std::shared_ptr<WorkerIo>> worker_io_;  // by worker id
+  int consecutive_start_failures_ = 0;
+  std::string last_start_failure_;
+};
+
+}  // namespace fleet::node

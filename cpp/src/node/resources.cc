@@ -1,0 +1,123 @@
+// NodeResources implementation; see resources.h.
+#include "node/resources.h"
+
+#include <cmath>
+#include <sstream>
+
+namespace fleet::node {
+
+ResourceSet FromDoubles(const std::map<std::string, double>& m) {
+  ResourceSet r;
+  for (auto& [k, v] : m) {
+    int64_t units = static_cast<int64_t>(std::llround(v * kUnit));
+    if (units != 0) r[k] = units;
+  }
+  return r;
+}
+
+std::map<std::string, double> ToDoubles(const ResourceSet& r) {
+  std::map<std::string, double> m;
+  for (auto& [k, v] : r) m[k] = static_cast<double>(v) / kUnit;
+  return m;
+}
+
+std::string Describe(const ResourceSet& r) {
+  std::ostringstream os;
+  os << "{";
+  bool first = true;
+  for (auto& [k, v] : r) {
+    if (!first) os << ", ";
+    first = false;
+    os << k << ": " << static_cast<double>(v) / kUnit;
+  }
+  os << "}";
+  return os.str();
+}
+
+std::vector<int> Allocation::GpuIds() const {
+  std::vector<int> ids;
+  for (auto& [idx, amount] : gpus) ids.push_back(idx);
+  return ids;
+}
+
+NodeResources::NodeResources(ResourceSet total) : total_(std::move(total)), available_(total_) {
+  auto it = total_.find("GPU");
+  int n = it == total_.end() ? 0 : static_cast<int>(it->second / kUnit);
+  gpu_free_.assign(n, kUnit);
+}
+
+bool NodeResources::Feasible(const ResourceSet& req) const {
+  for (auto& [k, v] : req) {
+    if (v <= 0) continue;
+    auto it = total_.find(k);
+    if (it == total_.end() || it->second < v) return false;
+  }
+  auto g = req.find("GPU");
+  if (g != req.end() && g->second > kUnit && g->second % kUnit != 0) return false;
+  return true;
+}
+
+std::optional<Allocation> NodeResources::TryAcquire(const ResourceSet& req) {
+  for (auto& [k, v] : req) {
+    if (v <= 0) continue;
+    auto it = available_.find(k);
+    if (it == available_.end() || it->second < v) return std::nullopt;
+  }
+  Allocation a;
+  auto g = req.find("GPU");
+  if (g != req.end() && g->second > 0) {
+    int64_t want = g->second;
+    if (want >= kUnit) {
+      if (want % kUnit != 0) return std::nullopt;
+      int64_t n = want / kUnit;
+      for (size_t i = 0; i < gpu_free_.size() && n > 0; ++i) {
+        if (gpu_free_[i] == kUnit) {
+          a.gpus.emplace_back(static_cast<int>(i), kUnit);
+          n--;
+        }
+      }
+      if (n > 0) return std::nullopt;
+    } else {
+      // Share the most used device that still fits, to keep whole ones free.
+      int best = -1;
+      for (size_t i = 0; i < gpu_free_.size(); ++i) {
+        if (gpu_free_[i] >= want && (best < 0 || gpu_free_[i] < gpu_free_[best])) {
+          best = static_cast<int>(i);
+        }
+      }
+      if (best < 0) return std::nullopt;
+      a.gpus.emplace_back(best, want);
+    }
+  }
+  for (auto& [idx, amount] : a.gpus) gpu_free_[idx] -= amount;
+  for (auto& [k, v] : req) {
+    if (v <= 0) continue;
+    available_[k] -= v;
+    a.amounts[k] = v;
+  }
+  return a;
+}
+
+void NodeResources::Release(const Allocation& a) {
+  for (auto& [k, v] : a.amounts) {
+    int64_t give = v;
+    if (k == "CPU") give -= a.released_cpu;
+    available_[k] += give;
+  }
+  for (auto& [idx, amount] : a.gpus) gpu_free_[idx] += amount;
+}
+
+void NodeResources::ReleaseCpu(Allocation& a) {
+  auto it = a.amounts.find("CPU");
+  if (it == a.amounts.end() || a.released_cpu > 0) return;
+  a.released_cpu = it->second;
+  available_["CPU"] += it->second;
+}
+
+void NodeResources::ForceAcquireCpu(Allocation& a) {
+  if (a.released_cpu == 0) return;
+  available_["CPU"] -= a.released_cpu;
+  a.released_cpu = 0;
+}
+
+}  // namespace fleet::node

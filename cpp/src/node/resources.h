@@ -1,0 +1,57 @@
+// Resource accounting of one node: totals, what is free, and which GPU
+// instances a lease holds.
+//
+// Amounts are fixed-point (1/10000 of a unit) so fractional requests add up
+// exactly. GPUs are tracked per device: a whole-number request takes whole
+// free devices, a fractional one shares a device. Invariant: available never
+// exceeds total; it may go negative only through ForceAcquireCpu (a blocked
+// worker resuming, as in Ray). Not thread-safe: fleet-node's io thread owns it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fleet::node {
+
+constexpr int64_t kUnit = 10000;
+
+using ResourceSet = std::map<std::string, int64_t>;
+
+ResourceSet FromDoubles(const std::map<std::string, double>& m);
+std::map<std::string, double> ToDoubles(const ResourceSet& r);
+std::string Describe(const ResourceSet& r);  // "{CPU: 1, GPU: 0.5}"
+
+struct Allocation {
+  ResourceSet amounts;
+  std::vector<std::pair<int, int64_t>> gpus;  // (device index, amount)
+  int64_t released_cpu = 0;                    // CPU given back while blocked
+  std::vector<int> GpuIds() const;
+};
+
+class NodeResources {
+ public:
+  explicit NodeResources(ResourceSet total);
+
+  // True if `req` fits in the node's totals (could ever run here).
+  bool Feasible(const ResourceSet& req) const;
+  // Takes `req` if it fits what is free now.
+  std::optional<Allocation> TryAcquire(const ResourceSet& req);
+  void Release(const Allocation& a);
+  // A worker blocked in get() gives its CPU back; on resume it takes it again
+  // even if that oversubscribes the node for a while.
+  void ReleaseCpu(Allocation& a);
+  void ForceAcquireCpu(Allocation& a);
+
+  const ResourceSet& total() const { return total_; }
+  const ResourceSet& available() const { return available_; }
+
+ private:
+  ResourceSet total_;
+  ResourceSet available_;
+  std::vector<int64_t> gpu_free_;  // per device
+};
+
+}  // namespace fleet::node

@@ -1,0 +1,67 @@
+// WorkerPool: the bookkeeping of a node's worker processes, without I/O.
+//
+// A worker is Starting (spawned, not yet connected), Idle or Leased. The pool
+// decides how many to start (at most `max_starting` at once) and which idle
+// ones to reap: only idle workers beyond `soft_limit` alive workers, idle for
+// at least `idle_timeout_ms`. Process spawning and killing are done by the
+// caller from the pool's answers. Not thread-safe (fleet-node's io thread).
+#pragma once
+
+#include <chrono>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fleet::node {
+
+enum class WorkerState { kStarting, kIdle, kLeased };
+
+struct WorkerInfo {
+  std::string id;  // binary worker id
+  int pid = 0;
+  WorkerState state = WorkerState::kStarting;
+  std::string address;
+  std::chrono::steady_clock::time_point idle_since;
+};
+
+class WorkerPool {
+ public:
+  using Clock = std::chrono::steady_clock;
+  WorkerPool(int soft_limit, int max_starting, int idle_timeout_ms)
+      : soft_limit_(soft_limit), max_starting_(max_starting), idle_timeout_ms_(idle_timeout_ms) {}
+
+  void AddStarting(const std::string& id, int pid);
+  // A starting worker connected. Returns false for an unknown id.
+  bool OnRegistered(const std::string& id, const std::string& address, Clock::time_point now);
+  // Removes the worker (exited/killed); returns its info if it was known.
+  std::optional<WorkerInfo> Remove(const std::string& id);
+  std::optional<std::string> IdOfPid(int pid) const;
+
+  // Takes an idle worker (most recently idle first: warm caches), marking it leased.
+  std::optional<WorkerInfo> PopIdle();
+  void PushIdle(const std::string& id, Clock::time_point now);
+
+  // How many more to start so that `wanted` leases could be served.
+  int NumToStart(int wanted) const;
+  // Idle workers to ask to exit now.
+  std::vector<WorkerInfo> ReapCandidates(Clock::time_point now) const;
+
+  const WorkerInfo* Find(const std::string& id) const;
+  int num_starting() const { return num_starting_; }
+  int num_idle() const { return static_cast<int>(idle_.size()); }
+  int size() const { return static_cast<int>(workers_.size()); }
+  std::vector<int> Pids() const;
+
+ private:
+  const int soft_limit_;
+  const int max_starting_;
+  const int idle_timeout_ms_;
+  std::map<std::string, WorkerInfo> workers_;
+  std::deque<std::string> idle_;  // back = most recently idle
+  int num_starting_ = 0;
+};
+
+}  // namespace fleet::node

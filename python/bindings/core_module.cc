@@ -1,0 +1,283 @@
+// fleet._core: the nanobind binding of the C++ core library (CoreWorker).
+// Conversions only: every decision lives in cpp/src/core. Calls that can wait
+// (connect, get, wait, next_task, control-store RPCs) release the GIL.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/map.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <memory>
+
+#include "common/ids.h"
+#include "core/core_worker.h"
+#include "core/object_flags.h"
+
+namespace nb = nanobind;
+using fleet::CoreWorker;
+using fleet::Status;
+using fleet::StatusCode;
+
+namespace {
+
+std::string Str(const nb::bytes& b) { return std::string(b.c_str(), b.size()); }
+nb::bytes Bytes(const std::string& s) { return nb::bytes(s.data(), s.size()); }
+
+
+class PyCore {
+ public:
+  explicit PyCore(const std::map<std::string, std::string>& o) {
+    fleet::CoreOptions opts;
+    auto get = [&](const char* k, const std::string& d = "") {
+      auto it = o.find(k);
+      return it == o.end() ? d : it->second;
+    };
+    opts.is_worker = get("is_worker") == "1";
+    opts.node_address = get("node_address");
+    opts.gcs_address = get("gcs_address");
+    opts.token = get("token");
+    opts.session_dir = get("session_dir");
+    opts.worker_id = fleet::FromHex(get("worker_id"));
+    opts.listen_path = get("listen_path");
+    opts.log_to_driver = get("log_to_driver", "1") == "1";
+    opts.namespace_name = get("namespace");
+    if (!get("max_tasks_in_flight").empty()) {
+      opts.submitter.max_tasks_in_flight_per_worker = std::stoi(get("max_tasks_in_flight"));
+    }
+    fleet::Result<std::unique_ptr<CoreWorker>> r = [&] {
+      nb::gil_scoped_release release;
+      return CoreWorker::Create(opts);
+    }();
+    if (!r.ok()) throw std::runtime_error(r.status().message());
+    core_ = std::move(r).value();
+  }
+
+  CoreWorker& core() {
+    if (!core_) throw std::runtime_error("fleet core is shut down");
+    return *core_;
+  }
+
+  void Shutdown() {
+    nb::gil_scoped_release release;
+    if (core_) core_->Shutdown();
+  }
+
+  std::unique_ptr<CoreWorker> core_;
+};
+
+nb::list ToPyObjects(const std::vector<fleet::StoredObject>& objs) {
+  nb::list out;
+  for (const auto& o : objs) out.append(nb::make_tuple(Bytes(o.data), o.flags));
+  return out;
+}
+
+}  // namespace
+
+NB_MODULE(_core, m) {
+  m.attr("FLAG_PICKLED_ERROR") = static_cast<int>(fleet::kFlagPickledError);
+  m.attr("FLAG_WORKER_CRASHED") = static_cast<int>(fleet::kFlagWorkerCrashed);
+  m.attr("FLAG_OBJECT_LOST") = static_cast<int>(fleet::kFlagObjectLost);
+  m.attr("FLAG_OWNER_DIED") = static_cast<int>(fleet::kFlagOwnerDied);
+  m.attr("FLAG_TASK_CANCELLED") = static_cast<int>(fleet::kFlagTaskCancelled);
+  m.attr("FLAG_SYSTEM_ERROR") = static_cast<int>(fleet::kFlagSystemError);
+  m.attr("FLAG_RAW") = static_cast<int>(fleet::kFlagRaw);
+  m.attr("ERROR_FLAGS") = static_cast<int>(fleet::kErrorFlags);
+
+  m.def("random_id", [] { return Bytes(fleet::RandomId()); });
+
+  nb::class_<PyCore>(m, "Core")
+      .def(nb::init<const std::map<std::string, std::string>&>())
+      .def("shutdown", &PyCore::Shutdown)
+      .def_prop_ro("address", [](PyCore& c) { return c.core().address(); })
+      .def_prop_ro("worker_id", [](PyCore& c) { return Bytes(c.core().worker_id()); })
+      .def_prop_ro("node_id", [](PyCore& c) { return Bytes(c.core().node_id()); })
+      .def_prop_rw(
+          "job_id", [](PyCore& c) { return c.core().job_id(); },
+          [](PyCore& c, uint32_t j) { c.core().set_job_id(j); })
+      .def("next_task_id", [](PyCore& c) { return Bytes(c.core().NextTaskId()); })
+      // ---- objects
+      .def("put",
+           [](PyCore& c, const nb::bytes& data, uint32_t flags) {
+             return Bytes(c.core().Put(Str(data), flags));
+           })
+      .def("get",
+           [](PyCore& c, const std::vector<nb::bytes>& ids, int64_t timeout_ms) {
+             std::vector<std::string> v;
+             v.reserve(ids.size());
+             for (auto& i : ids) v.push_back(Str(i));
+             fleet::Result<std::vector<fleet::StoredObject>> r = [&] {
+               nb::gil_scoped_release release;
+               return c.core().Get(v, timeout_ms);
+             }();
+             if (!r.ok()) {
+               if (r.status().code() == StatusCode::kTimedOut) {
+                 PyErr_SetString(PyExc_TimeoutError, r.status().message().c_str());
+                 throw nb::python_error();
+               }
+               throw std::runtime_error(r.status().message());
+             }
+             return ToPyObjects(r.value());
+           })
+      .def("wait",
+           [](PyCore& c, const std::vector<nb::bytes>& ids, int num_returns, int64_t timeout_ms,
+              bool fetch_local) {
+             std::vector<std::string> v;
+             v.reserve(ids.size());
+             for (auto& i : ids) v.push_back(Str(i));
+             fleet::Result<std::vector<bool>> r = [&] {
+               nb::gil_scoped_release release;
+               return c.core().Wait(v, num_returns, timeout_ms, fetch_local);
+             }();
+             if (!r.ok()) throw std::runtime_error(r.status().message());
+             return r.value();
+           })
+      .def("add_ref", [](PyCore& c, const nb::bytes& id) { c.core().store().AddLocalRef(Str(id)); })
+      .def("remove_ref",
+           [](PyCore& c, const nb::bytes& id) {
+             if (c.core_) c.core_->store().RemoveLocalRef(Str(id));
+           })
+      .def("register_borrowed",
+           [](PyCore& c, const nb::bytes& id, const std::string& owner) {
+             c.core().store().RegisterBorrowed(Str(id), owner);
+           })
+      .def("mark_escaped", [](PyCore& c, const nb::bytes& id) { c.core().store().MarkEscaped(Str(id)); })
+      .def("num_objects", [](PyCore& c) { return c.core().store().Size(); })
+      // ---- tasks
+      .def("submit_task",
+           [](PyCore& c, const nb::bytes& task_id, const std::string& function_key,
+              const std::string& function_name, const nb::bytes& args,
+              const std::vector<nb::bytes>& deps, int num_returns,
+              const std::map<std::string, double>& resources, int max_retries,
+              const nb::bytes& retry_exceptions, const std::map<std::string, std::string>& env_vars) {
+             fleet::TaskSubmission t;
+             auto& s = t.spec;
+             s.set_task_id(Str(task_id));
+             s.set_job_id(c.core().job_id());
+             s.set_function_key(function_key);
+             s.set_function_name(function_name);
+             s.set_args(args.c_str(), args.size());
+             s.set_num_returns(num_returns);
+             s.set_retry_exceptions(retry_exceptions.c_str(), retry_exceptions.size());
+             for (auto& [k, v] : resources) (*s.mutable_resources())[k] = v;
+             for (auto& [k, v] : env_vars) (*s.mutable_env_vars())[k] = v;
+             t.dep_ids.reserve(deps.size());
+             for (auto& d : deps) t.dep_ids.push_back(Str(d));
+             t.max_retries = max_retries;
+             nb::list out;
+             for (auto& id : c.core().SubmitTask(std::move(t))) out.append(Bytes(id));
+             return out;
+           })
+      .def("next_task",
+           [](PyCore& c) -> nb::object {
+             std::optional<fleet::ExecutableTask> t;
+             {
+               nb::gil_scoped_release release;
+               t = c.core().NextTask();
+             }
+             if (!t) return nb::none();
+             const auto& s = t->spec;
+             nb::list deps;
+             for (const auto& d : s.deps()) deps.append(nb::make_tuple(Bytes(d.data()), d.flags()));
+             nb::dict env;
+             for (const auto& [k, v] : s.env_vars()) env[nb::str(k.c_str())] = nb::str(v.c_str());
+             nb::list gpus;
+             for (int g : s.gpu_ids()) gpus.append(g);
+             nb::dict res;
+             for (const auto& [k, v] : s.resources()) res[nb::str(k.c_str())] = v;
+             return nb::make_tuple(t->handle, Bytes(s.task_id()), s.job_id(), s.function_key(),
+                                   s.function_name(), Bytes(s.args()), deps, s.num_returns(),
+                                   Bytes(s.retry_exceptions()), env, gpus, s.attempt(), res);
+           })
+      .def("finish_task",
+           [](PyCore& c, uint64_t handle, const std::vector<std::pair<nb::bytes, uint32_t>>& returns,
+              bool retryable) {
+             std::vector<std::pair<std::string, uint32_t>> r;
+             r.reserve(returns.size());
+             for (auto& [d, f] : returns) r.emplace_back(Str(d), f);
+             c.core().FinishTask(handle, std::move(r), retryable);
+           })
+      // ---- control store
+      .def("kv_put",
+           [](PyCore& c, const std::string& key, const nb::bytes& value, bool overwrite) {
+             bool added = false;
+             std::string v = Str(value);
+             Status s;
+             {
+               nb::gil_scoped_release release;
+               s = c.core().KvPut(key, v, overwrite, &added);
+             }
+             if (!s.ok()) throw std::runtime_error(s.message());
+             return added;
+           })
+      .def("kv_get",
+           [](PyCore& c, const std::string& key) -> nb::object {
+             fleet::Result<std::optional<std::string>> r = [&] {
+               nb::gil_scoped_release release;
+               return c.core().KvGet(key);
+             }();
+             if (!r.ok()) throw std::runtime_error(r.status().message());
+             if (!r.value()) return nb::none();
+             return Bytes(*r.value());
+           })
+      .def("kv_del",
+           [](PyCore& c, const std::string& key) {
+             fleet::Result<int> r = [&] {
+               nb::gil_scoped_release release;
+               return c.core().KvDel(key);
+             }();
+             if (!r.ok()) throw std::runtime_error(r.status().message());
+             return r.value();
+           })
+      .def("kv_keys",
+           [](PyCore& c, const std::string& prefix) {
+             fleet::Result<std::vector<std::string>> r = [&] {
+               nb::gil_scoped_release release;
+               return c.core().KvKeys(prefix);
+             }();
+             if (!r.ok()) throw std::runtime_error(r.status().message());
+             return r.value();
+           })
+      .def("nodes",
+           [](PyCore& c) {
+             fleet::Result<fleet::rpc::GetNodesReply> r = [&] {
+               nb::gil_scoped_release release;
+               return c.core().GetNodes();
+             }();
+             if (!r.ok()) throw std::runtime_error(r.status().message());
+             nb::list out;
+             for (const auto& n : r.value().nodes()) {
+               nb::dict d;
+               d["node_id"] = fleet::ToHex(n.node_id());
+               d["node_ip"] = n.node_ip();
+               d["hostname"] = n.hostname();
+               d["unix_socket"] = n.unix_socket();
+               d["alive"] = n.alive();
+               d["session_dir"] = n.session_dir();
+               d["death_reason"] = n.death_reason();
+               d["start_time_ms"] = n.start_time_ms();
+               d["total"] = std::map<std::string, double>(n.total().begin(), n.total().end());
+               d["available"] =
+                   std::map<std::string, double>(n.available().begin(), n.available().end());
+               out.append(d);
+             }
+             return out;
+           })
+      .def("node_stats", [](PyCore& c) {
+        fleet::Result<fleet::rpc::GetNodeStatsReply> r = [&] {
+          nb::gil_scoped_release release;
+          return c.core().GetNodeStats();
+        }();
+        if (!r.ok()) throw std::runtime_error(r.status().message());
+        const auto& s = r.value();
+        nb::dict d;
+        d["total"] = std::map<std::string, double>(s.total().begin(), s.total().end());
+        d["available"] = std::map<std::string, double>(s.available().begin(), s.available().end());
+        d["num_workers"] = s.num_workers();
+        d["num_idle_workers"] = s.num_idle_workers();
+        d["worker_pids"] = std::vector<int>(s.worker_pids().begin(), s.worker_pids().end());
+        d["pending_leases"] = s.pending_leases();
+        d["node_id"] = fleet::ToHex(s.node_id());
+        return d;
+      });
+}

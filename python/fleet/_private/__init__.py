@@ -1,0 +1,1 @@
+"""fleet internals: not a public API."""

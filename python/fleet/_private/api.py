@@ -1,0 +1,426 @@
+"""The core API: init, shutdown, get, put, wait and cluster introspection."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from fleet import _core
+from fleet._private import serialization, services, state
+from fleet.exceptions import GetTimeoutError
+from fleet.object_ref import ObjectRef
+
+_init_lock = threading.RLock()
+
+
+class FleetContext(dict):
+    """What ``init`` returns: address information; usable as a context manager."""
+
+    def __init__(self, info: Dict[str, Any]):
+        super().__init__(info)
+        self.address_info = info
+        self.dashboard_url = None
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __enter__(self) -> FleetContext:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        shutdown()
+
+    def disconnect(self) -> None:
+        shutdown()
+
+
+def is_initialized() -> bool:
+    """True if ``init`` has connected this process to a cluster."""
+    return state.core is not None
+
+
+def _parse_address(address: Optional[str]) -> Optional[str]:
+    if address is None:
+        address = os.environ.get("FLEET_ADDRESS") or os.environ.get("RAY_ADDRESS") or None
+    if address in ("local", ""):
+        return None
+    if address is not None and address.startswith("fleet://"):
+        address = address[len("fleet://"):]
+    return address
+
+
+def init(
+    address: Optional[str] = None,
+    *,
+    num_cpus: Optional[int] = None,
+    num_gpus: Optional[int] = None,
+    resources: Optional[Dict[str, float]] = None,
+    memory: Optional[int] = None,
+    object_store_memory: Optional[int] = None,
+    namespace: Optional[str] = None,
+    ignore_reinit_error: bool = False,
+    runtime_env: Optional[Dict[str, Any]] = None,
+    log_to_driver: bool = True,
+    include_dashboard: Optional[bool] = None,
+    dashboard_host: str = "127.0.0.1",
+    logging_level: Any = None,
+    configure_logging: bool = True,
+    _temp_dir: Optional[str] = None,
+    _node_ip_address: Optional[str] = None,
+    **kwargs: Any,
+) -> FleetContext:
+    """Connects to a fleet cluster, starting a local one if no address is given.
+
+    ``address``: None starts a one-node cluster as child processes of this
+    driver; ``"auto"`` joins the cluster started on this machine by
+    ``fleet start``; ``"host:port"`` joins the control store at that address
+    (the cluster token comes from ``FLEET_CLUSTER_TOKEN`` or this machine's
+    cluster file).
+    """
+    from fleet._private.options import _runtime_env
+
+    for k in kwargs:
+        if not k.startswith("_"):
+            raise TypeError(f"init() got an unexpected keyword argument '{k}'")
+    err = _runtime_env(runtime_env)
+    if err:
+        raise ValueError(err)
+    with _init_lock:
+        if state.core is not None:
+            if ignore_reinit_error:
+                return FleetContext(_address_info())
+            raise RuntimeError(
+                "Maybe you called fleet.init twice by accident? This error can be suppressed "
+                "by passing in 'ignore_reinit_error=True' or by calling 'fleet.shutdown()' "
+                "prior to 'fleet.init()'."
+            )
+        address = _parse_address(address)
+        cluster = None
+        if address is None:
+            res = services.node_resources(
+                num_cpus, num_gpus, resources, "127.0.0.1", True, memory, object_store_memory
+            )
+            cluster = services.start_local_cluster(res)
+            gcs_address, node_socket = cluster.gcs_address, cluster.node_socket
+            token, session_dir, node_ip = cluster.token, cluster.session_dir, cluster.node_ip
+        else:
+            if num_cpus is not None or num_gpus is not None or resources:
+                raise ValueError(
+                    "When connecting to an existing cluster, num_cpus, num_gpus and resources "
+                    "must not be provided; set them on `fleet start` instead."
+                )
+            info = services.read_cluster_file()
+            if address == "auto":
+                if info is None:
+                    raise ConnectionError(
+                        "Could not find any running fleet instance on this machine. Start one "
+                        "with `fleet start --head`, or call fleet.init() without an address."
+                    )
+                gcs_address = info["gcs_address"]
+            else:
+                gcs_address = address
+            token = os.environ.get("FLEET_CLUSTER_TOKEN", "")
+            if not token and info is not None and info["gcs_address"] == gcs_address:
+                token = info["token"]
+            if info is not None and info["gcs_address"] == gcs_address:
+                node_socket, session_dir, node_ip = (
+                    info["node_socket"], info["session_dir"], info["node_ip"],
+                )
+            else:
+                raise ConnectionError(
+                    f"No fleet-node of the cluster at {gcs_address} runs on this machine; "
+                    "start one with `fleet start --address "
+                    f"{gcs_address}` first (multi-node joining is not implemented yet)."
+                )
+        listen = os.path.join(
+            session_dir, "sockets", f"driver-{os.getpid()}-{_core.random_id().hex()[:8]}.sock"
+        )
+        try:
+            core = _core.Core(
+                {
+                    "node_address": node_socket,
+                    "gcs_address": gcs_address,
+                    "token": token,
+                    "session_dir": session_dir,
+                    "listen_path": listen,
+                    "log_to_driver": "1" if log_to_driver else "0",
+                    "namespace": namespace or "",
+                }
+            )
+        except RuntimeError as e:
+            if cluster is not None:
+                cluster.stop()
+            raise ConnectionError(f"fleet.init could not connect: {e}") from None
+        state.core = core
+        state.mode = "driver"
+        state.cluster = cluster
+        state.gcs_address = gcs_address
+        state.session_dir = session_dir
+        state.node_ip = node_ip
+        state.node_id_hex = core.node_id.hex()
+        state.namespace = namespace or _anonymous_namespace()
+        state.job_runtime_env = dict(runtime_env or {})
+        state.current_job_id = core.job_id
+        # Workers import functions defined in the driver's modules from these paths.
+        core.kv_put(f"job:{core.job_id}:sys_path", serialization.dumps(_driver_sys_path()), True)
+        _register_atexit()
+        return FleetContext(_address_info())
+
+
+def _anonymous_namespace() -> str:
+    return "anonymous-" + _core.random_id().hex()[:12]
+
+
+def _driver_sys_path() -> List[str]:
+    paths = []
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    if main_file:
+        paths.append(os.path.dirname(os.path.abspath(main_file)))
+    paths.append(os.getcwd())
+    paths.extend(p for p in sys.path if p and os.path.isdir(p))
+    seen, out = set(), []
+    for p in paths:
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
+
+
+def _address_info() -> Dict[str, Any]:
+    return {
+        "address": state.gcs_address,
+        "gcs_address": state.gcs_address,
+        "node_ip_address": state.node_ip,
+        "node_id": state.node_id_hex,
+        "session_dir": state.session_dir,
+        "namespace": state.namespace,
+        "job_id": _job_hex(state.core.job_id) if state.core else None,
+    }
+
+
+def _job_hex(job_id: int) -> str:
+    return int(job_id).to_bytes(4, "little").hex()
+
+
+_atexit_registered = False
+
+
+def _register_atexit() -> None:
+    global _atexit_registered
+    if not _atexit_registered:
+        atexit.register(shutdown)
+        _atexit_registered = True
+
+
+def shutdown(_exiting_interpreter: bool = False) -> None:
+    """Disconnects; stops the local cluster if this driver started it."""
+    with _init_lock:
+        core, cluster = state.core, state.cluster
+        state.core = None
+        state.cluster = None
+        state.mode = ""
+        if core is not None:
+            core.shutdown()
+        if cluster is not None:
+            cluster.stop()
+
+
+def _ensure_initialized() -> Any:
+    core = state.core
+    if core is None:
+        init()
+        core = state.core
+    return core
+
+
+def put(value: Any, *, _owner: Any = None) -> ObjectRef:
+    """Stores `value` and returns an ObjectRef to it."""
+    if isinstance(value, ObjectRef):
+        raise TypeError(
+            "Calling 'put' on an ObjectRef is not allowed. If you really want to do this, "
+            "you can wrap the ObjectRef in a list and call 'put' on it."
+        )
+    core = state.core or _ensure_initialized()
+    try:
+        data = serialization.dumps(value)
+    except TypeError as e:
+        raise TypeError(f"fleet.put could not serialize the value: {e}") from None
+    return ObjectRef(core.put(data, 0))
+
+
+def get(
+    object_refs: Union[ObjectRef, Sequence[ObjectRef]], *, timeout: Optional[float] = None
+) -> Any:
+    """Returns the value(s) of one ObjectRef or a list of them, waiting as needed.
+
+    Raises GetTimeoutError if `timeout` (seconds) passes first, and re-raises a
+    task's exception (as RayTaskError that is also the original class).
+    """
+    core = state.core
+    if core is None:
+        raise RuntimeError("fleet.get called before fleet.init()")
+    ms = _timeout_ms(timeout)
+    if type(object_refs) is ObjectRef:
+        try:
+            data, flags = core.get([object_refs._id], ms)[0]
+        except TimeoutError:
+            raise GetTimeoutError(f"Get timed out: the object was not ready within {timeout} s.") from None
+        except RuntimeError as e:
+            raise _lost(e) from None
+        if flags:
+            return serialization.value_from(data, flags)
+        return serialization.loads(data)
+    if not isinstance(object_refs, (list, tuple)):
+        raise ValueError(
+            f"'object_refs' must either be an ObjectRef or a list of ObjectRefs, got {type(object_refs)}"
+        )
+    ids = []
+    for r in object_refs:
+        if type(r) is not ObjectRef:
+            raise ValueError(
+                f"'object_refs' must either be an ObjectRef or a list of ObjectRefs; "
+                f"the list contains {type(r)}"
+            )
+        ids.append(r._id)
+    try:
+        results = core.get(ids, ms)
+    except TimeoutError:
+        raise GetTimeoutError(
+            f"Get timed out: some of the {len(ids)} objects were not ready within {timeout} s."
+        ) from None
+    except RuntimeError as e:
+        raise _lost(e) from None
+    loads = serialization.loads
+    out = []
+    for data, flags in results:
+        if flags:
+            out.append(serialization.value_from(data, flags))
+        else:
+            out.append(loads(data))
+    return out
+
+
+def _lost(e: Exception) -> Exception:
+    from fleet.exceptions import ObjectLostError
+
+    return ObjectLostError(str(e))
+
+
+def _timeout_ms(timeout: Optional[float]) -> int:
+    if timeout is None:
+        return -1
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
+    if timeout < 0:
+        raise ValueError(f"timeout must be >= 0, got {timeout}")
+    return int(timeout * 1000)
+
+
+def wait(
+    object_refs: List[ObjectRef],
+    *,
+    num_returns: int = 1,
+    timeout: Optional[float] = None,
+    fetch_local: bool = True,
+) -> Tuple[List[ObjectRef], List[ObjectRef]]:
+    """Waits until `num_returns` of the refs are ready or `timeout` passes.
+
+    Returns (ready, not_ready), each in the order of `object_refs`.
+    """
+    core = state.core
+    if core is None:
+        raise RuntimeError("fleet.wait called before fleet.init()")
+    if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
+        raise TypeError(
+            f"wait() expected a list of ObjectRef, got {type(object_refs)}"
+        )
+    ids = []
+    for r in object_refs:
+        if type(r) is not ObjectRef:
+            raise TypeError(f"wait() expected a list of ObjectRef, got a list containing {type(r)}")
+        ids.append(r._id)
+    if len(set(ids)) != len(ids):
+        raise ValueError("Wait requires a list of unique object refs.")
+    if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
+        raise ValueError(f"Invalid number of objects to return {num_returns!r}.")
+    if num_returns > len(ids):
+        raise ValueError(
+            f"num_returns cannot be greater than the number of objects provided to wait: "
+            f"{num_returns} > {len(ids)}"
+        )
+    ms = _timeout_ms(timeout)
+    flags = core.wait(ids, num_returns, ms, fetch_local)
+    ready, not_ready = [], []
+    for r, ok in zip(object_refs, flags):
+        if ok and len(ready) < num_returns:
+            ready.append(r)
+        else:
+            not_ready.append(r)
+    return ready, not_ready
+
+
+def _nodes_raw() -> List[Dict[str, Any]]:
+    core = state.core
+    if core is None:
+        raise RuntimeError("fleet is not initialized; call fleet.init() first")
+    return core.nodes()
+
+
+def nodes() -> List[Dict[str, Any]]:
+    """The cluster's nodes, in Ray's format."""
+    out = []
+    for n in _nodes_raw():
+        out.append(
+            {
+                "NodeID": n["node_id"],
+                "Alive": n["alive"],
+                "alive": n["alive"],
+                "NodeManagerAddress": n["node_ip"],
+                "NodeManagerHostname": n["hostname"],
+                "NodeManagerPort": 0,
+                "ObjectManagerPort": 0,
+                "ObjectStoreSocketName": "",
+                "RayletSocketName": n["unix_socket"],
+                "MetricsExportPort": 0,
+                "NodeName": n["node_ip"],
+                "Resources": dict(n["total"]) if n["alive"] else {},
+                "Labels": {},
+                "DeathReason": n["death_reason"],
+            }
+        )
+    return out
+
+
+def cluster_resources() -> Dict[str, float]:
+    """Total resources of the alive nodes."""
+    total: Dict[str, float] = {}
+    for n in _nodes_raw():
+        if n["alive"]:
+            for k, v in n["total"].items():
+                total[k] = total.get(k, 0.0) + v
+    return total
+
+
+def available_resources() -> Dict[str, float]:
+    """Resources not in use right now (eventually consistent, like Ray's)."""
+    avail: Dict[str, float] = {}
+    for n in _nodes_raw():
+        if n["alive"]:
+            for k, v in n["available"].items():
+                if v > 0:
+                    avail[k] = avail.get(k, 0.0) + v
+    return avail
+
+
+def get_gpu_ids() -> List[int]:
+    """GPU ids assigned to the current task (empty in the driver)."""
+    if state.mode == "worker":
+        return list(state.current_gpu_ids)
+    return []

@@ -1,0 +1,338 @@
+"""Starting and finding the fleet daemons (fleet-gcs, fleet-node).
+
+A local cluster started by ``init()`` runs its daemons as children of the
+driver. Each daemon watches its stdin, a pipe from the driver: when the
+driver exits for any reason (even SIGKILL) the pipe closes and the daemon
+stops, and fleet-node kills its workers. ``fleet start`` runs them detached
+and records them in /tmp/fleet/cluster.json for ``fleet stop`` and
+``init(address="auto")``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+FLEET_ROOT = os.environ.get("FLEET_TMPDIR", "/tmp/fleet")
+CLUSTER_FILE = os.path.join(FLEET_ROOT, "cluster.json")
+
+
+def bin_path(name: str) -> str:
+    """Path of a fleet daemon binary shipped inside the package."""
+    override = os.environ.get("FLEET_BIN_DIR")
+    candidates = []
+    if override:
+        candidates.append(os.path.join(override, name))
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    candidates.append(os.path.join(here, "_bin", name))
+    for c in candidates:
+        if os.access(c, os.X_OK):
+            return c
+    raise RuntimeError(
+        f"cannot find the {name} executable (looked in {', '.join(candidates)}); "
+        "reinstall fleet with `pip install .`"
+    )
+
+
+def new_session_dir() -> str:
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    path = os.path.join(FLEET_ROOT, f"session_{stamp}_{os.getpid()}_{secrets.token_hex(3)}")
+    os.makedirs(os.path.join(path, "logs"), exist_ok=True)
+    os.makedirs(os.path.join(path, "sockets"), exist_ok=True)
+    latest = os.path.join(FLEET_ROOT, "session_latest")
+    try:
+        tmp = latest + f".{os.getpid()}"
+        os.symlink(path, tmp)
+        os.replace(tmp, latest)
+    except OSError:
+        pass
+    return path
+
+
+def default_node_ip() -> str:
+    return "127.0.0.1"
+
+
+def system_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 8 << 30
+
+
+def node_resources(
+    num_cpus: Optional[float],
+    num_gpus: Optional[float],
+    resources: Optional[Dict[str, float]],
+    node_ip: str,
+    head: bool,
+    memory: Optional[int] = None,
+    object_store_memory: Optional[int] = None,
+) -> Dict[str, float]:
+    """The resource map a node advertises, with Ray's names."""
+    res: Dict[str, float] = {}
+    res["CPU"] = float(num_cpus if num_cpus is not None else (os.cpu_count() or 1))
+    gpus = num_gpus if num_gpus is not None else _detect_gpus()
+    if gpus:
+        res["GPU"] = float(gpus)
+    total_mem = system_memory_bytes()
+    store = object_store_memory if object_store_memory is not None else int(total_mem * 0.3)
+    res["memory"] = float(memory if memory is not None else int(total_mem * 0.7) - store)
+    res["object_store_memory"] = float(store)
+    res[f"node:{node_ip}"] = 1.0
+    if head:
+        res["node:__internal_head__"] = 1.0
+    for k, v in (resources or {}).items():
+        if k in ("CPU", "GPU"):
+            raise ValueError(
+                f"Use the 'num_cpus' and 'num_gpus' arguments instead of '{k}' in 'resources'."
+            )
+        res[k] = float(v)
+    return res
+
+
+def _detect_gpus() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip()])
+    try:
+        return len([d for d in os.listdir("/dev") if d.startswith("nvidia") and d[6:].isdigit()])
+    except OSError:
+        return 0
+
+
+def _encode_resources(res: Dict[str, float]) -> str:
+    for k in res:
+        if "," in k or "=" in k:
+            raise ValueError(f"resource name {k!r} may not contain ',' or '='")
+    return ",".join(f"{k}={v!r}" for k, v in res.items())
+
+
+def _wait_ready(proc: subprocess.Popen, name: str, log: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    buf = b""
+    fd = proc.stdout.fileno()
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not r:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        buf += chunk
+        if b"\n" in buf:
+            line = buf.split(b"\n", 1)[0].decode()
+            if line.startswith("READY "):
+                return line[6:]
+            raise RuntimeError(f"{name} failed to start: {line}. See {log}")
+    proc.kill()
+    raise RuntimeError(f"{name} did not start within {timeout:.0f} s. See {log}")
+
+
+@dataclass
+class LocalCluster:
+    """Daemons of a cluster on this machine."""
+
+    session_dir: str
+    token: str
+    gcs_address: str
+    node_socket: str
+    node_ip: str
+    procs: List[subprocess.Popen] = field(default_factory=list)
+    pids: List[int] = field(default_factory=list)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stops the daemons (closing their stdin first) and waits for them."""
+        for p in reversed(self.procs):
+            try:
+                if p.stdin:
+                    p.stdin.close()
+            except OSError:
+                pass
+            try:
+                p.send_signal(signal.SIGTERM)
+            except OSError:
+                pass
+        deadline = time.monotonic() + timeout
+        for p in reversed(self.procs):
+            try:
+                p.wait(max(0.01, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            if p.stdout:
+                p.stdout.close()
+        self.procs.clear()
+
+
+def start_local_cluster(
+    resources: Dict[str, float],
+    session_dir: Optional[str] = None,
+    gcs_port: int = 0,
+    gcs_host: str = "127.0.0.1",
+    node_ip: str = "127.0.0.1",
+    detached: bool = False,
+    token: Optional[str] = None,
+    timeout: float = 30.0,
+) -> LocalCluster:
+    """Starts fleet-gcs and fleet-node; returns once both are serving."""
+    session_dir = session_dir or new_session_dir()
+    token = token or secrets.token_hex(16)
+    env = dict(os.environ)
+    env["FLEET_CLUSTER_TOKEN"] = token
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = pkg_parent + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
+    logs = os.path.join(session_dir, "logs")
+    procs: List[subprocess.Popen] = []
+    extra = [] if detached else ["--watch-stdin"]
+
+    def spawn(args: List[str], log: str) -> subprocess.Popen:
+        with open(log, "ab") as err:
+            return subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL if detached else subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env=env,
+                start_new_session=detached,
+                close_fds=True,
+            )
+
+    try:
+        gcs_log = os.path.join(logs, "fleet-gcs.log")
+        gcs = spawn(
+            [bin_path("fleet-gcs"), "--host", gcs_host, "--port", str(gcs_port), *extra], gcs_log
+        )
+        procs.append(gcs)
+        port = _wait_ready(gcs, "fleet-gcs", gcs_log, timeout)
+        connect_host = "127.0.0.1" if gcs_host in ("0.0.0.0", "::") else gcs_host
+        gcs_address = f"{connect_host}:{port}"
+        node_socket = os.path.join(session_dir, "sockets", "node.sock")
+        node_log = os.path.join(logs, "fleet-node.log")
+        node = spawn(
+            [
+                bin_path("fleet-node"),
+                "--gcs-address", gcs_address,
+                "--session-dir", session_dir,
+                "--socket", node_socket,
+                "--node-ip", node_ip,
+                "--resources", _encode_resources(resources),
+                "--python", sys.executable,
+                *extra,
+            ],
+            node_log,
+        )
+        procs.append(node)
+        _wait_ready(node, "fleet-node", node_log, timeout)
+    except BaseException:
+        for p in procs:
+            p.kill()
+            p.wait()
+        raise
+    cluster = LocalCluster(
+        session_dir=session_dir,
+        token=token,
+        gcs_address=gcs_address,
+        node_socket="unix:" + node_socket,
+        node_ip=node_ip,
+        procs=procs,
+        pids=[p.pid for p in procs],
+    )
+    if detached:
+        for p in procs:
+            p.stdout.close()
+        cluster.procs = []
+    return cluster
+
+
+def write_cluster_file(cluster: LocalCluster) -> None:
+    os.makedirs(FLEET_ROOT, exist_ok=True)
+    token_file = os.path.join(cluster.session_dir, "cluster_token")
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(cluster.token)
+    info = {
+        "gcs_address": cluster.gcs_address,
+        "node_socket": cluster.node_socket,
+        "session_dir": cluster.session_dir,
+        "node_ip": cluster.node_ip,
+        "token_file": token_file,
+        "pids": cluster.pids,
+    }
+    tmp = CLUSTER_FILE + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(info, f)
+    os.replace(tmp, CLUSTER_FILE)
+
+
+def read_cluster_file() -> Optional[dict]:
+    try:
+        with open(CLUSTER_FILE) as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    alive = [pid for pid in info.get("pids", []) if _pid_alive(pid)]
+    if not alive:
+        return None
+    try:
+        with open(info["token_file"]) as f:
+            info["token"] = f.read().strip()
+    except OSError:
+        info["token"] = os.environ.get("FLEET_CLUSTER_TOKEN", "")
+    return info
+
+
+def remove_cluster_file() -> None:
+    try:
+        os.unlink(CLUSTER_FILE)
+    except OSError:
+        pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_pids(pids: List[int], timeout: float = 5.0) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
+        time.sleep(0.02)
+    for pid in pids:
+        if _pid_alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def local_hostname_ips() -> List[str]:
+    ips = {"127.0.0.1"}
+    try:
+        ips.add(socket.gethostbyname(socket.gethostname()))
+    except OSError:
+        pass
+    return sorted(ips)
+
+

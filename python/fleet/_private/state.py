@@ -1,0 +1,26 @@
+"""Process-wide state of the fleet Python layer (one per driver or worker).
+
+Holds the connected core library handle and what the current process is
+running. Mutated only by init/shutdown and by the worker's execution loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+core: Any = None  # fleet._core.Core once connected
+mode: str = ""  # "driver" | "worker" | ""
+namespace: str = ""
+session_dir: str = ""
+gcs_address: str = ""
+node_ip: str = "127.0.0.1"
+node_id_hex: str = ""
+job_runtime_env: Dict[str, Any] = {}
+cluster: Any = None  # LocalCluster when this driver started the cluster
+
+# What a worker is running now.
+current_task_id: Optional[bytes] = None
+current_function: str = ""
+current_gpu_ids: List[int] = []
+current_resources: Dict[str, float] = {}
+current_job_id: int = 0

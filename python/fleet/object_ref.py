@@ -1,0 +1,107 @@
+"""ObjectRef: a reference to a value that lives (or will live) in the cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from typing import Any, Optional
+
+from fleet._private import state
+
+
+class ObjectRef:
+    """A reference to a remote object, returned by ``.remote()`` and ``put``.
+
+    Hashable and comparable by id, so refs work as dict keys and in sets. While
+    any ``ObjectRef`` to an object lives in this process, the object is kept.
+    """
+
+    __slots__ = ("_id", "_owner", "_core", "__weakref__")
+
+    def __init__(self, object_id: bytes, owner: str = "", _add_ref: bool = True):
+        self._id = object_id
+        self._owner = owner
+        core = state.core
+        self._core = core
+        if core is not None and _add_ref:
+            core.add_ref(object_id)
+
+    def __del__(self) -> None:
+        core = self._core
+        if core is not None:
+            try:
+                core.remove_ref(self._id)
+            except Exception:  # interpreter shutdown, core gone
+                pass
+
+    def binary(self) -> bytes:
+        """The id as bytes."""
+        return self._id
+
+    def hex(self) -> str:
+        """The id as a hex string."""
+        return self._id.hex()
+
+    def task_id(self) -> bytes:
+        """Id of the task that creates this object."""
+        return self._id[:16]
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectRef) and other._id == self._id
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({self._id.hex()})"
+
+    def __reduce__(self):
+        # Serialized into a value or argument: the receiver borrows it from us
+        # (or from our owner). Escaped objects are kept until shutdown.
+        core = state.core
+        owner = self._owner
+        if not owner and core is not None:
+            owner = core.address
+            core.mark_escaped(self._id)
+        return (_rebuild_ref, (self._id, owner))
+
+    def future(self) -> concurrent.futures.Future:
+        """A concurrent.futures.Future resolved with the value."""
+        from fleet._private.api import get
+
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                fut.set_result(get(self))
+            except BaseException as e:  # delivered through the future
+                fut.set_exception(e)
+
+        import threading
+
+        threading.Thread(target=run, daemon=True).start()
+        return fut
+
+    def __await__(self):
+        return asyncio.wrap_future(self.future()).__await__()
+
+
+def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:
+    core = state.core
+    if core is not None and owner == core.address:
+        return ObjectRef(object_id)
+    if core is not None:
+        core.register_borrowed(object_id, owner)
+    return ObjectRef(object_id, owner)
+
+
+def make_ref(object_id: bytes, owner: Optional[str] = None) -> ObjectRef:
+    """Internal: wraps an id this process owns."""
+    return ObjectRef(object_id, owner or "")
+
+
+__all__ = ["ObjectRef"]
+

@@ -1,0 +1,144 @@
+"""RemoteFunction: what ``@fleet.remote`` makes of a function."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Dict, Optional
+
+from fleet._private import options as opts_mod
+from fleet._private import serialization, state
+from fleet.object_ref import ObjectRef
+
+
+class RemoteFunction:
+    """A function that runs as a task in the cluster via ``.remote()``."""
+
+    def __init__(self, function: Callable, task_options: Dict[str, Any]):
+        opts_mod.validate(task_options, f"remote function '{_name(function)}'")
+        self._function = function
+        self._name = _name(function)
+        self._options = dict(task_options)
+        self._pickled: Optional[bytes] = None
+        self._key: Optional[str] = None
+        self._exported_to: Any = None  # the core we exported through
+        self._prepared: Any = None  # cached per-options submission arguments
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Remote functions cannot be called directly. Instead of running "
+            f"'{self._name}()', try '{self._name}.remote()'."
+        )
+
+    def options(self, **task_options: Any) -> RemoteFunction:
+        """A copy of this remote function with `task_options` overriding."""
+        opts_mod.validate(task_options, f"remote function '{self._name}'")
+        merged = dict(self._options)
+        merged.update(task_options)
+        new = RemoteFunction.__new__(RemoteFunction)
+        new.__dict__.update(self.__dict__)
+        new._options = merged
+        new._prepared = None
+        new._parent = self
+        return new
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("fleet does not implement the DAG API (bind) yet")
+
+    def _export(self, core: Any) -> str:
+        root = getattr(self, "_parent", None) or self
+        if root._exported_to is not core:
+            if root._pickled is None:
+                try:
+                    root._pickled = serialization._cp().dumps(root._function, protocol=5)
+                except Exception as e:
+                    raise TypeError(
+                        f"Could not serialize the remote function '{self._name}': {e}. "
+                        "Functions must be picklable by cloudpickle (check what they capture)."
+                    ) from e
+            key = f"fn:{core.job_id}:{_core_random_hex()}:{self._name}"
+            core.kv_put(key, root._pickled, True)
+            root._key = key
+            root._exported_to = core
+        return root._key
+
+    def _prepare(self, core: Any):
+        o = opts_mod.resolved(self._options)
+        resources = opts_mod.resource_request(o)
+        retry = o["retry_exceptions"]
+        if retry is True:
+            retry_blob = b"1"
+        elif retry:
+            retry_blob = serialization.dumps(tuple(retry))
+        else:
+            retry_blob = b""
+        env = dict((state.job_runtime_env or {}).get("env_vars") or {})
+        env.update(((o["runtime_env"] or {}).get("env_vars")) or {})
+        name = o["name"] or self._name
+        max_retries = o["max_retries"]
+        if max_retries < 0:
+            max_retries = 1 << 30
+        self._prepared = (core, resources, retry_blob, env, name, o["num_returns"], max_retries)
+        return self._prepared
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Submits the task; returns an ObjectRef (or a list for num_returns > 1)."""
+        core = state.core
+        if core is None:
+            from fleet._private.api import _ensure_initialized
+
+            core = _ensure_initialized()
+        key = self._key if self._exported_to is core else self._export(core)
+        p = self._prepared
+        if p is None or p[0] is not core:
+            p = self._prepare(core)
+        _, resources, retry_blob, env, name, num_returns, max_retries = p
+        blob, deps = serialization.serialize_args(name, args, kwargs, ObjectRef)
+        ids = core.submit_task(
+            core.next_task_id(), key, name, blob, deps, num_returns, resources,
+            max_retries, retry_blob, env,
+        )
+        if num_returns == 1:
+            return ObjectRef(ids[0])
+        if num_returns == 0:
+            return None
+        return [ObjectRef(i) for i in ids]
+
+
+def _core_random_hex() -> str:
+    from fleet import _core
+
+    return _core.random_id().hex()[:16]
+
+
+def _name(function: Callable) -> str:
+    return getattr(function, "__qualname__", None) or getattr(function, "__name__", "function")
+
+
+def make_remote(target: Any, task_options: Dict[str, Any]) -> Any:
+    if isinstance(target, type):
+        raise NotImplementedError(
+            f"@fleet.remote on a class ('{target.__name__}'): actors are not implemented in "
+            "fleet yet (tracked in the actors issue)."
+        )
+    if not callable(target):
+        raise TypeError(f"@fleet.remote must decorate a function, got {type(target).__name__}")
+    return RemoteFunction(target, task_options)
+
+
+def remote(*args: Any, **kwargs: Any) -> Any:
+    """Makes a function a remote function; usable as ``@remote`` or ``@remote(**options)``."""
+    if len(args) == 1 and not kwargs and callable(args[0]):
+        return make_remote(args[0], {})
+    if args:
+        raise TypeError(
+            "The @fleet.remote decorator must be applied either with no arguments and no "
+            "parentheses, for example '@fleet.remote', or it must be applied using only "
+            "keyword arguments, for example '@fleet.remote(num_cpus=1)'."
+        )
+    opts_mod.validate(kwargs, "@fleet.remote")
+
+    def decorator(target: Any) -> Any:
+        return make_remote(target, kwargs)
+
+    return decorator

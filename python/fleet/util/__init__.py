@@ -1,0 +1,5 @@
+"""Utilities on top of the core API (scheduling strategies, ...)."""
+
+from fleet.util import scheduling_strategies
+
+__all__ = ["scheduling_strategies"]

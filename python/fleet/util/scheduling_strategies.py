@@ -1,0 +1,38 @@
+"""Scheduling strategies, with Ray's names.
+
+On a one-node cluster every strategy places work on that node; multi-node
+placement comes with the multi-node issue.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+
+class NodeAffinitySchedulingStrategy:
+    """Run on the node with `node_id` (hex); if `soft`, elsewhere when it cannot."""
+
+    def __init__(self, node_id: str, soft: bool, _spill_on_unavailable: bool = False):
+        self.node_id = node_id
+        self.soft = soft
+        self._spill_on_unavailable = _spill_on_unavailable
+
+    def __repr__(self) -> str:
+        return f"NodeAffinitySchedulingStrategy(node_id={self.node_id!r}, soft={self.soft})"
+
+
+class PlacementGroupSchedulingStrategy:
+    """Run inside a placement group's bundle (placement groups: not yet implemented)."""
+
+    def __init__(
+        self,
+        placement_group: Any,
+        placement_group_bundle_index: int = -1,
+        placement_group_capture_child_tasks: Optional[bool] = None,
+    ):
+        self.placement_group = placement_group
+        self.placement_group_bundle_index = placement_group_bundle_index
+        self.placement_group_capture_child_tasks = placement_group_capture_child_tasks
+
+
+__all__ = ["NodeAffinitySchedulingStrategy", "PlacementGroupSchedulingStrategy"]
