@@ -8,6 +8,8 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <algorithm>
+#include <chrono>
 #include <memory>
 
 #include "common/ids.h"
@@ -24,6 +26,11 @@ namespace {
 std::string Str(const nb::bytes& b) { return std::string(b.c_str(), b.size()); }
 nb::bytes Bytes(const std::string& s) { return nb::bytes(s.data(), s.size()); }
 
+
+struct TaskTemplate {
+  fleet::rpc::TaskSpec spec;
+  std::string key;
+};
 
 class PyCore {
  public:
@@ -86,6 +93,25 @@ NB_MODULE(_core, m) {
 
   m.def("random_id", [] { return Bytes(fleet::RandomId()); });
 
+  // What stays the same across calls of one remote function with one set of
+  // options, converted once: the per-call work is then args + deps only.
+  nb::class_<TaskTemplate>(m, "TaskTemplate")
+      .def("__init__", [](TaskTemplate* tt, const std::string& function_key,
+                          const std::string& function_name, int num_returns,
+                          const std::map<std::string, double>& resources,
+                          const nb::bytes& retry_exceptions,
+                          const std::map<std::string, std::string>& env_vars) {
+        new (tt) TaskTemplate();
+        fleet::rpc::TaskSpec* t = &tt->spec;
+        t->set_function_key(function_key);
+        t->set_function_name(function_name);
+        t->set_num_returns(num_returns);
+        t->set_retry_exceptions(retry_exceptions.c_str(), retry_exceptions.size());
+        for (auto& [k, v] : resources) (*t->mutable_resources())[k] = v;
+        for (auto& [k, v] : env_vars) (*t->mutable_env_vars())[k] = v;
+        tt->key = fleet::TaskSubmitter::SchedulingKey(*t);
+      });
+
   nb::class_<PyCore>(m, "Core")
       .def(nb::init<const std::map<std::string, std::string>&>())
       .def("shutdown", &PyCore::Shutdown)
@@ -101,24 +127,44 @@ NB_MODULE(_core, m) {
            [](PyCore& c, const nb::bytes& data, uint32_t flags) {
              return Bytes(c.core().Put(Str(data), flags));
            })
-      .def("get",
-           [](PyCore& c, const std::vector<nb::bytes>& ids, int64_t timeout_ms) {
-             std::vector<std::string> v;
-             v.reserve(ids.size());
-             for (auto& i : ids) v.push_back(Str(i));
-             fleet::Result<std::vector<fleet::StoredObject>> r = [&] {
-               nb::gil_scoped_release release;
-               return c.core().Get(v, timeout_ms);
-             }();
-             if (!r.ok()) {
-               if (r.status().code() == StatusCode::kTimedOut) {
-                 PyErr_SetString(PyExc_TimeoutError, r.status().message().c_str());
-                 throw nb::python_error();
-               }
-               throw std::runtime_error(r.status().message());
-             }
-             return ToPyObjects(r.value());
-           })
+      .def(
+          "get",
+          [](PyCore& c, const std::vector<nb::bytes>& ids, int64_t timeout_ms, bool interruptible) {
+            std::vector<std::string> v;
+            v.reserve(ids.size());
+            for (auto& i : ids) v.push_back(Str(i));
+            // Waits in slices so Ctrl-C in the driver's main thread interrupts get().
+            constexpr int64_t kSliceMs = 100;
+            auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+            while (true) {
+              int64_t slice = timeout_ms;
+              if (interruptible) {
+                if (timeout_ms < 0) {
+                  slice = kSliceMs;
+                } else {
+                  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  deadline - std::chrono::steady_clock::now())
+                                  .count();
+                  slice = std::max<int64_t>(0, std::min<int64_t>(left, kSliceMs));
+                }
+              }
+              fleet::Result<std::vector<fleet::StoredObject>> r = [&] {
+                nb::gil_scoped_release release;
+                return c.core().Get(v, slice);
+              }();
+              if (r.ok()) return ToPyObjects(r.value());
+              if (r.status().code() != StatusCode::kTimedOut) {
+                throw std::runtime_error(r.status().message());
+              }
+              bool expired = timeout_ms >= 0 && std::chrono::steady_clock::now() >= deadline;
+              if (!interruptible || expired) {
+                PyErr_SetString(PyExc_TimeoutError, r.status().message().c_str());
+                throw nb::python_error();
+              }
+              if (PyErr_CheckSignals() != 0) throw nb::python_error();
+            }
+          },
+          nb::arg("ids"), nb::arg("timeout_ms"), nb::arg("interruptible") = false)
       .def("wait",
            [](PyCore& c, const std::vector<nb::bytes>& ids, int num_returns, int64_t timeout_ms,
               bool fetch_local) {
@@ -144,28 +190,22 @@ NB_MODULE(_core, m) {
       .def("mark_escaped", [](PyCore& c, const nb::bytes& id) { c.core().store().MarkEscaped(Str(id)); })
       .def("num_objects", [](PyCore& c) { return c.core().store().Size(); })
       // ---- tasks
-      .def("submit_task",
-           [](PyCore& c, const nb::bytes& task_id, const std::string& function_key,
-              const std::string& function_name, const nb::bytes& args,
-              const std::vector<nb::bytes>& deps, int num_returns,
-              const std::map<std::string, double>& resources, int max_retries,
-              const nb::bytes& retry_exceptions, const std::map<std::string, std::string>& env_vars) {
+      .def("submit",
+           [](PyCore& c, const TaskTemplate& tmpl, int max_retries, const nb::bytes& args,
+              const std::vector<nb::bytes>& deps) -> nb::object {
              fleet::TaskSubmission t;
-             auto& s = t.spec;
-             s.set_task_id(Str(task_id));
-             s.set_job_id(c.core().job_id());
-             s.set_function_key(function_key);
-             s.set_function_name(function_name);
-             s.set_args(args.c_str(), args.size());
-             s.set_num_returns(num_returns);
-             s.set_retry_exceptions(retry_exceptions.c_str(), retry_exceptions.size());
-             for (auto& [k, v] : resources) (*s.mutable_resources())[k] = v;
-             for (auto& [k, v] : env_vars) (*s.mutable_env_vars())[k] = v;
+             t.spec = tmpl.spec;
+             t.scheduling_key = tmpl.key;
+             t.spec.set_task_id(c.core().NextTaskId());
+             t.spec.set_job_id(c.core().job_id());
+             t.spec.set_args(args.c_str(), args.size());
              t.dep_ids.reserve(deps.size());
              for (auto& d : deps) t.dep_ids.push_back(Str(d));
              t.max_retries = max_retries;
+             auto ids = c.core().SubmitTask(std::move(t));
+             if (ids.size() == 1) return Bytes(ids[0]);
              nb::list out;
-             for (auto& id : c.core().SubmitTask(std::move(t))) out.append(Bytes(id));
+             for (auto& id : ids) out.append(Bytes(id));
              return out;
            })
       .def("next_task",

@@ -39,7 +39,7 @@ class RemoteFunction:
         new.__dict__.update(self.__dict__)
         new._options = merged
         new._prepared = None
-        new._parent = self
+        new._parent = getattr(self, "_parent", None) or self
         return new
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
@@ -78,7 +78,11 @@ class RemoteFunction:
         max_retries = o["max_retries"]
         if max_retries < 0:
             max_retries = 1 << 30
-        self._prepared = (core, resources, retry_blob, env, name, o["num_returns"], max_retries)
+        from fleet import _core
+
+        key = self._key if self._exported_to is core else self._export(core)
+        template = _core.TaskTemplate(key, name, o["num_returns"], resources, retry_blob, env)
+        self._prepared = (core, template, name, o["num_returns"], max_retries)
         return self._prepared
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
@@ -88,18 +92,17 @@ class RemoteFunction:
             from fleet._private.api import _ensure_initialized
 
             core = _ensure_initialized()
-        key = self._key if self._exported_to is core else self._export(core)
         p = self._prepared
         if p is None or p[0] is not core:
             p = self._prepare(core)
-        _, resources, retry_blob, env, name, num_returns, max_retries = p
-        blob, deps = serialization.serialize_args(name, args, kwargs, ObjectRef)
-        ids = core.submit_task(
-            core.next_task_id(), key, name, blob, deps, num_returns, resources,
-            max_retries, retry_blob, env,
-        )
+        _, template, name, num_returns, max_retries = p
+        if args or kwargs:
+            blob, deps = serialization.serialize_args(name, args, kwargs, ObjectRef)
+        else:
+            blob, deps = b"", []
+        ids = core.submit(template, max_retries, blob, deps)
         if num_returns == 1:
-            return ObjectRef(ids[0])
+            return ObjectRef(ids)
         if num_returns == 0:
             return None
         return [ObjectRef(i) for i in ids]

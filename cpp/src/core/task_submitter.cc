@@ -50,14 +50,12 @@ struct TaskSubmitter::Outbox {
   std::vector<TaskPtr> enqueue_failed;
 };
 
-namespace {
-std::string KeyFor(const rpc::TaskSpec& spec) {
+std::string TaskSubmitter::SchedulingKey(const rpc::TaskSpec& spec) {
   std::map<std::string, double> sorted(spec.resources().begin(), spec.resources().end());
   std::ostringstream os;
   for (auto& [k, v] : sorted) os << k << '=' << v << ';';
   return os.str();
 }
-}  // namespace
 
 TaskSubmitter::TaskSubmitter(asio::io_context& io, MemoryStore& store, rpc::ConnectionPtr node,
                              rpc::Hello hello, SubmitterOptions options)
@@ -72,7 +70,8 @@ std::vector<std::string> TaskSubmitter::Submit(TaskSubmission&& submission) {
   rpc::TaskSpec* spec = task->mutable_spec();
   task->max_retries = submission.max_retries;
   task->retries_left = submission.max_retries;
-  task->key = KeyFor(*spec);
+  task->key = submission.scheduling_key.empty() ? SchedulingKey(*spec)
+                                                : std::move(submission.scheduling_key);
   task->dep_ids = std::move(submission.dep_ids);
   int n = spec->num_returns();
   task->return_ids.reserve(n);

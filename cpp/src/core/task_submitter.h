@@ -39,6 +39,7 @@ struct TaskSubmission {
   rpc::TaskSpec spec;               // task_id, function, args, num_returns... filled by caller
   std::vector<std::string> dep_ids; // top-level ObjectRef arguments, in order
   int max_retries = 3;
+  std::string scheduling_key;       // from SchedulingKey(spec); computed if empty
 };
 
 class TaskSubmitter {
@@ -52,6 +53,9 @@ class TaskSubmitter {
   // Creates the return objects (pending) and queues the task. Returns the
   // return object ids. Never blocks on the network.
   std::vector<std::string> Submit(TaskSubmission&& task);
+
+  // Tasks with equal keys share leases: the resource shape, as text.
+  static std::string SchedulingKey(const rpc::TaskSpec& spec);
 
   // Returns every held lease and fails every queued task (at shutdown).
   void Shutdown();

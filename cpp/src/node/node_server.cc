@@ -261,6 +261,9 @@ void NodeServer::OnClose(const rpc::ConnectionPtr& conn, const Status&) {
 void NodeServer::Schedule() {
   if (stopped_) return;
   int need_workers = 0;
+  // Resources of requests that fit but wait for a worker stay reserved for
+  // the rest of this pass, so later requests do not count them twice.
+  std::vector<Allocation> reserved;
   for (auto it = pending_.begin(); it != pending_.end();) {
     auto conn = it->conn.lock();
     if (!conn || conn->closed()) {
@@ -278,7 +281,7 @@ void NodeServer::Schedule() {
     }
     auto worker = pool_.PopIdle();
     if (!worker) {
-      resources_.Release(*alloc);
+      reserved.push_back(std::move(*alloc));
       need_workers++;
       ++it;
       continue;
@@ -298,6 +301,7 @@ void NodeServer::Schedule() {
     it = pending_.erase(it);
     MarkResourcesDirty();
   }
+  for (auto& a : reserved) resources_.Release(a);
   if (need_workers > 0) StartWorkers(pool_.NumToStart(need_workers));
 }
 
@@ -323,6 +327,8 @@ void NodeServer::StartWorkers(int n) {
       continue;
     }
     pool_.AddStarting(id, p->pid);
+    FLEET_LOG(INFO) << "started worker pid " << p->pid << " (" << pool_.size() << " workers, "
+                    << pool_.num_starting() << " starting)";
     auto wio = std::make_shared<WorkerIo>(io_, p->stdout_fd, p->stderr_fd);
     wio->worker_id = id;
     wio->pid = p->pid;

@@ -17,6 +17,11 @@
 
 namespace fleet::rpc {
 
+namespace {
+// Connections with corked output on this (io) thread, or null outside a read.
+thread_local std::vector<std::shared_ptr<Connection>>* t_corked = nullptr;
+}  // namespace
+
 Connection::Connection(asio::io_context& io, Socket socket, std::string peer)
     : io_(io), socket_(std::move(socket)), fd_(socket_.native_handle()), peer_(std::move(peer)) {
   asio::error_code ec;
@@ -53,15 +58,26 @@ void Connection::OnRead(const asio::error_code& ec, size_t n) {
   }
   decoder_.Commit(n);
   Envelope msg;
+  std::vector<std::shared_ptr<Connection>> corked;
+  bool outermost = t_corked == nullptr;
+  if (outermost) t_corked = &corked;
   while (!closed_) {
     auto r = decoder_.Next(&msg);
     if (!r.ok()) {
+      if (outermost) {
+        t_corked = nullptr;
+        for (auto& c : corked) c->Uncork();
+      }
       FLEET_LOG(ERROR) << "closing connection to " << peer_ << ": " << r.status().message();
       DoClose(r.status());
       return;
     }
     if (!r.value()) break;
     Dispatch(msg);
+  }
+  if (outermost) {
+    t_corked = nullptr;
+    for (auto& c : corked) c->Uncork();
   }
   ReadMore();
 }
@@ -122,7 +138,20 @@ void Connection::Send(const Envelope& msg) {
   } else {
     out_.append(frame);
   }
-  if (writing_) return;
+  if (writing_ || corked_) return;
+  if (t_corked != nullptr) {
+    corked_ = true;
+    t_corked->push_back(shared_from_this());
+    return;
+  }
+  writing_ = true;
+  FlushLocked(lk);
+}
+
+void Connection::Uncork() {
+  std::unique_lock<std::mutex> lk(mu_);
+  corked_ = false;
+  if (writing_ || out_.empty() || closed_) return;
   writing_ = true;
   FlushLocked(lk);
 }

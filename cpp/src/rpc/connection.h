@@ -6,6 +6,9 @@
 // when no write is in progress (no thread hop on the hot path) and otherwise
 // queues; everything queued while a write is in flight goes out in one write.
 // Replies (is_reply) complete the callback registered by Call, on the io thread.
+// Sends made by handlers while the io thread dispatches one read's messages
+// are corked and flushed once the whole read is handled: N replies read
+// together cause N follow-up messages in one write per peer.
 // The first message of a client is Hello with the cluster token; a server-side
 // connection refuses anything else, logs the refusal and closes.
 // Lifetime: shared_ptr; the fd is closed only in the destructor, so a direct
@@ -55,6 +58,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Thread-safe, idempotent. Pending calls fail with `why`.
   void Close(const Status& why = Status::Disconnected("connection closed"));
+  // Writes what was corked during a read's dispatch (io thread only).
+  void Uncork();
   bool closed() const { return closed_.load(); }
   const std::string& peer() const { return peer_; }
   // The Hello a server-side connection received (role, worker id, pid...).
@@ -86,6 +91,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::atomic<uint64_t> next_request_id_{1};
 
   std::mutex mu_;
+  bool corked_ = false;   // guarded by mu_: in the io thread's end-of-read flush list
   std::string out_;     // guarded by mu_: frames not yet written
   bool writing_ = false;  // guarded by mu_: a write is in progress somewhere
   std::unordered_map<uint64_t, ReplyCallback> pending_;  // guarded by mu_

@@ -269,7 +269,7 @@ def get(
     ms = _timeout_ms(timeout)
     if type(object_refs) is ObjectRef:
         try:
-            data, flags = core.get([object_refs._id], ms)[0]
+            data, flags = core.get([object_refs._id], ms, _interruptible())[0]
         except TimeoutError:
             raise GetTimeoutError(f"Get timed out: the object was not ready within {timeout} s.") from None
         except RuntimeError as e:
@@ -290,7 +290,7 @@ def get(
             )
         ids.append(r._id)
     try:
-        results = core.get(ids, ms)
+        results = core.get(ids, ms, _interruptible())
     except TimeoutError:
         raise GetTimeoutError(
             f"Get timed out: some of the {len(ids)} objects were not ready within {timeout} s."
@@ -305,6 +305,11 @@ def get(
         else:
             out.append(loads(data))
     return out
+
+
+def _interruptible() -> bool:
+    # Only the main thread sees KeyboardInterrupt; workers are stopped by fleet-node.
+    return state.mode == "driver" and threading.current_thread() is threading.main_thread()
 
 
 def _lost(e: Exception) -> Exception:

@@ -67,9 +67,9 @@ class Executor:
             args, kwargs = serialization.deserialize_args(args_blob, deps)
             result = fn(*args, **kwargs)
             returns = self._returns(fn_name, result, num_returns)
-        except BaseException as e:  # every failure goes back to the caller
-            if isinstance(e, (KeyboardInterrupt, SystemExit)) and not isinstance(e, SystemExit):
-                raise
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # every other failure goes back to the caller
             retryable = self._retryable(e, retry_blob)
             err = serialization.serialize_task_error(fn_name, e, self.pid, self.ip, self.node_id)
             returns = [(err, FLAG_PICKLED_ERROR)] * max(1, num_returns)

@@ -1,0 +1,722 @@
+"""``fleet microbenchmark``: Ray's ``ray microbenchmark`` task workloads, run on fleet.
+
+The workloads and metric names are those of Ray's ``ray/_private/ray_perf.py``
+(the task and object parts; fleet has no actors yet), and the harness follows
+Ray's ``timeit`` (``ray/_private/ray_microbenchmark_helpers.py``): warm up, then
+several timed trials, reporting ``name per second MEAN +- STD``. Beside them it
+measures ``init()`` time to ready, an idle worker's memory, and a 100k-task
+submission with the driver's memory before and after.
+
+Every workload is written once against an ``api`` module (``fleet`` or
+``ray``). ``--compare-ray`` runs this same file under Ray's interpreter in a
+child process (``--_child-api ray``); the child prints its results as one JSON
+line. ``--compare-stdlib`` runs the task workloads on
+``concurrent.futures.ProcessPoolExecutor`` and ``multiprocessing.Pool``.
+
+This module imports only the standard library at import time: fleet's workers
+import it to run its remote functions, and Ray's interpreter runs it without
+fleet installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import gc
+import importlib
+import json
+import multiprocessing
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from types import ModuleType
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+# Metric names, exactly as ray_perf.py prints them.
+GET_CALLS = "single client get calls (Plasma Store)"
+PUT_CALLS = "single client put calls (Plasma Store)"
+TASKS_AND_GET_BATCH = "single client tasks and get batch"
+WAIT_1K_REFS = "single client wait 1k refs"
+TASKS_SYNC = "single client tasks sync"
+TASKS_ASYNC = "single client tasks async"
+# Names of the extra measurements (also matched by --only).
+INIT_TIME = "init time to ready"
+WORKER_RSS = "idle worker RSS"
+MANY_TASKS = "100k tasks"
+
+STDLIB_METRICS = (TASKS_AND_GET_BATCH, TASKS_SYNC, TASKS_ASYNC)
+BATCH = 1000  # refs per op in the batch workloads, as in ray_perf.py
+RESULT_MARKER = "__FLEET_MICROBENCHMARK_RESULT__ "
+DEFAULT_RAY_PYTHON = "/opt/rayvenv/bin/python"
+
+# How a child interpreter runs this file as __main__ (so that Ray pickles the
+# workload functions by value instead of importing this module in its workers).
+_CHILD_BOOT = (
+    "import runpy, sys; path = sys.argv[1]; sys.argv = [path] + sys.argv[2:]; "
+    "runpy.run_path(path, run_name='__main__')"
+)
+
+Workload = Tuple[str, Callable[[], Any], int]  # (name, one op, tasks or calls per op)
+
+
+@dataclass
+class Config:
+    """What to run and for how long."""
+
+    num_cpus: int = 2
+    trials: int = 5
+    duration: float = 2.0
+    warmup: float = 1.0
+    only: str = ""
+    init_cycles: int = 5
+    many_tasks: int = 100_000
+
+    def wants(self, name: str) -> bool:
+        """Whether the metric `name` passes the --only filter."""
+        return self.only in name
+
+
+@dataclass
+class Stat:
+    """Throughput of one metric over the timed trials (ops per second)."""
+
+    name: str
+    mean: float
+    std: float
+    median: float
+    trials: List[float]
+    multiplier: int
+
+
+# ---------------------------------------------------------------------------
+# Functions the workloads run remotely (module level, so every backend can
+# pickle them).
+
+
+def _small_value() -> bytes:
+    """The trivial task of ray_perf.py."""
+    return b"ok"
+
+
+def _pid_after(seconds: float) -> int:
+    """Holds a worker for `seconds` and returns its pid (to find the workers)."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
+# ---------------------------------------------------------------------------
+# Harness.
+
+
+def timeit(name: str, fn: Callable[[], Any], multiplier: int, cfg: Config) -> Stat:
+    """Times `fn` like Ray's ``timeit`` and prints ``name per second MEAN +- STD``.
+
+    Warms up for ``cfg.warmup`` seconds (at least one call), then runs
+    ``cfg.trials`` trials of about ``cfg.duration`` seconds each, calling `fn`
+    in steps of a tenth of the warm-up count. Each trial yields
+    ``multiplier * calls / elapsed``.
+    """
+    start = time.perf_counter()
+    count = 0
+    while True:
+        fn()
+        count += 1
+        if time.perf_counter() - start >= cfg.warmup:
+            break
+    step = count // 10 + 1
+    trials = []
+    for _ in range(cfg.trials):
+        start = time.perf_counter()
+        count = 0
+        while time.perf_counter() - start < cfg.duration:
+            for _ in range(step):
+                fn()
+            count += step
+        trials.append(multiplier * count / (time.perf_counter() - start))
+    stat = Stat(
+        name=name,
+        mean=statistics.fmean(trials),
+        std=statistics.pstdev(trials),  # numpy.std, as Ray prints
+        median=statistics.median(trials),
+        trials=trials,
+        multiplier=multiplier,
+    )
+    print(
+        f"{name} per second {round(stat.mean, 2)} +- {round(stat.std, 2)} "
+        f"(median {round(stat.median, 2)})",
+        flush=True,
+    )
+    return stat
+
+
+def run_workloads(workloads: List[Workload], cfg: Config) -> Dict[str, Stat]:
+    """Times each workload that passes the --only filter."""
+    return {
+        name: timeit(name, fn, multiplier, cfg)
+        for name, fn, multiplier in workloads
+        if cfg.wants(name)
+    }
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size (VmRSS) of process `pid`, in MB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def pss_mb(pid: int) -> Optional[float]:
+    """Proportional set size of process `pid` in MB (shared pages split), if readable."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+# ---------------------------------------------------------------------------
+# The suite, written once against `api` (fleet or ray).
+
+
+def init_kwargs(cfg: Config) -> Dict[str, Any]:
+    """Arguments of ``api.init`` (the same for fleet and Ray)."""
+    return {"num_cpus": cfg.num_cpus, "include_dashboard": False}
+
+
+def task_workloads(api: ModuleType) -> List[Workload]:
+    """The ray_perf.py workloads that use tasks and objects, in ray_perf.py's order."""
+    small_value = api.remote(_small_value)
+    value = api.put(0)
+
+    def get_small() -> None:
+        api.get(value)
+
+    def put_small() -> None:
+        api.put(0)
+
+    def small_value_batch() -> int:
+        submitted = [small_value.remote() for _ in range(BATCH)]
+        api.get(submitted)
+        return 0
+
+    def wait_multiple_refs() -> None:
+        num_objs = BATCH
+        not_ready = [small_value.remote() for _ in range(num_objs)]
+        # As ray_perf.py: fetch_local only on the first wait.
+        fetch_local = True
+        for _ in range(num_objs):
+            _ready, not_ready = api.wait(not_ready, fetch_local=fetch_local)
+            if fetch_local:
+                fetch_local = False
+
+    def small_task() -> None:
+        api.get(small_value.remote())
+
+    def small_task_async() -> None:
+        api.get([small_value.remote() for _ in range(BATCH)])
+
+    return [
+        (GET_CALLS, get_small, 1),
+        (PUT_CALLS, put_small, 1),
+        (TASKS_AND_GET_BATCH, small_value_batch, 1),
+        (WAIT_1K_REFS, wait_multiple_refs, 1),
+        (TASKS_SYNC, small_task, 1),
+        (TASKS_ASYNC, small_task_async, BATCH),
+    ]
+
+
+def measure_init(api: ModuleType, cfg: Config) -> Dict[str, Any]:
+    """Times init/first task/shutdown cycles; "ready" is init plus a first task result."""
+    init_s: List[float] = []
+    ready_s: List[float] = []
+    shutdown_s: List[float] = []
+    for _ in range(cfg.init_cycles):
+        gc.collect()
+        small_value = api.remote(_small_value)
+        t0 = time.perf_counter()
+        api.init(**init_kwargs(cfg))
+        t1 = time.perf_counter()
+        try:
+            api.get(small_value.remote())
+            t2 = time.perf_counter()
+        finally:
+            api.shutdown()
+        t3 = time.perf_counter()
+        init_s.append(t1 - t0)
+        ready_s.append(t2 - t0)
+        shutdown_s.append(t3 - t2)
+    out = {
+        "cycles": cfg.init_cycles,
+        "init_returns_s": statistics.median(init_s),
+        "ready_s": statistics.median(ready_s),
+        "shutdown_s": statistics.median(shutdown_s),
+        "ready_s_all": ready_s,
+    }
+    print(
+        f"{INIT_TIME}: median {out['ready_s']:.3f} s over {cfg.init_cycles} cycles "
+        f"(init() returns in {out['init_returns_s']:.3f} s, then first task result; "
+        f"shutdown {out['shutdown_s']:.3f} s)",
+        flush=True,
+    )
+    return out
+
+
+def worker_pids(api: ModuleType, cfg: Config) -> Tuple[List[int], int]:
+    """Pids of the cluster's workers, and on how many distinct workers tasks just ran.
+
+    Runs ``2 * num_cpus`` short sleeping tasks so that the workers have started
+    and run something (used, now idle workers), then asks fleet's node for its
+    worker pids, or, on a backend without that (Ray), uses the tasks' pids.
+    """
+    pid_after = api.remote(_pid_after)
+    task_pids = set(api.get([pid_after.remote(0.2) for _ in range(2 * cfg.num_cpus)]))
+    core = getattr(getattr(getattr(api, "_private", None), "state", None), "core", None)
+    if core is not None and hasattr(core, "node_stats"):
+        return sorted(core.node_stats()["worker_pids"]), len(task_pids)
+    return sorted(task_pids), len(task_pids)
+
+
+def measure_worker_rss(api: ModuleType, cfg: Config, label: str) -> Dict[str, Any]:
+    """VmRSS (and PSS) of the idle workers, one second after they last ran a task."""
+    pids, ran_on = worker_pids(api, cfg)
+    time.sleep(1.0)
+    pids = [p for p in pids if os.path.exists(f"/proc/{p}")]  # skip workers gone since
+    rss = [rss_mb(p) for p in pids]
+    pss = [v for v in (pss_mb(p) for p in pids) if v is not None]
+    out = {
+        "pids": pids,
+        "tasks_ran_on_workers": ran_on,
+        "rss_mb": rss,
+        "pss_mb": pss,
+        "rss_mb_median": statistics.median(rss) if rss else None,
+        "pss_mb_median": statistics.median(pss) if pss else None,
+    }
+    if not rss:
+        print(f"{WORKER_RSS} ({label}): no live worker found", flush=True)
+        return out
+    pss_txt = f", PSS {out['pss_mb_median']:.1f} MB" if pss else ""
+    print(
+        f"{WORKER_RSS} ({label}): {len(pids)} workers, median {out['rss_mb_median']:.1f} MB"
+        f"{pss_txt} (each: {', '.join(f'{v:.1f}' for v in rss)} MB; "
+        f"{2 * cfg.num_cpus} sleeping tasks ran on {ran_on} of them)",
+        flush=True,
+    )
+    return out
+
+
+def measure_many_tasks(api: ModuleType, cfg: Config) -> Dict[str, Any]:
+    """Submits ``cfg.many_tasks`` trivial tasks in one loop, gets them all, drops the refs.
+
+    Reports the driver's RSS at a baseline, with all refs and results held,
+    and after dropping them and collecting garbage.
+    """
+    n = cfg.many_tasks
+    small_value = api.remote(_small_value)
+    api.get(small_value.remote())
+    me = os.getpid()
+    gc.collect()
+    time.sleep(0.5)
+    baseline = rss_mb(me)
+    t0 = time.perf_counter()
+    refs = [small_value.remote() for _ in range(n)]
+    t1 = time.perf_counter()
+    values = api.get(refs)
+    t2 = time.perf_counter()
+    held = rss_mb(me)
+    assert len(values) == n and values[-1] == b"ok"
+    del refs, values
+    gc.collect()
+    time.sleep(1.0)
+    after = rss_mb(me)
+    out = {
+        "tasks": n,
+        "submit_s": t1 - t0,
+        "total_s": t2 - t0,
+        "tasks_per_s": n / (t2 - t0),
+        "driver_rss_mb_baseline": baseline,
+        "driver_rss_mb_held": held,
+        "driver_rss_mb_after": after,
+        "driver_rss_mb_growth": after - baseline,
+    }
+    print(
+        f"{MANY_TASKS}: {n} tasks submitted in {out['submit_s']:.2f} s, all results in "
+        f"{out['total_s']:.2f} s ({out['tasks_per_s']:.0f} tasks/s); driver RSS "
+        f"{baseline:.1f} MB baseline -> {held:.1f} MB with refs held -> {after:.1f} MB "
+        f"after refs dropped ({after - baseline:+.1f} MB)",
+        flush=True,
+    )
+    return out
+
+
+def run_suite(api: ModuleType, cfg: Config) -> Dict[str, Any]:
+    """Runs everything selected against `api`; every cluster it starts is shut down."""
+    result: Dict[str, Any] = {
+        "api": api.__name__,
+        "version": getattr(api, "__version__", "?"),
+        "metrics": {},
+    }
+    if cfg.wants(INIT_TIME) and cfg.init_cycles > 0:
+        result["init"] = measure_init(api, cfg)
+    names = [GET_CALLS, PUT_CALLS, TASKS_AND_GET_BATCH, WAIT_1K_REFS, TASKS_SYNC, TASKS_ASYNC]
+    if not any(cfg.wants(n) for n in [*names, WORKER_RSS, MANY_TASKS]):
+        return result
+    api.init(**init_kwargs(cfg))
+    try:
+        if cfg.wants(WORKER_RSS):
+            result["worker_rss"] = {"fresh": measure_worker_rss(api, cfg, "fresh")}
+        stats = run_workloads(task_workloads(api), cfg)
+        result["metrics"] = {name: asdict(s) for name, s in stats.items()}
+        if cfg.wants(WORKER_RSS) and stats:
+            result["worker_rss"]["after"] = measure_worker_rss(api, cfg, "after the benchmarks")
+        if cfg.wants(MANY_TASKS) and cfg.many_tasks > 0:
+            result["tasks_100k"] = measure_many_tasks(api, cfg)
+    finally:
+        api.shutdown()
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Standard library baselines.
+
+
+def pool_workloads(
+    call_sync: Callable[[], Any],
+    submit: Callable[[], Any],
+    collect: Callable[[List[Any]], Any],
+) -> List[Workload]:
+    """The task workloads on a process pool: sync call, and submit BATCH then collect."""
+
+    def tasks_sync() -> None:
+        call_sync()
+
+    def batch() -> None:
+        collect([submit() for _ in range(BATCH)])
+
+    return [
+        (TASKS_AND_GET_BATCH, batch, 1),
+        (TASKS_SYNC, tasks_sync, 1),
+        (TASKS_ASYNC, batch, BATCH),
+    ]
+
+
+def run_stdlib(cfg: Config) -> Dict[str, Dict[str, Any]]:
+    """Times the task workloads on ProcessPoolExecutor(n) and multiprocessing.Pool(n).
+
+    Runs after fleet's cluster is shut down (the driver is single-threaded
+    again), so the platform's default start method (fork on Linux) is safe.
+    """
+    out: Dict[str, Dict[str, Any]] = {}
+    if not any(cfg.wants(n) for n in STDLIB_METRICS):
+        return out
+    n = cfg.num_cpus
+    print(f"\n== concurrent.futures.ProcessPoolExecutor({n}) ==", flush=True)
+    with concurrent.futures.ProcessPoolExecutor(n) as ex:
+        workloads = pool_workloads(
+            lambda: ex.submit(_small_value).result(),
+            lambda: ex.submit(_small_value),
+            lambda futs: [f.result() for f in futs],
+        )
+        out["ProcessPoolExecutor"] = {
+            k: asdict(s) for k, s in run_workloads(workloads, cfg).items()
+        }
+    print(f"\n== multiprocessing.Pool({n}) ==", flush=True)
+    with multiprocessing.Pool(n) as pool:
+        workloads = pool_workloads(
+            lambda: pool.apply(_small_value),
+            lambda: pool.apply_async(_small_value),
+            lambda results: [r.get() for r in results],
+        )
+        out["multiprocessing.Pool"] = {
+            k: asdict(s) for k, s in run_workloads(workloads, cfg).items()
+        }
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Ray, in a child interpreter running this same file.
+
+
+def child_args(cfg: Config, api_name: str) -> List[str]:
+    """Command-line arguments that make a child run `cfg` against `api_name`."""
+    return [
+        "--_child-api", api_name,
+        "--num-cpus", str(cfg.num_cpus),
+        "--trials", str(cfg.trials),
+        "--duration", str(cfg.duration),
+        "--warmup", str(cfg.warmup),
+        "--only", cfg.only,
+        "--init-cycles", str(cfg.init_cycles),
+        "--many-tasks", str(cfg.many_tasks),
+    ]  # fmt: skip
+
+
+def run_ray_child(cfg: Config, ray_python: str, timeout: float) -> Dict[str, Any]:
+    """Runs the suite under Ray with `ray_python`; returns its results or {"error": ...}.
+
+    The child's printed lines are echoed with a ``[ray]`` prefix; its stderr
+    (Ray's logging) is shown only if it fails. On timeout the child's whole
+    process group (Ray's daemons included) is terminated.
+    """
+    if not os.path.exists(ray_python):
+        return {"error": f"{ray_python} does not exist"}
+    path = os.path.abspath(__file__)
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    cmd = [ray_python, "-c", _CHILD_BOOT, path, *child_args(cfg, "ray")]
+    result: Optional[Dict[str, Any]] = None
+    with tempfile.TemporaryFile(mode="w+") as err:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=env,
+            cwd=tempfile.gettempdir(),
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith(RESULT_MARKER):
+                    result = json.loads(line[len(RESULT_MARKER) :])
+                else:
+                    print("  [ray] " + line, end="", flush=True)
+                if time.monotonic() > deadline:
+                    raise subprocess.TimeoutExpired(cmd, timeout)
+            proc.wait(max(1.0, deadline - time.monotonic()))
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            _stop_group(proc)
+            raise
+        if proc.returncode != 0 or result is None:
+            err.seek(0)
+            tail = "".join(err.readlines()[-15:])
+            print(tail, file=sys.stderr)
+            last = tail.strip().splitlines()[-1:] or ["no output"]
+            return {"error": f"exit status {proc.returncode}: {last[0]}"}
+    return result
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Terminates the child's process group (it leads its own session), then kills it."""
+    for sig, wait_s in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+# ---------------------------------------------------------------------------
+# Reports.
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> str:
+    if a is None or b is None or b == 0:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def _num(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:,.2f}"
+
+
+def _get(d: Dict[str, Any], *keys: str) -> Optional[float]:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d  # type: ignore[return-value]
+
+
+def print_ray_table(fleet_res: Dict[str, Any], ray_res: Dict[str, Any]) -> None:
+    """Prints fleet beside Ray: ops/s for the metrics, then the extra measurements."""
+    print("\n== fleet vs Ray ==")
+    if "error" in ray_res:
+        print(f"Ray not available: {ray_res['error']}")
+        return
+    print(f"(Ray {ray_res.get('version')}; ratio > 1: fleet faster)")
+    w = 42
+    print(f"{'metric':<{w}} {'fleet ops/s':>14} {'Ray ops/s':>14} {'fleet/Ray':>10}")
+    for name, st in fleet_res["metrics"].items():
+        f = st["mean"]
+        r = _get(ray_res, "metrics", name, "mean")
+        print(f"{name:<{w}} {_num(f):>14} {_num(r):>14} {_ratio(f, r):>10}")
+    rows = [
+        ("init time to ready, s (median)", ("init", "ready_s")),
+        ("init() returns, s (median)", ("init", "init_returns_s")),
+        ("idle worker RSS, MB (median)", ("worker_rss", "fresh", "rss_mb_median")),
+        ("idle worker PSS, MB (median)", ("worker_rss", "fresh", "pss_mb_median")),
+        ("worker RSS after benchmarks, MB", ("worker_rss", "after", "rss_mb_median")),
+        ("100k tasks: tasks/s", ("tasks_100k", "tasks_per_s")),
+        ("100k tasks: driver RSS held, MB", ("tasks_100k", "driver_rss_mb_held")),
+        ("100k tasks: driver RSS growth, MB", ("tasks_100k", "driver_rss_mb_growth")),
+    ]
+    print(
+        f"\n{'measure (lower is better except tasks/s)':<{w}} {'fleet':>14} {'Ray':>14} "
+        f"{'fleet/Ray':>10}"
+    )
+    for label, keys in rows:
+        f, r = _get(fleet_res, *keys), _get(ray_res, *keys)
+        if f is None and r is None:
+            continue
+        print(f"{label:<{w}} {_num(f):>14} {_num(r):>14} {_ratio(f, r):>10}")
+
+
+def print_stdlib_table(fleet_res: Dict[str, Any], std: Dict[str, Dict[str, Any]]) -> None:
+    """Prints fleet's task workloads beside the standard library pools (ops/s)."""
+    if not std:
+        return
+    print("\n== fleet vs standard library (ops/s; ratio > 1: fleet faster) ==")
+    short = {"ProcessPoolExecutor": "PPE", "multiprocessing.Pool": "mp.Pool"}
+    pools = list(std)
+    w = 36
+    head = f"{'metric':<{w}} {'fleet':>12}"
+    for p in pools:
+        label = short.get(p, p)
+        head += f" {label:>12} {'fleet/' + label:>13}"
+    print(head)
+    for name in STDLIB_METRICS:
+        f = _get(fleet_res, "metrics", name, "mean")
+        if f is None and not any(name in std[p] for p in pools):
+            continue
+        line = f"{name:<{w}} {_num(f):>12}"
+        for p in pools:
+            v = _get(std[p], name, "mean")
+            line += f" {_num(v):>12} {_ratio(f, v):>13}"
+        print(line)
+    print("(PPE: concurrent.futures.ProcessPoolExecutor; mp.Pool: multiprocessing.Pool)")
+
+
+# ---------------------------------------------------------------------------
+# Entry point.
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    """The command line of ``fleet microbenchmark``."""
+    p = argparse.ArgumentParser(
+        prog="fleet microbenchmark",
+        description="Ray's `ray microbenchmark` task workloads on fleet "
+        "(optionally beside Ray and the standard library).",
+    )
+    p.add_argument("--num-cpus", type=int, default=2, help="CPUs of the cluster (default 2)")
+    p.add_argument("--trials", type=int, default=5, help="timed trials per metric (default 5)")
+    p.add_argument("--duration", type=float, default=2.0, help="seconds per trial (default 2)")
+    p.add_argument(
+        "--warmup", type=float, default=1.0, help="warm-up seconds per metric (default 1)"
+    )
+    p.add_argument(
+        "--only",
+        default="",
+        metavar="SUBSTRING",
+        help="run only the metrics whose name contains SUBSTRING",
+    )
+    p.add_argument(
+        "--init-cycles",
+        type=int,
+        default=5,
+        help="init/shutdown cycles for the init time (default 5; 0 skips)",
+    )
+    p.add_argument(
+        "--many-tasks",
+        type=int,
+        default=100_000,
+        help="tasks of the '100k tasks' check (default 100000; 0 skips)",
+    )
+    p.add_argument(
+        "--compare-ray",
+        action="store_true",
+        help="also run the workloads under Ray, in a child process",
+    )
+    p.add_argument(
+        "--ray-python",
+        default=os.environ.get("FLEET_RAY_PYTHON", DEFAULT_RAY_PYTHON),
+        help=f"interpreter with Ray installed (default $FLEET_RAY_PYTHON or {DEFAULT_RAY_PYTHON})",
+    )
+    p.add_argument(
+        "--ray-timeout",
+        type=float,
+        default=1800.0,
+        help="seconds before the Ray child is stopped (default 1800)",
+    )
+    p.add_argument(
+        "--compare-stdlib",
+        action="store_true",
+        help="also run the task workloads on ProcessPoolExecutor and multiprocessing.Pool",
+    )
+    p.add_argument("--json", metavar="PATH", help="write all results to PATH as JSON")
+    p.add_argument("--_child-api", dest="child_api", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the benchmark; returns the process exit status."""
+    args = parse_args(argv)
+    cfg = Config(
+        num_cpus=args.num_cpus,
+        trials=args.trials,
+        duration=args.duration,
+        warmup=args.warmup,
+        only=args.only,
+        init_cycles=args.init_cycles,
+        many_tasks=args.many_tasks,
+    )
+    if args.child_api:
+        api = importlib.import_module(args.child_api)
+        print(RESULT_MARKER + json.dumps(run_suite(api, cfg)), flush=True)
+        return 0
+
+    import fleet
+
+    results: Dict[str, Any] = {
+        "config": asdict(cfg),
+        "host": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+    }
+    print(
+        f"fleet {fleet.__version__} microbenchmark: num_cpus={cfg.num_cpus} "
+        f"trials={cfg.trials} duration={cfg.duration}s warmup={cfg.warmup}s",
+        flush=True,
+    )
+    print("\n== fleet ==", flush=True)
+    results["fleet"] = run_suite(fleet, cfg)
+    if args.compare_stdlib:
+        results["stdlib"] = run_stdlib(cfg)
+    if args.compare_ray:
+        print(f"\n== Ray ({args.ray_python}) ==", flush=True)
+        results["ray"] = run_ray_child(cfg, args.ray_python, args.ray_timeout)
+        if "error" in results["ray"]:
+            print(f"Ray not available: {results['ray']['error']}; continuing without it.")
+    if args.compare_ray:
+        print_ray_table(results["fleet"], results["ray"])
+    if args.compare_stdlib:
+        print_stdlib_table(results["fleet"], results["stdlib"])
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Helpers shared by the test modules (processes, subprocess drivers, polling)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, Iterable, List, Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON_DIR = os.path.join(REPO, "python")
+if PYTHON_DIR not in sys.path:
+    sys.path.insert(0, PYTHON_DIR)
+
+# --------------------------------------------------------------------------
+# Process helpers
+# --------------------------------------------------------------------------
+
+
+def _proc_stat(pid: int) -> Optional[List[str]]:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # comm (field 2) may contain spaces; it is enclosed in parentheses.
+    rest = data[data.rfind(")") + 2:].split()
+    return rest  # rest[0] is the state (field 3); rest[19] the start time (field 22)
+
+
+def proc_start_time(pid: int) -> Optional[str]:
+    st = _proc_stat(pid)
+    return st[19] if st else None
+
+
+class Proc:
+    """A process remembered with its start time, so pid reuse is not mistaken for it."""
+
+    def __init__(self, pid: int, what: str = ""):
+        self.pid = pid
+        self.what = what
+        self.start = proc_start_time(pid)
+
+    def alive(self) -> bool:
+        st = _proc_stat(self.pid)
+        if st is None:
+            return False
+        if st[0] in ("Z", "X"):  # a zombie has exited (nobody reaped it yet)
+            return False
+        return self.start is None or st[19] == self.start
+
+    def cmdline(self) -> str:
+        try:
+            with open(f"/proc/{self.pid}/cmdline", "rb") as f:
+                return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            return ""
+
+    def __repr__(self) -> str:
+        return f"Proc({self.pid}, {self.what!r})"
+
+
+def cluster_procs() -> List[Proc]:
+    """The processes of the cluster this driver started: daemons and workers."""
+    from fleet._private import state
+
+    procs = []
+    if state.cluster is not None:
+        names = ["fleet-gcs", "fleet-node"]
+        for i, pid in enumerate(state.cluster.pids):
+            procs.append(Proc(pid, names[i] if i < len(names) else "daemon"))
+    stats = state.core.node_stats()
+    for pid in stats["worker_pids"]:
+        procs.append(Proc(pid, "worker"))
+    return procs
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if cond():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def wait_dead(procs: Iterable[Proc], timeout: float) -> List[Proc]:
+    """Waits up to `timeout` for all `procs` to exit; returns those still alive."""
+    procs = list(procs)
+    wait_until(lambda: not any(p.alive() for p in procs), timeout)
+    return [p for p in procs if p.alive()]
+
+
+def kill_leftovers(procs: Iterable[Proc]) -> None:
+    """Last-resort cleanup so a failing test does not leave processes behind."""
+    import signal
+
+    for p in procs:
+        if p.alive():
+            try:
+                os.kill(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def fleet_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Environment for a subprocess that imports fleet from this checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = PYTHON_DIR + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
+    env.pop("FLEET_ADDRESS", None)
+    env.pop("RAY_ADDRESS", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_python(code: str, timeout: float = 60, env: Optional[Dict[str, str]] = None,
+               cwd: Optional[str] = None) -> subprocess.CompletedProcess:
+    """Runs `code` in a fresh interpreter (stdout/stderr to files, never pipes
+    that a detached grandchild could keep open)."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        p = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=out, stderr=err,
+            stdin=subprocess.DEVNULL, env=env or fleet_env(), cwd=cwd,
+        )
+        try:
+            rc = p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            rc = None
+        out.seek(0)
+        err.seek(0)
+        res = subprocess.CompletedProcess(
+            p.args, rc, out.read().decode(errors="replace"), err.read().decode(errors="replace")
+        )
+    if rc is None:
+        raise AssertionError(
+            f"subprocess timed out after {timeout} s\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
+        )
+    return res
+
+
+def read_json_line(text: str, prefix: str) -> dict:
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return json.loads(line[len(prefix):])
+    raise AssertionError(f"no line starting with {prefix!r} in:\n{text}")

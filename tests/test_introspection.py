@@ -1,0 +1,174 @@
+"""Cluster introspection, the runtime context, and worker output on the driver.
+
+Ray docs: ray.cluster_resources, ray.available_resources, ray.nodes,
+ray.get_runtime_context (RuntimeContext), and "Worker logs (stdout and
+stderr)" in https://docs.ray.io/en/latest/ray-observability/user-guides/configure-logging.html
+"""
+
+import os
+import time
+
+import pytest
+from fleet_test_utils import wait_until
+
+import fleet
+
+pytestmark = pytest.mark.timeout(90)
+
+T = 30
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cluster(fleet_cluster):
+    yield fleet_cluster
+
+
+@fleet.remote
+def context_info():
+    ctx = fleet.get_runtime_context()
+    return {
+        "job_id": ctx.get_job_id(),
+        "node_id": ctx.get_node_id(),
+        "task_id": ctx.get_task_id(),
+        "pid": os.getpid(),
+    }
+
+
+@fleet.remote
+def sleep_for(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+# ---------------------------------------------------------------- resources
+
+
+def test_cluster_resources():
+    res = fleet.cluster_resources()
+    assert res["CPU"] == 2
+    assert "GPU" not in res or res["GPU"] == 0
+    assert all(isinstance(v, (int, float)) for v in res.values())
+
+
+def test_available_resources():
+    # Eventually consistent: once idle, all CPUs are available again.
+    assert wait_until(lambda: fleet.available_resources().get("CPU") == 2, 10)
+    avail = fleet.available_resources()
+    total = fleet.cluster_resources()
+    for k, v in avail.items():
+        assert k in total
+        assert v <= total[k]
+
+
+def test_available_resources_drop_while_a_task_runs():
+    ref = sleep_for.remote(2.0)
+    assert wait_until(lambda: fleet.available_resources().get("CPU", 0) == 1, 5), (
+        fleet.available_resources()
+    )
+    fleet.get(ref, timeout=T)
+    assert wait_until(lambda: fleet.available_resources().get("CPU") == 2, 10)
+
+
+def test_nodes():
+    nodes = fleet.nodes()
+    assert isinstance(nodes, list) and len(nodes) == 1
+    n = nodes[0]
+    assert n["Alive"] is True
+    assert n["Resources"]["CPU"] == 2
+    assert isinstance(n["NodeID"], str) and n["NodeID"]
+    assert n["NodeID"] == fleet.get_runtime_context().get_node_id()
+    assert "NodeManagerAddress" in n
+
+
+# ---------------------------------------------------------------- runtime context
+
+
+def test_runtime_context_in_driver():
+    ctx = fleet.get_runtime_context()
+    job = ctx.get_job_id()
+    assert isinstance(job, str) and job
+    int(job, 16)
+    node = ctx.get_node_id()
+    assert isinstance(node, str) and node
+    int(node, 16)
+    assert ctx.get_task_id() is None
+    # Properties mirror the getters.
+    assert ctx.job_id == job
+    assert ctx.node_id == node
+
+
+def test_runtime_context_in_task():
+    ctx = fleet.get_runtime_context()
+    a, b = fleet.get([context_info.remote(), context_info.remote()], timeout=T)
+    for info in (a, b):
+        assert info["job_id"] == ctx.get_job_id()
+        assert info["node_id"] == ctx.get_node_id()
+        assert isinstance(info["task_id"], str) and info["task_id"]
+        int(info["task_id"], 16)
+    assert a["task_id"] != b["task_id"]
+
+
+@fleet.remote
+def inner_context():
+    return fleet.get_runtime_context().get_job_id()
+
+
+@fleet.remote
+def nested_context():
+    return fleet.get_runtime_context().get_job_id(), fleet.get(inner_context.remote(), timeout=T)
+
+
+def test_runtime_context_in_nested_task():
+    outer_job, inner = fleet.get(nested_context.remote(), timeout=T)
+    assert outer_job == inner == fleet.get_runtime_context().get_job_id()
+
+
+def test_get_gpu_ids_in_driver_without_gpus():
+    assert fleet.get_gpu_ids() == []
+
+
+# ---------------------------------------------------------------- worker output
+
+
+@fleet.remote
+def printer(token):
+    print(f"hello-{token}", flush=True)
+    return os.getpid()
+
+
+def test_print_in_task_reaches_driver_stdout(capfd):
+    token = f"tok{time.monotonic_ns()}"
+    pid = fleet.get(printer.remote(token), timeout=T)
+    seen = []
+
+    def found():
+        out, _ = capfd.readouterr()
+        seen.append(out)
+        return f"hello-{token}" in "".join(seen)
+
+    assert wait_until(found, 5, 0.1), "".join(seen)
+    lines = [ln for ln in "".join(seen).splitlines() if f"hello-{token}" in ln]
+    assert lines
+    assert "(pid=" in lines[0]
+    assert str(pid) in lines[0]
+
+
+@fleet.remote
+def stderr_printer(token):
+    import sys
+
+    print(f"err-{token}", file=sys.stderr, flush=True)
+    return True
+
+
+def test_stderr_in_task_reaches_driver(capfd):
+    token = f"tok{time.monotonic_ns()}"
+    fleet.get(stderr_printer.remote(token), timeout=T)
+    seen = []
+
+    def found():
+        out, err = capfd.readouterr()
+        seen.append(out + err)
+        return f"err-{token}" in "".join(seen)
+
+    assert wait_until(found, 5, 0.1), "".join(seen)
