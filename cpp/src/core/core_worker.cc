@@ -1,6 +1,7 @@
 // CoreWorker implementation; see core_worker.h.
 #include "core/core_worker.h"
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <asio/executor_work_guard.hpp>
@@ -100,6 +101,8 @@ Status CoreWorker::Init() {
   rpc::Hello submit_hello = hello;
   submit_hello.set_role("submitter");
   submitter_ = std::make_unique<TaskSubmitter>(io_, store_, node_, submit_hello, options_.submitter);
+  trim_timer_ = std::make_unique<asio::steady_timer>(io_);
+  asio::post(io_, [this] { TrimMemory(); });
   return Status::OK();
 }
 
@@ -116,6 +119,7 @@ void CoreWorker::Shutdown() {
     std::promise<void> closed;
     asio::post(io_, [&] {
       if (listener_) listener_->Close();
+      if (trim_timer_) trim_timer_->cancel();
       if (node_) node_->Close();
       std::lock_guard<std::mutex> lk(conn_mu_);
       if (gcs_) gcs_->Close();
@@ -127,6 +131,20 @@ void CoreWorker::Shutdown() {
     io_.stop();
     io_thread_.join();
   }
+}
+
+void CoreWorker::TrimMemory() {
+  size_t n = store_.Size();
+  if (peak_objects_ >= 10000 && n < peak_objects_ / 4 && submitter_->NumPendingTasks() < 1000) {
+    store_.Compact();
+    malloc_trim(0);
+    peak_objects_ = n;
+  }
+  peak_objects_ = std::max(peak_objects_, n);
+  trim_timer_->expires_after(std::chrono::seconds(1));
+  trim_timer_->async_wait([this](const asio::error_code& ec) {
+    if (!ec) TrimMemory();
+  });
 }
 
 // ---- objects ------------------------------------------------------------------

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -102,6 +103,9 @@ class CoreWorker {
   Result<rpc::ConnectionPtr> ConnectionTo(const std::string& address);
   Result<rpc::ConnectionPtr> Gcs();
   void OnBlocked(bool blocked);
+  // Every second: after a burst of objects/tasks is freed, give the memory
+  // back to the OS (glibc keeps freed heap otherwise).
+  void TrimMemory();
 
   const CoreOptions options_;
   asio::io_context io_;
@@ -135,6 +139,8 @@ class CoreWorker {
   bool exiting_ = false;                                     // guarded by exec_mu_
   bool in_task_ = false;                                     // guarded by exec_mu_
   bool shut_down_ = false;
+  std::unique_ptr<asio::steady_timer> trim_timer_;  // io thread only
+  size_t peak_objects_ = 0;                          // io thread only
 };
 
 }  // namespace fleet

@@ -249,3 +249,10 @@ size_t MemoryStore::Size() const {
 }
 
 }  // namespace fleet
+
+namespace fleet {
+void MemoryStore::Compact() {
+  std::lock_guard<std::mutex> lk(mu_);
+  objects_.rehash(0);
+}
+}  // namespace fleet

@@ -68,6 +68,8 @@ class MemoryStore {
   bool Contains(const std::string& id) const;
   std::optional<std::string> OwnerOf(const std::string& id) const;
   size_t Size() const;
+  // Shrinks the hash table after a burst of objects was freed.
+  void Compact();
 
  private:
   struct Waiter {
