@@ -16,9 +16,11 @@ from __future__ import annotations
 import warnings
 
 import pytest
-from fleet_test_utils import cluster_procs, kill_leftovers, wait_dead  # also puts ../python on sys.path
 
-import fleet  # noqa: E402
+# fleet_test_utils first: it puts ../python on sys.path when fleet is not installed.
+from fleet_test_utils import cluster_procs, kill_leftovers, wait_dead  # isort: skip
+
+import fleet  # isort: skip
 
 DEFAULT_TIMEOUT = 120
 
@@ -69,7 +71,9 @@ def fleet_cluster():
         left = wait_dead(procs, 5.0)
         if left:
             kill_leftovers(left)
-            warnings.warn(f"processes of the module's cluster outlived shutdown: {left}")
+            warnings.warn(
+                f"processes of the module's cluster outlived shutdown: {left}", stacklevel=1
+            )
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -10,9 +11,25 @@ import time
 from typing import Callable, Dict, Iterable, List, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PYTHON_DIR = os.path.join(REPO, "python")
-if PYTHON_DIR not in sys.path:
-    sys.path.insert(0, PYTHON_DIR)
+
+
+def _fleet_importable() -> bool:
+    spec = importlib.util.find_spec("fleet")
+    # (a bare "fleet" directory, e.g. /tmp/fleet, would be a namespace package)
+    return spec is not None and spec.origin is not None
+
+
+# Use an installed fleet (or one on PYTHONPATH); otherwise this checkout's python/.
+if not _fleet_importable():
+    sys.path.insert(0, os.path.join(REPO, "python"))
+
+
+def fleet_package_parent() -> str:
+    """The directory holding the fleet package the tests import."""
+    import fleet
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(fleet.__file__)))
+
 
 # --------------------------------------------------------------------------
 # Process helpers
@@ -26,7 +43,7 @@ def _proc_stat(pid: int) -> Optional[List[str]]:
     except OSError:
         return None
     # comm (field 2) may contain spaces; it is enclosed in parentheses.
-    rest = data[data.rfind(")") + 2:].split()
+    rest = data[data.rfind(")") + 2 :].split()
     return rest  # rest[0] is the state (field 3); rest[19] the start time (field 22)
 
 
@@ -109,7 +126,7 @@ def kill_leftovers(procs: Iterable[Proc]) -> None:
 def fleet_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """Environment for a subprocess that imports fleet from this checkout."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = PYTHON_DIR + (
+    env["PYTHONPATH"] = fleet_package_parent() + (
         os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
     )
     env.pop("FLEET_ADDRESS", None)
@@ -120,16 +137,21 @@ def fleet_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     return env
 
 
-def run_python(code: str, timeout: float = 60, env: Optional[Dict[str, str]] = None,
-               cwd: Optional[str] = None) -> subprocess.CompletedProcess:
+def run_python(
+    code: str, timeout: float = 60, env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None
+) -> subprocess.CompletedProcess:
     """Runs `code` in a fresh interpreter (stdout/stderr to files, never pipes
     that a detached grandchild could keep open)."""
     import tempfile
 
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         p = subprocess.Popen(
-            [sys.executable, "-c", code], stdout=out, stderr=err,
-            stdin=subprocess.DEVNULL, env=env or fleet_env(), cwd=cwd,
+            [sys.executable, "-c", code],
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            env=env or fleet_env(),
+            cwd=cwd,
         )
         try:
             rc = p.wait(timeout)
@@ -152,5 +174,5 @@ def run_python(code: str, timeout: float = 60, env: Optional[Dict[str, str]] = N
 def read_json_line(text: str, prefix: str) -> dict:
     for line in text.splitlines():
         if line.startswith(prefix):
-            return json.loads(line[len(prefix):])
+            return json.loads(line[len(prefix) :])
     raise AssertionError(f"no line starting with {prefix!r} in:\n{text}")

@@ -9,9 +9,9 @@ import os
 import time
 
 import pytest
-from fleet_test_utils import wait_until
 
 import fleet
+from fleet_test_utils import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -287,3 +287,32 @@ def test_wait_num_returns_too_large_raises_value_error():
 def test_wait_rejects_a_single_ref():
     with pytest.raises(TypeError):
         fleet.wait(fleet.put(1), timeout=T)
+
+
+# ---------------------------------------------------------------- interrupts
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_blocking_get_is_interruptible_by_a_signal():
+    # Like Ctrl-C on a driver blocked in ray.get: the signal handler runs (and
+    # its exception propagates) without waiting for the object.
+    import signal
+
+    def handler(signum, frame):
+        raise _Interrupted()
+
+    old = signal.signal(signal.SIGALRM, handler)
+    ref = sleep_then.remote(2.0, "done")
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        t0 = time.monotonic()
+        with pytest.raises(_Interrupted):
+            fleet.get(ref, timeout=20)
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert fleet.get(ref, timeout=T) == "done"

@@ -134,7 +134,7 @@ def test_num_returns_three_via_options():
 def test_num_returns_mismatch_is_an_error():
     refs = three_values.options(num_returns=2).remote()
     assert len(refs) == 2
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):  # raised in the task (a RayTaskError)
         fleet.get(refs[0], timeout=T)
 
 
@@ -160,8 +160,13 @@ def test_unknown_option_raises_value_error(where):
 
 @pytest.mark.parametrize(
     "opts",
-    [{"num_cpus": -1}, {"num_returns": "x"}, {"resources": {"CPU": 1}},
-     {"num_gpus": -1}, {"max_retries": "x"}],
+    [
+        {"num_cpus": -1},
+        {"num_returns": "x"},
+        {"resources": {"CPU": 1}},
+        {"num_gpus": -1},
+        {"max_retries": "x"},
+    ],
     ids=["num_cpus=-1", "num_returns=x", "resources-CPU", "num_gpus=-1", "max_retries=x"],
 )
 @pytest.mark.parametrize("where", ["decorator", "options"])

@@ -52,8 +52,12 @@ void Connection::ReadMore() {
 
 void Connection::OnRead(const asio::error_code& ec, size_t n) {
   if (ec) {
-    DoClose(ec == asio::error::eof ? Status::Disconnected("peer closed the connection")
-                                   : Status::Disconnected(ec.message()));
+    std::string why = ec == asio::error::eof ? "peer closed the connection" : ec.message();
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (!write_error_.empty()) why = write_error_ + " (" + why + ")";
+    }
+    DoClose(Status::Disconnected(why));
     return;
   }
   decoder_.Commit(n);
@@ -94,7 +98,7 @@ void Connection::Dispatch(Envelope& msg) {
           "refused by the server: wrong cluster token (set FLEET_CLUSTER_TOKEN or pass the "
           "token printed by `fleet start --head`)");
       Reply(msg.request_id(), reply);
-      // Let the refusal reach the peer before closing.
+      Uncork();  // the refusal must reach the peer before we close
       ::shutdown(fd_, SHUT_RD);
       DoClose(Status::Unauthenticated("wrong cluster token"));
       return;
@@ -132,7 +136,7 @@ void Connection::Send(const Envelope& msg) {
   std::string frame;
   EncodeFrame(msg, &frame);
   std::unique_lock<std::mutex> lk(mu_);
-  if (closed_) return;
+  if (closed_ || !write_error_.empty()) return;
   if (out_.empty()) {
     out_.swap(frame);
   } else {
@@ -176,13 +180,15 @@ void Connection::FlushLocked(std::unique_lock<std::mutex>& lk) {
         lk.lock();
         return;
       } else {
+        // The peer is gone (or refused us). Stop writing but keep reading:
+        // whatever it sent before leaving (e.g. a token refusal) is still
+        // delivered, and the read side then closes with this reason.
         int err = errno;
+        ::shutdown(fd_, SHUT_WR);
         lk.lock();
         writing_ = false;
         out_.clear();
-        asio::post(io_, [self = shared_from_this(), err] {
-          self->DoClose(Status::Disconnected(std::string("write failed: ") + std::strerror(err)));
-        });
+        if (write_error_.empty()) write_error_ = std::string("write failed: ") + std::strerror(err);
         return;
       }
     }

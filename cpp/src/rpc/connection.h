@@ -94,6 +94,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool corked_ = false;   // guarded by mu_: in the io thread's end-of-read flush list
   std::string out_;     // guarded by mu_: frames not yet written
   bool writing_ = false;  // guarded by mu_: a write is in progress somewhere
+  std::string write_error_;  // guarded by mu_: why writing stopped, if it did
   std::unordered_map<uint64_t, ReplyCallback> pending_;  // guarded by mu_
 };
 

@@ -1,0 +1,168 @@
+"""The command line: `fleet start --head`, `fleet status`, `fleet stop`.
+
+Ray's equivalents: `ray start --head` (prints how to connect; drivers on the
+machine then join with ray.init(address="auto")), `ray status` (nodes and
+resources), `ray stop` (ends the processes started by `ray start`).
+
+The CLI runs as `python -m fleet.scripts ...`, with FLEET_TMPDIR pointing at
+a private directory (so the test neither sees nor disturbs other clusters on
+the machine) and a free control-store port.
+"""
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from fleet_test_utils import Proc, fleet_env, kill_leftovers, run_python, wait_dead
+
+pytest.importorskip("fleet.scripts")
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli(env, *args, timeout=30):
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "fleet.scripts", *args],
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        try:
+            rc = p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            rc = None
+        out.seek(0)
+        err.seek(0)
+        o, e = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    assert rc is not None, f"`fleet {' '.join(args)}` timed out\n{o}\n{e}"
+    return rc, o, e
+
+
+def _daemons_of(port):
+    """fleet-gcs / fleet-node processes whose command line names `port`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        argv = [a.decode(errors="replace") for a in args if a]
+        if not argv:
+            continue
+        exe = os.path.basename(argv[0])
+        if exe == "fleet-gcs" and str(port) in argv:
+            found.append(Proc(int(entry), "fleet-gcs"))
+        elif exe == "fleet-node" and any(a.endswith(f":{port}") for a in argv):
+            found.append(Proc(int(entry), "fleet-node"))
+    return [p for p in found if p.alive()]
+
+
+DRIVER = """
+import json, os
+import fleet
+fleet.init(address="auto")
+
+@fleet.remote
+def f(x):
+    return x * x, os.getpid()
+
+vals = fleet.get([f.remote(i) for i in range(20)], timeout=30)
+from fleet._private import state
+print("RESULT " + json.dumps({
+    "sum": sum(v for v, _ in vals),
+    "cpus": fleet.cluster_resources().get("CPU"),
+    "node_id": fleet.get_runtime_context().get_node_id(),
+    "workers": list(state.core.node_stats()["worker_pids"]),
+}))
+fleet.shutdown()
+"""
+
+
+@pytest.fixture
+def cli_env():
+    tmpdir = tempfile.mkdtemp(prefix="flcli", dir="/tmp")  # short: unix socket paths
+    env = fleet_env({"FLEET_TMPDIR": tmpdir})
+    port = _free_port()
+    try:
+        yield env, port
+    finally:
+        procs = _daemons_of(port)
+        if procs:
+            _cli(env, "stop")
+            left = wait_dead(procs, 5)
+            kill_leftovers(left)
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def test_start_status_stop(cli_env):
+    env, port = cli_env
+    rc, out, err = _cli(env, "start", "--head", "--num-cpus", "2", "--port", str(port))
+    assert rc == 0, out + err
+    # An address line: host:port of the control store.
+    addresses = re.findall(r"\b\d{1,3}(?:\.\d{1,3}){3}:\d+\b", out)
+    assert addresses, out
+    assert any(a.endswith(f":{port}") for a in addresses), out
+    daemons = _daemons_of(port)
+    assert {p.what for p in daemons} == {"fleet-gcs", "fleet-node"}, daemons
+
+    # A driver on this machine joins with address="auto" and runs tasks.
+    res = run_python(DRIVER, timeout=60, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT "))
+    info = json.loads(line[len("RESULT ") :])
+    assert info["sum"] == sum(i * i for i in range(20))
+    assert info["cpus"] == 2
+    workers = [Proc(pid, "worker") for pid in info["workers"]]
+
+    # The cluster outlives the driver.
+    assert all(p.alive() for p in daemons)
+
+    rc, out, err = _cli(env, "status")
+    assert rc == 0, out + err
+    assert "CPU" in out, out
+    assert info["node_id"][:12] in out or "127.0.0.1" in out, out
+
+    rc, out, err = _cli(env, "stop")
+    assert rc == 0, out + err
+    left = wait_dead(daemons + workers, 10)
+    kill_leftovers(left)
+    assert not left, [(p, p.cmdline()) for p in left]
+    assert _daemons_of(port) == []
+
+
+def test_second_start_fails_while_running(cli_env):
+    env, port = cli_env
+    rc, out, err = _cli(env, "start", "--head", "--num-cpus", "1", "--port", str(port))
+    assert rc == 0, out + err
+    rc2, out2, err2 = _cli(env, "start", "--head", "--num-cpus", "1", "--port", str(_free_port()))
+    assert rc2 != 0, out2 + err2
+    rc, out, err = _cli(env, "stop")
+    assert rc == 0
+
+
+def test_stop_and_status_without_a_cluster(cli_env):
+    env, _ = cli_env
+    rc, out, err = _cli(env, "stop")
+    assert rc == 0, out + err
+    rc, out, err = _cli(env, "status")
+    assert rc != 0 or "No fleet cluster" in out
