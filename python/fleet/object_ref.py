@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from typing import Any, Optional
+from typing import Optional
 
 from fleet._private import state
 

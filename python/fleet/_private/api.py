@@ -271,7 +271,9 @@ def get(
         try:
             data, flags = core.get([object_refs._id], ms, _interruptible())[0]
         except TimeoutError:
-            raise GetTimeoutError(f"Get timed out: the object was not ready within {timeout} s.") from None
+            raise GetTimeoutError(
+                f"Get timed out: the object was not ready within {timeout} s."
+            ) from None
         except RuntimeError as e:
             raise _lost(e) from None
         if flags:
@@ -279,7 +281,8 @@ def get(
         return serialization.loads(data)
     if not isinstance(object_refs, (list, tuple)):
         raise ValueError(
-            f"'object_refs' must either be an ObjectRef or a list of ObjectRefs, got {type(object_refs)}"
+            "'object_refs' must either be an ObjectRef or a list of ObjectRefs, "
+            f"got {type(object_refs)}"
         )
     ids = []
     for r in object_refs:

@@ -110,7 +110,8 @@ def _check_arg(function_name: str, which: str, value: Any) -> None:
     except TypeError as e:
         raise TypeError(
             f"Could not serialize {which} of remote function '{function_name}': "
-            f"{_short_repr(value)} of type {type(value).__qualname__} cannot be pickled ({e.__cause__ or e})"
+            f"{_short_repr(value)} of type {type(value).__qualname__} cannot be pickled "
+            f"({e.__cause__ or e})"
         ) from None
 
 

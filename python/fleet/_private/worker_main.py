@@ -97,7 +97,9 @@ class Executor:
         try:
             return serialization.dumps(value)
         except TypeError as e:
-            raise TypeError(f"Could not serialize the return value of task '{fn_name}': {e}") from None
+            raise TypeError(
+                f"Could not serialize the return value of task '{fn_name}': {e}"
+            ) from None
 
     @staticmethod
     def _retryable(e: BaseException, retry_blob: bytes) -> bool:
