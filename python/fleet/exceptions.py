@@ -58,12 +58,11 @@ class RayTaskError(RayError):
         super().__init__(self._message())
 
     def _message(self) -> str:
-        cause_name = type(self.cause).__name__ if self.cause is not None else "Exception"
         where = f"pid={self.pid}, ip={self.ip}"
         if self.node_id:
             where += f", node={self.node_id[:12]}"
         lines = self.traceback_str.rstrip("\n")
-        return f"{cause_name}: {self.proctitle}() ({where})\n{lines}"
+        return f"{self.proctitle}() ({where})\n{lines}"
 
     def __str__(self) -> str:
         return self._message()
@@ -111,7 +110,7 @@ def _dual_class(cause_cls: type) -> type:
 
     def __init__(self, err: RayTaskError) -> None:  # noqa: N807
         self.__dict__.update(err.__dict__)
-        self.args = (err._message(),)
+        self.args = (err.cause,)
 
     def __getattr__(self, name: str) -> Any:  # noqa: N807
         return getattr(self.__dict__["cause"], name)

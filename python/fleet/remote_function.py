@@ -25,9 +25,10 @@ class RemoteFunction:
         functools.update_wrapper(self, function)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        where = f"{getattr(self._function, '__module__', '')}.{self._name}".lstrip(".")
         raise TypeError(
             f"Remote functions cannot be called directly. Instead of running "
-            f"'{self._name}()', try '{self._name}.remote()'."
+            f"'{where}()', try '{where}.remote()'."
         )
 
     def options(self, **task_options: Any) -> RemoteFunction:
@@ -76,6 +77,8 @@ class RemoteFunction:
         env.update(((o["runtime_env"] or {}).get("env_vars")) or {})
         name = o["name"] or self._name
         max_retries = o["max_retries"]
+        if max_retries is None:
+            max_retries = 3
         if max_retries < 0:
             max_retries = 1 << 30
         from fleet import _core

@@ -279,17 +279,16 @@ def get(
         if flags:
             return serialization.value_from(data, flags)
         return serialization.loads(data)
-    if not isinstance(object_refs, (list, tuple)):
+    if not isinstance(object_refs, list):
         raise ValueError(
-            "'object_refs' must either be an ObjectRef or a list of ObjectRefs, "
-            f"got {type(object_refs)}"
+            f"Invalid type of object refs, {type(object_refs)}, is given. 'object_refs' must "
+            "either be an ObjectRef or a list of ObjectRefs."
         )
     ids = []
     for r in object_refs:
         if type(r) is not ObjectRef:
-            raise ValueError(
-                f"'object_refs' must either be an ObjectRef or a list of ObjectRefs; "
-                f"the list contains {type(r)}"
+            raise TypeError(
+                f"Attempting to call `get` on the value {r!r}, which is not an ObjectRef."
             )
         ids.append(r._id)
     try:
@@ -321,13 +320,15 @@ def _lost(e: Exception) -> Exception:
     return ObjectLostError(str(e))
 
 
-def _timeout_ms(timeout: Optional[float]) -> int:
+def _timeout_ms(timeout: Optional[float], negative_ok: bool = True) -> int:
     if timeout is None:
         return -1
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
     if timeout < 0:
-        raise ValueError(f"timeout must be >= 0, got {timeout}")
+        if negative_ok:
+            return -1  # like Ray's get: a negative timeout waits without limit
+        raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
     return int(timeout * 1000)
 
 
@@ -345,10 +346,12 @@ def wait(
     core = state.core
     if core is None:
         raise RuntimeError("fleet.wait called before fleet.init()")
-    if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
+    if isinstance(object_refs, ObjectRef):
         raise TypeError(
-            f"wait() expected a list of ObjectRef, got {type(object_refs)}"
+            f"wait() expected a list of ObjectRef, got a single ObjectRef {object_refs!r}"
         )
+    if not isinstance(object_refs, (list, tuple)):
+        raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs)}")
     ids = []
     for r in object_refs:
         if type(r) is not ObjectRef:
@@ -358,12 +361,14 @@ def wait(
         raise ValueError("Wait requires a list of unique object refs.")
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
         raise ValueError(f"Invalid number of objects to return {num_returns!r}.")
+    ms = _timeout_ms(timeout, negative_ok=False)
+    if not ids:
+        return [], []
     if num_returns > len(ids):
         raise ValueError(
             f"num_returns cannot be greater than the number of objects provided to wait: "
             f"{num_returns} > {len(ids)}"
         )
-    ms = _timeout_ms(timeout)
     flags = core.wait(ids, num_returns, ms, fetch_local)
     ready, not_ready = [], []
     for r, ok in zip(object_refs, flags):
@@ -401,6 +406,7 @@ def nodes() -> List[Dict[str, Any]]:
                 "Resources": dict(n["total"]) if n["alive"] else {},
                 "Labels": {},
                 "DeathReason": n["death_reason"],
+                "DeathReasonMessage": n["death_reason"],
             }
         )
     return out

@@ -38,6 +38,15 @@ def _int(name: str, minimum: int) -> Callable[[Any], Optional[str]]:
     return check
 
 
+def _max_retries(v: Any) -> Optional[str]:
+    if v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= -1):
+        return None
+    return (
+        "The keyword 'max_retries' only accepts None, 0, -1 or a positive integer, "
+        f"where -1 represents infinity; got {v!r}"
+    )
+
+
 def _resources(v: Any) -> Optional[str]:
     if v is None:
         return None
@@ -123,7 +132,7 @@ TASK_OPTIONS: Dict[str, Option] = {
     "resources": Option(None, _resources),
     "memory": Option(None, _number("memory")),
     "accelerator_type": Option(None, _str_or_none("accelerator_type")),
-    "max_retries": Option(3, _int("max_retries", -1)),
+    "max_retries": Option(3, _max_retries),
     "retry_exceptions": Option(False, _retry_exceptions),
     "num_returns": Option(1, _num_returns),
     "name": Option(None, _str_or_none("name")),

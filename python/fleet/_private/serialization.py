@@ -161,6 +161,9 @@ def error_from(data: bytes, flags: int) -> BaseException:
     return RaySystemError(message)
 
 
+_WORKER_FILES = ("worker_main.py", "serialization.py")
+
+
 def serialize_task_error(
     function_name: str, exc: BaseException, pid: int, ip: str, node_id: str
 ) -> bytes:
@@ -169,7 +172,11 @@ def serialize_task_error(
         cause = exc.cause
     else:
         cause = exc
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    frames = exc.__traceback__
+    # Hide fleet's own frames (the worker loop) above the user's function.
+    while frames is not None and frames.tb_frame.f_code.co_filename.endswith(_WORKER_FILES):
+        frames = frames.tb_next
+    tb = "".join(traceback.format_exception(type(exc), exc, frames))
     err = RayTaskError(function_name, tb, cause, pid=pid, ip=ip, node_id=node_id)
     try:
         return dumps(err)
