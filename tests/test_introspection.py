@@ -6,6 +6,7 @@ stderr)" in https://docs.ray.io/en/latest/ray-observability/user-guides/configur
 """
 
 import os
+import re
 import time
 
 import pytest
@@ -149,8 +150,11 @@ def test_print_in_task_reaches_driver_stdout(capfd):
     assert wait_until(found, 5, 0.1), "".join(seen)
     lines = [ln for ln in "".join(seen).splitlines() if f"hello-{token}" in ln]
     assert lines
-    assert "(pid=" in lines[0]
-    assert str(pid) in lines[0]
+    # Ray's prefix is "(pid=N)" or, in newer versions, "(task_name pid=N)".
+    m = re.search(r"\((?:[^()\s]+ )?pid=(\d+)[^)]*\)", lines[0])
+    assert m, lines[0]
+    assert m.group(1) == str(pid)
+    assert m.start() < lines[0].index(f"hello-{token}")
 
 
 @fleet.remote

@@ -179,8 +179,22 @@ def test_invalid_option_values_raise_value_error(where, opts):
 
 
 def test_decorator_with_positional_args_is_an_error():
-    with pytest.raises(TypeError):
+    # (Ray asserts; any of these error types documents the misuse.)
+    with pytest.raises((TypeError, ValueError, AssertionError)):
         fleet.remote(1, 2)
+
+
+def test_num_returns_zero_returns_none():
+    @fleet.remote(num_returns=0)
+    def nothing():
+        return None
+
+    assert nothing.remote() is None
+
+
+def test_same_ref_passed_twice():
+    r = fleet.put(21)
+    assert fleet.get(add.remote(r, r), timeout=T) == 42
 
 
 # ---------------------------------------------------------------- arguments

@@ -31,6 +31,11 @@ class RemoteFunction:
             f"'{where}()', try '{where}.remote()'."
         )
 
+    def __reduce__(self):
+        # A remote function captured by a task travels as its function and
+        # options; the process that receives it exports it through its own core.
+        return (RemoteFunction, (self._function, self._options))
+
     def options(self, **task_options: Any) -> RemoteFunction:
         """A copy of this remote function with `task_options` overriding."""
         opts_mod.validate(task_options, f"remote function '{self._name}'")

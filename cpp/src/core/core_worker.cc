@@ -267,7 +267,7 @@ void CoreWorker::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
 void CoreWorker::HandlePushTask(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
   std::lock_guard<std::mutex> lk(exec_mu_);
   uint64_t handle = next_handle_++;
-  executing_[handle] = Pending{conn, msg.request_id()};
+  executing_[handle] = Pending{conn, msg.request_id(), {}};
   ExecutableTask t;
   t.handle = handle;
   t.spec = std::move(*msg.mutable_push_task()->mutable_spec());
@@ -339,6 +339,8 @@ std::optional<ExecutableTask> CoreWorker::NextTask() {
   ExecutableTask t = std::move(exec_queue_.front());
   exec_queue_.pop_front();
   in_task_ = true;
+  auto it = executing_.find(t.handle);
+  if (it != executing_.end()) it->second.started = std::chrono::steady_clock::now();
   return t;
 }
 
@@ -358,6 +360,9 @@ void CoreWorker::FinishTask(uint64_t handle,
   rpc::Envelope reply;
   auto* r = reply.mutable_push_task_reply();
   r->set_retryable_error(retryable_error);
+  r->set_exec_us(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                            std::chrono::steady_clock::now() - p.started)
+                                            .count()));
   for (auto& [data, flags] : returns) {
     auto* o = r->add_returns();
     o->set_data(std::move(data));

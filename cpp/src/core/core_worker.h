@@ -10,6 +10,7 @@
 
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -132,6 +133,7 @@ class CoreWorker {
   struct Pending {
     std::weak_ptr<rpc::Connection> conn;
     uint64_t request_id;
+    std::chrono::steady_clock::time_point started;
   };
   std::deque<ExecutableTask> exec_queue_;                    // guarded by exec_mu_
   std::map<uint64_t, Pending> executing_;                    // guarded by exec_mu_

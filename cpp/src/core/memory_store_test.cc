@@ -272,7 +272,7 @@ TEST(MemoryStoreTest, WaitReturnsReadinessAfterEnoughComplete) {
     store.CreatePending(id);
     store.AddLocalRef(id);
   }
-  store.PutReady(Id("w0"), "ready", 0);  // PutReady on a pending entry makes it ready
+  EXPECT_TRUE(store.Complete(Id("w0"), "ready", 0));
 
   // Zero timeout: just a snapshot.
   auto snap = store.Wait(ids, 4, 0, true);

@@ -36,6 +36,10 @@ struct TaskSubmitter::Lease {
 
 struct TaskSubmitter::KeyState {
   std::deque<TaskPtr> queue;
+  // Moving average of how long this key's tasks run (us); < 0 until known.
+  // Only tasks known to be short are pipelined several deep on one worker:
+  // a long task queued behind another would lose parallelism.
+  double avg_exec_us = -1;
   std::vector<LeasePtr> leases;
   int pending_lease_requests = 0;
   bool cancel_sent = false;
@@ -54,6 +58,9 @@ std::string TaskSubmitter::SchedulingKey(const rpc::TaskSpec& spec) {
   std::map<std::string, double> sorted(spec.resources().begin(), spec.resources().end());
   std::ostringstream os;
   for (auto& [k, v] : sorted) os << k << '=' << v << ';';
+  // Per function too (as Ray's scheduling class): how deep to pipeline is
+  // learned from the function's run times.
+  os << '|' << spec.function_key();
   return os.str();
 }
 
@@ -177,9 +184,12 @@ void TaskSubmitter::DispatchLocked(const std::string& key, Outbox& out) {
   while (!ks.queue.empty()) {
     Lease* best = nullptr;
     LeasePtr best_ptr;
+    int depth = (ks.avg_exec_us >= 0 && ks.avg_exec_us < options_.pipeline_below_us)
+                    ? options_.max_tasks_in_flight_per_worker
+                    : 1;
     for (auto& l : ks.leases) {
       if (l->dead) continue;
-      if (static_cast<int>(l->in_flight.size()) >= options_.max_tasks_in_flight_per_worker) continue;
+      if (static_cast<int>(l->in_flight.size()) >= depth) continue;
       if (!best || l->in_flight.size() < best->in_flight.size()) {
         best = l.get();
         best_ptr = l;
@@ -310,9 +320,26 @@ void TaskSubmitter::OnTaskReply(const LeasePtr& lease, const TaskPtr& task, cons
                                 rpc::Envelope& reply) {
   bool retry = false;
   bool crashed = false;
+  bool lease_lost = false;
   {
     std::lock_guard<std::mutex> lk(mu_);
     lease->in_flight.erase(task->spec().task_id());
+    if (!s.ok() && !lease->dead) {
+      // The worker is gone: forget the lease before retrying, so the retry
+      // cannot be pushed to the same dead connection and burn an attempt.
+      lease->dead = true;
+      lease_lost = true;
+      auto kit = keys_.find(lease->key);
+      if (kit != keys_.end()) std::erase(kit->second->leases, lease);
+    }
+    if (s.ok()) {
+      auto kit = keys_.find(lease->key);
+      if (kit != keys_.end()) {
+        double us = static_cast<double>(reply.push_task_reply().exec_us());
+        double& avg = kit->second->avg_exec_us;
+        avg = avg < 0 ? us : 0.8 * avg + 0.2 * us;
+      }
+    }
     if (!s.ok() || reply.push_task_reply().retryable_error()) {
       if (task->retries_left > 0 && !shutdown_) {
         task->retries_left--;
@@ -326,6 +353,12 @@ void TaskSubmitter::OnTaskReply(const LeasePtr& lease, const TaskPtr& task, cons
       lease->idle_since = std::chrono::steady_clock::now();
       ArmLingerTimer();
     }
+  }
+  if (lease_lost) {
+    rpc::Envelope ret;
+    ret.mutable_return_lease()->set_worker_id(lease->worker_id);
+    ret.mutable_return_lease()->set_worker_failed(true);
+    node_->Send(ret);
   }
   if (retry) {
     Enqueue(task);

@@ -1,9 +1,11 @@
 // TaskSubmitter: the submitting side of normal tasks (driver or worker).
 //
-// Tasks are grouped by scheduling key (resource shape). For each key the
-// submitter leases workers from the local fleet-node and pushes tasks straight
-// to them, keeping up to `max_tasks_in_flight_per_worker` on each lease; a
-// lease with nothing to do lingers `lease_linger_ms` and is then returned.
+// Tasks are grouped by scheduling key (resource shape + function). For each
+// key the submitter leases workers from the local fleet-node and pushes tasks
+// straight to them: one at a time per lease until the function is known to be
+// short (average run time under `pipeline_below_us`), then up to
+// `max_tasks_in_flight_per_worker`. A lease with nothing to do lingers
+// `lease_linger_ms` and is then returned.
 // Top-level ObjectRef arguments owned here are resolved first and travel
 // inline; a failed dependency fails the task with the same error. A worker
 // that dies mid-task gets the task retried up to max_retries, then the
@@ -30,7 +32,8 @@
 namespace fleet {
 
 struct SubmitterOptions {
-  int max_tasks_in_flight_per_worker = 8;
+  int max_tasks_in_flight_per_worker = 8;  // for tasks known to be short
+  double pipeline_below_us = 2000;         // "short": average run time below this
   int max_pending_lease_requests = 10;
   int lease_linger_ms = 10;
 };
@@ -54,7 +57,7 @@ class TaskSubmitter {
   // return object ids. Never blocks on the network.
   std::vector<std::string> Submit(TaskSubmission&& task);
 
-  // Tasks with equal keys share leases: the resource shape, as text.
+  // Tasks with equal keys share leases: the resource shape and the function.
   static std::string SchedulingKey(const rpc::TaskSpec& spec);
 
   // Returns every held lease and fails every queued task (at shutdown).

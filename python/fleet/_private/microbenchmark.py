@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from types import ModuleType
@@ -477,17 +478,26 @@ def run_ray_child(cfg: Config, ray_python: str, timeout: float) -> Dict[str, Any
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     cmd = [ray_python, "-c", _CHILD_BOOT, path, *child_args(cfg, "ray")]
     result: Optional[Dict[str, Any]] = None
-    with tempfile.TemporaryFile(mode="w+") as err:
+    # An empty working directory: `-c` puts it first on sys.path, and a directory
+    # such as /tmp holds Ray's own /tmp/ray, which would shadow the ray package.
+    with tempfile.TemporaryFile(mode="w+") as err, tempfile.TemporaryDirectory() as cwd:
         proc = subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,
             env=env,
-            cwd=tempfile.gettempdir(),
+            cwd=cwd,
             start_new_session=True,
         )
-        deadline = time.monotonic() + timeout
+        timed_out = threading.Event()
+
+        def on_timeout() -> None:
+            timed_out.set()
+            _stop_group(proc)
+
+        watchdog = threading.Timer(timeout, on_timeout)
+        watchdog.start()
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -495,33 +505,41 @@ def run_ray_child(cfg: Config, ray_python: str, timeout: float) -> Dict[str, Any
                     result = json.loads(line[len(RESULT_MARKER) :])
                 else:
                     print("  [ray] " + line, end="", flush=True)
-                if time.monotonic() > deadline:
-                    raise subprocess.TimeoutExpired(cmd, timeout)
-            proc.wait(max(1.0, deadline - time.monotonic()))
-        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            proc.wait()
+        except KeyboardInterrupt:
             _stop_group(proc)
             raise
+        finally:
+            watchdog.cancel()
         if proc.returncode != 0 or result is None:
             err.seek(0)
             tail = "".join(err.readlines()[-15:])
             print(tail, file=sys.stderr)
             last = tail.strip().splitlines()[-1:] or ["no output"]
-            return {"error": f"exit status {proc.returncode}: {last[0]}"}
+            why = f"timed out after {timeout:.0f} s" if timed_out.is_set() else last[0]
+            return {"error": f"exit status {proc.returncode}: {why}"}
     return result
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
-    """Terminates the child's process group (it leads its own session), then kills it."""
-    for sig, wait_s in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    """Stops the child and what it started: its process group (it leads its own session).
+
+    Sends SIGTERM, gives the child 15 s to shut Ray down, then SIGKILLs whatever
+    of the group is left.
+    """
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(15.0)
+        time.sleep(2.0)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 # ---------------------------------------------------------------------------
@@ -691,11 +709,13 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
+            "loadavg_start": os.getloadavg(),
         },
     }
     print(
         f"fleet {fleet.__version__} microbenchmark: num_cpus={cfg.num_cpus} "
-        f"trials={cfg.trials} duration={cfg.duration}s warmup={cfg.warmup}s",
+        f"trials={cfg.trials} duration={cfg.duration}s warmup={cfg.warmup}s "
+        f"(host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f})",
         flush=True,
     )
     print("\n== fleet ==", flush=True)
@@ -711,6 +731,8 @@ def main(argv: list[str] | None = None) -> int:
         print_ray_table(results["fleet"], results["ray"])
     if args.compare_stdlib:
         print_stdlib_table(results["fleet"], results["stdlib"])
+    results["host"]["loadavg_end"] = os.getloadavg()
+    print(f"\n(load average at the end: {os.getloadavg()[0]:.2f})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
