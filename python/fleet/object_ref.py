@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-from typing import Optional
+from typing import Any, Optional
 
 from fleet._private import state
 
@@ -68,8 +66,10 @@ class ObjectRef:
             core.mark_escaped(self._id)
         return (_rebuild_ref, (self._id, owner))
 
-    def future(self) -> concurrent.futures.Future:
+    def future(self) -> Any:
         """A concurrent.futures.Future resolved with the value."""
+        import concurrent.futures
+
         from fleet._private.api import get
 
         fut: concurrent.futures.Future = concurrent.futures.Future()
@@ -86,6 +86,8 @@ class ObjectRef:
         return fut
 
     def __await__(self):
+        import asyncio
+
         return asyncio.wrap_future(self.future()).__await__()
 
 

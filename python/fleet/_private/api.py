@@ -9,7 +9,7 @@ import threading
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from fleet import _core
-from fleet._private import serialization, services, state
+from fleet._private import serialization, state
 from fleet.exceptions import GetTimeoutError
 from fleet.object_ref import ObjectRef
 
@@ -83,6 +83,7 @@ def init(
     (the cluster token comes from ``FLEET_CLUSTER_TOKEN`` or this machine's
     cluster file).
     """
+    from fleet._private import services
     from fleet._private.options import _runtime_env
 
     for k in kwargs:
