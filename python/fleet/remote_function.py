@@ -109,11 +109,12 @@ class RemoteFunction:
         else:
             blob, deps = b"", []
         ids = core.submit(template, max_retries, blob, deps)
+        # Return ids come with one local ref each, which the ObjectRefs take over.
         if num_returns == 1:
-            return ObjectRef(ids)
+            return ObjectRef(ids, "", False)
         if num_returns == 0:
             return None
-        return [ObjectRef(i) for i in ids]
+        return [ObjectRef(i, "", False) for i in ids]
 
 
 def _core_random_hex() -> str:

@@ -151,7 +151,7 @@ void CoreWorker::TrimMemory() {
 
 std::string CoreWorker::Put(std::string data, uint32_t flags) {
   std::string id = ids_.NextPutId(job_id_);
-  store_.PutReady(id, std::move(data), flags);
+  store_.PutReady(id, std::move(data), flags, /*local_refs=*/1);  // taken over by the ObjectRef
   return id;
 }
 

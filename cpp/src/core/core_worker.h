@@ -58,6 +58,7 @@ class CoreWorker {
   ~CoreWorker();
 
   // ---- objects --------------------------------------------------------------
+  // Returns the new object's id, holding one local ref for the caller.
   std::string Put(std::string data, uint32_t flags);
   Result<std::vector<StoredObject>> Get(const std::vector<std::string>& ids, int64_t timeout_ms);
   Result<std::vector<bool>> Wait(const std::vector<std::string>& ids, int num_returns,
@@ -65,6 +66,7 @@ class CoreWorker {
   MemoryStore& store() { return store_; }
 
   // ---- tasks ----------------------------------------------------------------
+  // Returns the return ids, each holding one local ref for the caller.
   std::vector<std::string> SubmitTask(TaskSubmission&& task);
   // Worker: blocks until a task arrives; nullopt once the worker must exit.
   std::optional<ExecutableTask> NextTask();

@@ -7,14 +7,16 @@
 
 namespace fleet {
 
-void MemoryStore::CreatePending(const std::string& id) {
+void MemoryStore::CreatePending(const std::string& id, int local_refs) {
   std::lock_guard<std::mutex> lk(mu_);
-  objects_.try_emplace(id);
+  objects_[id].local_refs += local_refs;
 }
 
-void MemoryStore::PutReady(const std::string& id, std::string data, uint32_t flags) {
+void MemoryStore::PutReady(const std::string& id, std::string data, uint32_t flags,
+                           int local_refs) {
   std::lock_guard<std::mutex> lk(mu_);
   Entry& e = objects_[id];
+  e.local_refs += local_refs;
   e.ready = true;
   e.value.data = std::move(data);
   e.value.flags = flags;
@@ -27,6 +29,16 @@ bool MemoryStore::Complete(const std::string& id, std::string data, uint32_t fla
     std::lock_guard<std::mutex> lk(mu_);
     auto it = objects_.find(id);
     if (it == objects_.end() || it->second.ready) return false;
+    FinishCompleteLocked(it, std::move(data), flags, &callbacks, &copy);
+  }
+  for (auto& cb : callbacks) cb(copy);
+  return true;
+}
+
+void MemoryStore::FinishCompleteLocked(std::unordered_map<std::string, Entry>::iterator it,
+                                       std::string data, uint32_t flags,
+                                       std::vector<ReadyCallback>* callbacks, StoredObject* copy) {
+  {
     Entry& e = it->second;
     e.ready = true;
     e.fetching = false;
@@ -36,11 +48,11 @@ bool MemoryStore::Complete(const std::string& id, std::string data, uint32_t fla
       if (--w->remaining == 0) w->cv.notify_one();
     }
     e.waiters.clear();
-    callbacks.swap(e.callbacks);
-    if (!callbacks.empty()) copy = e.value;
+    callbacks->swap(e.callbacks);
+    if (!callbacks->empty()) *copy = e.value;
   }
-  for (auto& cb : callbacks) cb(copy);
-  return true;
+  // Held only by the waiters/callbacks that just finished? Then it goes now.
+  MaybeFreeLocked(it);
 }
 
 void MemoryStore::RegisterBorrowed(const std::string& id, const std::string& owner_address) {
@@ -54,7 +66,8 @@ void MemoryStore::RegisterBorrowed(const std::string& id, const std::string& own
 
 void MemoryStore::AddLocalRef(const std::string& id) {
   std::lock_guard<std::mutex> lk(mu_);
-  objects_[id].local_refs++;
+  auto it = objects_.find(id);
+  if (it != objects_.end()) it->second.local_refs++;
 }
 
 void MemoryStore::RemoveLocalRef(const std::string& id) {
@@ -119,6 +132,7 @@ void MemoryStore::RemoveWaiterLocked(const std::string& id, const std::shared_pt
   if (it == objects_.end()) return;
   auto& ws = it->second.waiters;
   ws.erase(std::remove(ws.begin(), ws.end(), w), ws.end());
+  MaybeFreeLocked(it);
 }
 
 Result<std::vector<StoredObject>> MemoryStore::Get(const std::vector<std::string>& ids,
@@ -127,15 +141,15 @@ Result<std::vector<StoredObject>> MemoryStore::Get(const std::vector<std::string
   auto waiter = std::make_shared<Waiter>();
   std::vector<std::pair<std::string, std::string>> to_fetch;
   std::unique_lock<std::mutex> lk(mu_);
-  for (const auto& id : ids) {
-    auto it = objects_.find(id);
-    if (it == objects_.end()) {
-      for (const auto& id2 : ids) RemoveWaiterLocked(id2, waiter);
+  for (const auto& id : ids) {  // validate first: an error must not leave half-made waits
+    if (objects_.find(id) == objects_.end()) {
       return Status::NotFound("object " + ToHex(id) +
                               " is unknown to this process (its ObjectRef was freed or never "
                               "existed here)");
     }
-    Entry& e = it->second;
+  }
+  for (const auto& id : ids) {
+    Entry& e = objects_.find(id)->second;
     if (!e.ready) {
       // A duplicate id in `ids` registers twice and is counted twice: fine.
       e.waiters.push_back(waiter);
@@ -223,8 +237,8 @@ Result<std::vector<bool>> MemoryStore::Wait(const std::vector<std::string>& ids,
       auto it = objects_.find(ids[i]);
       if (it == objects_.end()) continue;
       if (!ready[i]) {
-        RemoveWaiterLocked(ids[i], waiter);
         ready[i] = it->second.ready;
+        RemoveWaiterLocked(ids[i], waiter);  // may free the entry: read it first
       }
     }
   }

@@ -36,16 +36,19 @@ class MemoryStore {
 
   explicit MemoryStore(FetchFn fetch) : fetch_(std::move(fetch)) {}
 
-  // An owned object whose value comes later (a task return).
-  void CreatePending(const std::string& id);
-  // An owned object with its value now (a put).
-  void PutReady(const std::string& id, std::string data, uint32_t flags);
+  // An owned object whose value comes later (a task return). `local_refs`
+  // are held from the start, so the entry cannot be freed before the
+  // caller's ObjectRef takes them over.
+  void CreatePending(const std::string& id, int local_refs = 0);
+  // An owned object with its value now (a put). `id` must be fresh.
+  void PutReady(const std::string& id, std::string data, uint32_t flags, int local_refs = 0);
   // Sets the value of a pending (or borrowed) entry and wakes its waiters.
   // Dropped if the entry was freed meanwhile. Returns true if stored.
   bool Complete(const std::string& id, std::string data, uint32_t flags);
   // Records a borrowed ref; no-op if known.
   void RegisterBorrowed(const std::string& id, const std::string& owner_address);
 
+  // No-op for an unknown id (a ref whose object this process never had).
   void AddLocalRef(const std::string& id);
   void RemoveLocalRef(const std::string& id);
   void AddSubmittedRef(const std::string& id);
@@ -91,6 +94,9 @@ class MemoryStore {
   // Frees the entry if nothing holds it. Requires mu_.
   void MaybeFreeLocked(std::unordered_map<std::string, Entry>::iterator it);
   void RemoveWaiterLocked(const std::string& id, const std::shared_ptr<Waiter>& w);
+  void FinishCompleteLocked(std::unordered_map<std::string, Entry>::iterator it, std::string data,
+                            uint32_t flags, std::vector<ReadyCallback>* callbacks,
+                            StoredObject* copy);
 
   FetchFn fetch_;
   mutable std::mutex mu_;

@@ -126,8 +126,8 @@ TEST(MemoryStoreTest, CompleteFromAnotherThreadWakesGet) {
 
 TEST(MemoryStoreTest, GetOfSeveralWaitsForAll) {
   MemoryStore store(NoFetch());
-  store.CreatePending(Id("x"));
-  store.CreatePending(Id("y"));
+  store.CreatePending(Id("x"), /*local_refs=*/1);
+  store.CreatePending(Id("y"), /*local_refs=*/1);
   store.PutReady(Id("z"), "zz", 0);
   auto getter = std::async(std::launch::async,
                            [&] { return store.Get({Id("x"), Id("y"), Id("z")}, kLongMs, nullptr); });
@@ -250,7 +250,7 @@ TEST(MemoryStoreTest, GetOrSubscribeCallbackRunsOnComplete) {
 
 TEST(MemoryStoreTest, SeveralCallbacksAllRun) {
   MemoryStore store(NoFetch());
-  store.CreatePending(Id("m"));
+  store.CreatePending(Id("m"), /*local_refs=*/1);
   int calls = 0;
   StoredObject out;
   for (int i = 0; i < 3; ++i) {
@@ -319,6 +319,7 @@ TEST(MemoryStoreTest, BorrowedGetFetchesOnceFromOwner) {
   store_ptr = &store;
 
   store.RegisterBorrowed(Id("b"), "unix:/tmp/owner.sock");
+  store.AddLocalRef(Id("b"));  // a Python ObjectRef holds it
   store.RegisterBorrowed(Id("b"), "unix:/tmp/other.sock");  // no-op: known
   EXPECT_EQ(store.OwnerOf(Id("b")), std::optional<std::string>("unix:/tmp/owner.sock"));
   {
@@ -356,6 +357,7 @@ TEST(MemoryStoreTest, ConcurrentBorrowedGetsFetchOnce) {
     if (fetches.size() == 1) fetched.set_value();
   });
   store.RegisterBorrowed(Id("c"), "10.0.0.1:1234");
+  store.AddLocalRef(Id("c"));  // a Python ObjectRef holds it
 
   // Several getters; the fetch is asynchronous (completed by the test below).
   std::vector<std::future<Result<std::vector<StoredObject>>>> getters;
@@ -389,6 +391,7 @@ TEST(MemoryStoreTest, BorrowedWaitFetches) {
   });
   store_ptr = &store;
   store.RegisterBorrowed(Id("bw"), "owner");
+  store.AddLocalRef(Id("bw"));  // a Python ObjectRef holds it
   auto r = store.Wait({Id("bw")}, 1, kLongMs, true);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r.value(), std::vector<bool>{true});
@@ -402,6 +405,7 @@ TEST(MemoryStoreTest, GetOrSubscribeFetchesBorrowed) {
     fetches++;
   });
   store.RegisterBorrowed(Id("gs"), "owner-addr");
+  store.AddLocalRef(Id("gs"));  // a Python ObjectRef holds it
   StoredObject out;
   std::atomic<int> calls{0};
   auto r = store.GetOrSubscribe(Id("gs"), &out, [&](const StoredObject&) { calls++; });
@@ -416,14 +420,13 @@ TEST(MemoryStoreTest, GetOrSubscribeFetchesBorrowed) {
   EXPECT_EQ(calls.load(), 2);
 }
 
-// Known bugs, kept disabled so the suite stays green; run them with
-// --gtest_also_run_disabled_tests once fixed.
+// Regressions of bugs these tests found (now fixed).
 
-// BUG: MemoryStore::Get marks a borrowed entry `fetching` while scanning ids,
+// Regression (was a bug): MemoryStore::Get marked a borrowed entry `fetching` while scanning ids,
 // but returns NotFound for a later unknown id before it calls fetch_. The entry
 // stays `fetching` with no fetch in flight, so every later Get/Wait of it
 // waits without ever fetching (forever with timeout_ms < 0).
-TEST(MemoryStoreTest, DISABLED_NotFoundGetDoesNotStrandBorrowedFetch) {
+TEST(MemoryStoreTest, NotFoundGetDoesNotStrandBorrowedFetch) {
   MemoryStore* store_ptr = nullptr;
   std::atomic<int> fetches{0};
   MemoryStore store([&](const std::string& id, const std::string&) {
@@ -432,6 +435,7 @@ TEST(MemoryStoreTest, DISABLED_NotFoundGetDoesNotStrandBorrowedFetch) {
   });
   store_ptr = &store;
   store.RegisterBorrowed(Id("b"), "owner");
+  store.AddLocalRef(Id("b"));  // a Python ObjectRef holds it
   auto r = store.Get({Id("b"), Id("unknown")}, 100, nullptr);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kNotFound);
@@ -440,11 +444,11 @@ TEST(MemoryStoreTest, DISABLED_NotFoundGetDoesNotStrandBorrowedFetch) {
   EXPECT_EQ(fetches.load(), 1);
 }
 
-// BUG: when the last reference goes away while a subscriber callback (or a
+// Regression (was a bug): when the last reference goes away while a subscriber callback (or a
 // Get/Wait waiter) holds the entry, MaybeFreeLocked keeps it; but Complete
 // (and the waiter cleanup in Get/Wait on timeout) never calls MaybeFreeLocked
 // afterwards, so the entry and its value stay in the store forever.
-TEST(MemoryStoreTest, DISABLED_EntryFreedAfterLastCallbackRuns) {
+TEST(MemoryStoreTest, EntryFreedAfterLastCallbackRuns) {
   MemoryStore store(NoFetch());
   store.CreatePending(Id("x"));
   store.AddLocalRef(Id("x"));
@@ -457,7 +461,7 @@ TEST(MemoryStoreTest, DISABLED_EntryFreedAfterLastCallbackRuns) {
   EXPECT_FALSE(store.Contains(Id("x"))) << "entry leaked after its callback ran";
 }
 
-TEST(MemoryStoreTest, DISABLED_EntryFreedAfterTimedOutWaiterLeaves) {
+TEST(MemoryStoreTest, EntryFreedAfterTimedOutWaiterLeaves) {
   MemoryStore store(NoFetch());
   store.CreatePending(Id("y"));
   store.AddLocalRef(Id("y"));

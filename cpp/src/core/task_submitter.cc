@@ -84,7 +84,7 @@ std::vector<std::string> TaskSubmitter::Submit(TaskSubmission&& submission) {
   task->return_ids.reserve(n);
   for (int i = 1; i <= n; ++i) {
     task->return_ids.push_back(ReturnObjectId(spec->task_id(), static_cast<uint32_t>(i)));
-    store_.CreatePending(task->return_ids.back());
+    store_.CreatePending(task->return_ids.back(), /*local_refs=*/1);  // taken over by the ObjectRef
   }
   {
     std::lock_guard<std::mutex> lk(mu_);

@@ -66,6 +66,9 @@ void Connection::OnRead(const asio::error_code& ec, size_t n) {
   bool outermost = t_corked == nullptr;
   if (outermost) t_corked = &corked;
   while (!closed_) {
+    // Until the peer proves the token, accept only a small Hello: a stray
+    // client (say, HTTP on the TCP port) must not make us allocate a huge frame.
+    decoder_.set_max_frame(authenticated_ ? kMaxFrameBytes : kMaxUnauthenticatedFrameBytes);
     auto r = decoder_.Next(&msg);
     if (!r.ok()) {
       if (outermost) {
@@ -232,7 +235,7 @@ void Connection::Call(Envelope& msg, ReplyCallback cb) {
     // closed_ is set under mu_ by DoClose, which then fails everything in
     // pending_: an entry added while open is always answered.
     std::lock_guard<std::mutex> lk(mu_);
-    was_closed = closed_;
+    was_closed = closed_ || !write_error_.empty();  // a failed write: no reply can come
     pending_.emplace(id, std::move(cb));
   }
   if (was_closed) {

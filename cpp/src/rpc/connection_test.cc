@@ -491,7 +491,7 @@ TEST_F(ConnectionTest, FirstMessageMustBeHello) {
   bool eof = false;
   RawExchange(dir_ + "/node.sock", m, &got, &eof);
   EXPECT_TRUE(eof);
-  // Anything that did come back is only a refusal (see the disabled test below).
+  // Anything that did come back is only a refusal (see RefusalReachesThePeer).
   for (const auto& e : got) {
     EXPECT_EQ(e.body_case(), Envelope::kHelloReply);
     EXPECT_FALSE(e.hello_reply().ok());
@@ -503,16 +503,11 @@ TEST_F(ConnectionTest, FirstMessageMustBeHello) {
   EXPECT_TRUE(server_conns_.empty());
 }
 
-// Known bugs, kept disabled so the suite stays green; run them with
-// --gtest_also_run_disabled_tests once fixed.
-//
-// BUG (since the corked writes of 1deac4d): Connection::Dispatch refuses a bad
-// first message with Reply(HelloReply{ok=false}) and then DoClose(). The reply
-// is only corked (OnRead is dispatching, t_corked is set), DoClose sets
-// closed_, and the end-of-read Uncork() returns early on closed_: the refusal
-// is never written. The peer just sees EOF, so a wrong token surfaces as
-// "peer closed the connection" instead of the "wrong cluster token" message.
-TEST_F(ConnectionTest, DISABLED_RefusalReachesThePeer) {
+// Regression tests: with corked io-thread writes (1deac4d) the refusal was
+// only corked when Dispatch closed the connection, and Uncork() skipped it
+// because the connection was closed by then, so the peer saw a bare EOF and a
+// wrong token surfaced as "peer closed the connection" (fixed in 73da4c9).
+TEST_F(ConnectionTest, RefusalReachesThePeer) {
   StartIo();
   Envelope m = KvGet("sneaky");
   m.set_request_id(5);
@@ -527,7 +522,7 @@ TEST_F(ConnectionTest, DISABLED_RefusalReachesThePeer) {
   EXPECT_NE(got[0].hello_reply().error().find("token"), std::string::npos);
 }
 
-TEST_F(ConnectionTest, DISABLED_WrongTokenSaysUnauthenticated) {
+TEST_F(ConnectionTest, WrongTokenSaysUnauthenticated) {
   StartIo();
   auto r = ConnectClient(unix_address_, "not-the-token");
   ASSERT_FALSE(r.ok());

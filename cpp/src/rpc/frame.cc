@@ -32,8 +32,9 @@ Result<bool> FrameDecoder::Next(Envelope* msg) {
   if (avail < 4) return false;
   uint32_t len;
   std::memcpy(&len, buf_.data() + head_, 4);
-  if (len > kMaxFrameBytes) {
-    return Status::IoError("frame of " + std::to_string(len) + " bytes exceeds the limit");
+  if (len > max_frame_) {
+    return Status::IoError("frame of " + std::to_string(len) + " bytes exceeds the limit of " +
+                           std::to_string(max_frame_));
   }
   if (avail < 4 + static_cast<size_t>(len)) {
     // Make sure the next read has room for the whole frame.

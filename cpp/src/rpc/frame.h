@@ -14,7 +14,8 @@
 
 namespace fleet::rpc {
 
-constexpr uint32_t kMaxFrameBytes = 1u << 31;  // 2 GiB
+constexpr uint32_t kMaxFrameBytes = 1u << 30;                // 1 GiB
+constexpr uint32_t kMaxUnauthenticatedFrameBytes = 64 * 1024;  // before Hello
 
 // Appends the frame for `msg` to `out`.
 void EncodeFrame(const Envelope& msg, std::string* out);
@@ -28,11 +29,13 @@ class FrameDecoder {
   // Parses the next whole frame into `msg`. Returns true if one was parsed,
   // false if more bytes are needed; a non-OK status on a corrupt stream.
   Result<bool> Next(Envelope* msg);
+  void set_max_frame(uint32_t bytes) { max_frame_ = bytes; }
 
  private:
   std::vector<char> buf_;
   size_t head_ = 0;
   size_t tail_ = 0;
+  uint32_t max_frame_ = kMaxFrameBytes;
 };
 
 }  // namespace fleet::rpc

@@ -253,7 +253,7 @@ def put(value: Any, *, _owner: Any = None) -> ObjectRef:
         data = serialization.dumps(value)
     except TypeError as e:
         raise TypeError(f"fleet.put could not serialize the value: {e}") from None
-    return ObjectRef(core.put(data, 0))
+    return ObjectRef(core.put(data, 0), "", False)  # put's id comes with its ref
 
 
 def get(
