@@ -2,6 +2,7 @@
 #include "core/core_worker.h"
 
 #include <malloc.h>
+#include <algorithm>
 #include <unistd.h>
 
 #include <asio/executor_work_guard.hpp>
@@ -102,6 +103,7 @@ Status CoreWorker::Init() {
   submit_hello.set_role("submitter");
   submitter_ = std::make_unique<TaskSubmitter>(io_, store_, node_, submit_hello, options_.submitter);
   trim_timer_ = std::make_unique<asio::steady_timer>(io_);
+  hold_timer_ = std::make_unique<asio::steady_timer>(io_);
   asio::post(io_, [this] { TrimMemory(); });
   return Status::OK();
 }
@@ -120,6 +122,7 @@ void CoreWorker::Shutdown() {
     asio::post(io_, [&] {
       if (listener_) listener_->Close();
       if (trim_timer_) trim_timer_->cancel();
+      if (hold_timer_) hold_timer_->cancel();
       if (node_) node_->Close();
       std::lock_guard<std::mutex> lk(conn_mu_);
       if (gcs_) gcs_->Close();
@@ -331,9 +334,24 @@ std::vector<std::string> CoreWorker::SubmitTask(TaskSubmission&& task) {
   return submitter_->Submit(std::move(task));
 }
 
+void CoreWorker::FlushHeldReplies() {
+  std::vector<std::shared_ptr<rpc::Connection>> held;
+  {
+    std::lock_guard<std::mutex> lk(exec_mu_);
+    held.swap(held_replies_);
+    num_held_ = 0;
+  }
+  for (auto& c : held) c->Flush();
+}
+
 std::optional<ExecutableTask> CoreWorker::NextTask() {
   std::unique_lock<std::mutex> lk(exec_mu_);
   in_task_ = false;
+  if (exec_queue_.empty() && num_held_ > 0) {
+    lk.unlock();
+    FlushHeldReplies();
+    lk.lock();
+  }
   exec_cv_.wait(lk, [this] { return exiting_ || !exec_queue_.empty(); });
   if (exec_queue_.empty()) return std::nullopt;  // exiting with nothing queued
   ExecutableTask t = std::move(exec_queue_.front());
@@ -348,12 +366,14 @@ void CoreWorker::FinishTask(uint64_t handle,
                             std::vector<std::pair<std::string, uint32_t>>&& returns,
                             bool retryable_error) {
   Pending p;
+  bool more_queued;
   {
     std::lock_guard<std::mutex> lk(exec_mu_);
     auto it = executing_.find(handle);
     if (it == executing_.end()) return;
     p = it->second;
     executing_.erase(it);
+    more_queued = !exec_queue_.empty();
   }
   auto conn = p.conn.lock();
   if (!conn) return;  // the submitter went away; nobody wants the result
@@ -368,7 +388,38 @@ void CoreWorker::FinishTask(uint64_t handle,
     o->set_data(std::move(data));
     o->set_flags(flags);
   }
-  conn->Reply(p.request_id, reply);
+  // Hold the reply back while more (short, pipelined) tasks wait here, so a
+  // batch of replies costs one write and one wake-up of the submitter.
+  constexpr size_t kMaxHeldReplies = 16;
+  bool hold = false;
+  bool arm_timer = false;
+  {
+    std::lock_guard<std::mutex> lk(exec_mu_);
+    hold = more_queued && num_held_ < kMaxHeldReplies;
+    if (hold) {
+      num_held_++;
+      if (std::find(held_replies_.begin(), held_replies_.end(), conn) == held_replies_.end()) {
+        held_replies_.push_back(conn);
+      }
+      arm_timer = !hold_timer_armed_;
+      hold_timer_armed_ = true;
+    }
+  }
+  conn->Reply(p.request_id, reply, /*flush=*/!hold);
+  if (!hold) {
+    FlushHeldReplies();
+  } else if (arm_timer) {
+    asio::post(io_, [this] {
+      hold_timer_->expires_after(std::chrono::milliseconds(1));
+      hold_timer_->async_wait([this](const asio::error_code& ec) {
+        {
+          std::lock_guard<std::mutex> lk(exec_mu_);
+          hold_timer_armed_ = false;
+        }
+        if (!ec) FlushHeldReplies();
+      });
+    });
+  }
 }
 
 void CoreWorker::SetCurrentTask(const std::string&, uint32_t job_id) { job_id_ = job_id; }

@@ -142,6 +142,15 @@ class CoreWorker {
   uint64_t next_handle_ = 1;                                 // guarded by exec_mu_
   bool exiting_ = false;                                     // guarded by exec_mu_
   bool in_task_ = false;                                     // guarded by exec_mu_
+  // Replies held back while more tasks are queued here, so several go out in
+  // one write: at most 16 of them, flushed before this worker waits for work
+  // and by the io thread at most 1 ms after the first was held (a queued task
+  // that runs long must not delay the replies before it).
+  std::vector<std::shared_ptr<rpc::Connection>> held_replies_;  // guarded by exec_mu_
+  size_t num_held_ = 0;                                          // guarded by exec_mu_
+  bool hold_timer_armed_ = false;                                // guarded by exec_mu_
+  std::unique_ptr<asio::steady_timer> hold_timer_;               // io thread only
+  void FlushHeldReplies();
   bool shut_down_ = false;
   std::unique_ptr<asio::steady_timer> trim_timer_;  // io thread only
   size_t peak_objects_ = 0;                          // io thread only

@@ -135,7 +135,7 @@ void Connection::Dispatch(Envelope& msg) {
   if (on_message_) on_message_(shared_from_this(), msg);
 }
 
-void Connection::Send(const Envelope& msg) {
+void Connection::Send(const Envelope& msg, bool flush) {
   std::string frame;
   EncodeFrame(msg, &frame);
   std::unique_lock<std::mutex> lk(mu_);
@@ -145,12 +145,19 @@ void Connection::Send(const Envelope& msg) {
   } else {
     out_.append(frame);
   }
-  if (writing_ || corked_) return;
+  if (writing_ || corked_ || !flush) return;
   if (t_corked != nullptr) {
     corked_ = true;
     t_corked->push_back(shared_from_this());
     return;
   }
+  writing_ = true;
+  FlushLocked(lk);
+}
+
+void Connection::Flush() {
+  std::unique_lock<std::mutex> lk(mu_);
+  if (writing_ || corked_ || out_.empty() || closed_) return;
   writing_ = true;
   FlushLocked(lk);
 }
@@ -277,10 +284,10 @@ Result<Envelope> Connection::CallSync(Envelope& msg, int timeout_ms) {
   return future.get();
 }
 
-void Connection::Reply(uint64_t request_id, Envelope& msg) {
+void Connection::Reply(uint64_t request_id, Envelope& msg, bool flush) {
   msg.set_request_id(request_id);
   msg.set_is_reply(true);
-  Send(msg);
+  Send(msg, flush);
 }
 
 void Connection::Close(const Status& why) {

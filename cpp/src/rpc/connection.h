@@ -47,14 +47,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Handlers run on the io thread. Call once.
   void Start(MessageHandler on_message, CloseHandler on_close, std::string expected_token = "");
 
-  // Thread-safe; drops the message if the connection is closed.
-  void Send(const Envelope& msg);
+  // Thread-safe; drops the message if the connection is closed. With
+  // flush=false the frame only queues (unless a write is in progress, which
+  // takes it along); the caller must Flush() later.
+  void Send(const Envelope& msg, bool flush = true);
+  void Flush();
   // Thread-safe. `cb` runs on the io thread with the reply, or with a
   // Disconnected status if the connection closes first.
   void Call(Envelope& msg, ReplyCallback cb);
   // Blocks the calling thread (never the io thread) until the reply arrives.
   Result<Envelope> CallSync(Envelope& msg, int timeout_ms);
-  void Reply(uint64_t request_id, Envelope& msg);
+  void Reply(uint64_t request_id, Envelope& msg, bool flush = true);
 
   // Thread-safe, idempotent. Pending calls fail with `why`.
   void Close(const Status& why = Status::Disconnected("connection closed"));
