@@ -107,7 +107,7 @@ NB_MODULE(_core, m) {
         t->set_function_name(function_name);
         t->set_num_returns(num_returns);
         t->set_retry_exceptions(retry_exceptions.c_str(), retry_exceptions.size());
-        for (auto& [k, v] : resources) (*t->mutable_resources())[k] = v;
+        t->set_resources(fleet::TaskSubmitter::EncodeResources(resources));
         for (auto& [k, v] : env_vars) (*t->mutable_env_vars())[k] = v;
         tt->key = fleet::TaskSubmitter::SchedulingKey(*t);
       });
@@ -223,11 +223,10 @@ NB_MODULE(_core, m) {
              for (const auto& [k, v] : s.env_vars()) env[nb::str(k.c_str())] = nb::str(v.c_str());
              nb::list gpus;
              for (int g : s.gpu_ids()) gpus.append(g);
-             nb::dict res;
-             for (const auto& [k, v] : s.resources()) res[nb::str(k.c_str())] = v;
              return nb::make_tuple(t->handle, Bytes(s.task_id()), s.job_id(), s.function_key(),
                                    s.function_name(), Bytes(s.args()), deps, s.num_returns(),
-                                   Bytes(s.retry_exceptions()), env, gpus, s.attempt(), res);
+                                   Bytes(s.retry_exceptions()), env, gpus, s.attempt(),
+                                   s.resources());
            })
       .def("finish_task",
            [](PyCore& c, uint64_t handle, const std::vector<std::pair<nb::bytes, uint32_t>>& returns,

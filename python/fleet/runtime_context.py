@@ -52,7 +52,14 @@ class RuntimeContext:
         return state.current_function if state.mode == "worker" else None
 
     def get_assigned_resources(self) -> Dict[str, float]:
-        return dict(state.current_resources) if state.mode == "worker" else {}
+        """Resources of the current task, e.g. {"CPU": 1.0}; empty in the driver."""
+        if state.mode != "worker" or not state.current_resources:
+            return {}
+        out: Dict[str, float] = {}
+        for item in state.current_resources.split(";"):
+            name, _, amount = item.rpartition("=")
+            out[name] = float(amount)
+        return out
 
     def get_accelerator_ids(self) -> Dict[str, List[str]]:
         return {"GPU": [str(g) for g in state.current_gpu_ids] if state.mode == "worker" else []}

@@ -2,6 +2,7 @@
 #include "core/task_submitter.h"
 
 #include <asio/post.hpp>
+#include <cstdlib>
 #include <sstream>
 
 #include "common/ids.h"
@@ -43,7 +44,7 @@ struct TaskSubmitter::KeyState {
   std::vector<LeasePtr> leases;
   int pending_lease_requests = 0;
   bool cancel_sent = false;
-  google::protobuf::Map<std::string, double> resources;
+  std::map<std::string, double> resources;
   std::string description;
 };
 
@@ -54,14 +55,36 @@ struct TaskSubmitter::Outbox {
   std::vector<TaskPtr> enqueue_failed;
 };
 
-std::string TaskSubmitter::SchedulingKey(const rpc::TaskSpec& spec) {
-  std::map<std::string, double> sorted(spec.resources().begin(), spec.resources().end());
+std::string TaskSubmitter::EncodeResources(const std::map<std::string, double>& resources) {
   std::ostringstream os;
-  for (auto& [k, v] : sorted) os << k << '=' << v << ';';
+  os.precision(17);
+  bool first = true;
+  for (auto& [k, v] : resources) {
+    if (!first) os << ';';
+    first = false;
+    os << k << '=' << v;
+  }
+  return os.str();
+}
+
+std::map<std::string, double> TaskSubmitter::DecodeResources(const std::string& text) {
+  std::map<std::string, double> out;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find(';', start);
+    if (end == std::string::npos) end = text.size();
+    std::string item = text.substr(start, end - start);
+    size_t eq = item.rfind('=');
+    if (eq != std::string::npos) out[item.substr(0, eq)] = std::strtod(item.c_str() + eq + 1, nullptr);
+    start = end + 1;
+  }
+  return out;
+}
+
+std::string TaskSubmitter::SchedulingKey(const rpc::TaskSpec& spec) {
   // Per function too (as Ray's scheduling class): how deep to pipeline is
   // learned from the function's run times.
-  os << '|' << spec.function_key();
-  return os.str();
+  return spec.resources() + "|" + spec.function_key();
 }
 
 TaskSubmitter::TaskSubmitter(asio::io_context& io, MemoryStore& store, rpc::ConnectionPtr node,
@@ -162,7 +185,7 @@ void TaskSubmitter::Enqueue(const TaskPtr& task) {
       auto& ks = keys_[task->key];
       if (!ks) {
         ks = std::make_unique<KeyState>();
-        ks->resources = task->spec().resources();
+        ks->resources = DecodeResources(task->spec().resources());
         ks->description = task->spec().function_name();
       }
       ks->queue.push_back(task);
@@ -231,7 +254,7 @@ void TaskSubmitter::Flush(Outbox& out) {
     {
       std::lock_guard<std::mutex> lk(mu_);
       auto& ks = *keys_[key];
-      *r->mutable_resources() = ks.resources;
+      for (auto& [k, v] : ks.resources) (*r->mutable_resources())[k] = v;
       r->set_description(ks.description);
     }
     r->set_scheduling_key(key);

@@ -59,6 +59,9 @@ class TaskSubmitter {
 
   // Tasks with equal keys share leases: the resource shape and the function.
   static std::string SchedulingKey(const rpc::TaskSpec& spec);
+  // "CPU=1;GPU=0.5" (sorted by name) for a resource map, and back.
+  static std::string EncodeResources(const std::map<std::string, double>& resources);
+  static std::map<std::string, double> DecodeResources(const std::string& text);
 
   // Returns every held lease and fails every queued task (at shutdown).
   void Shutdown();

@@ -22,5 +22,5 @@ cluster: Any = None  # LocalCluster when this driver started the cluster
 current_task_id: Optional[bytes] = None
 current_function: str = ""
 current_gpu_ids: List[int] = []
-current_resources: Dict[str, float] = {}
+current_resources: str = ""  # "CPU=1;GPU=0.5" as the task carries it
 current_job_id: int = 0

@@ -23,6 +23,7 @@ class Executor:
         self.core = core
         self.functions: Dict[str, Any] = {}
         self.jobs_seen: set = set()
+        self.job_id = -1
         self.pid = os.getpid()
         self.ip = os.environ.get("FLEET_NODE_IP", "127.0.0.1")
         self.node_id = os.environ.get("FLEET_NODE_ID", "")
@@ -56,7 +57,9 @@ class Executor:
         state.current_resources = resources
         state.current_job_id = job_id
         core = self.core
-        core.job_id = job_id
+        if job_id != self.job_id:
+            core.job_id = job_id  # nested tasks and puts belong to the caller's job
+            self.job_id = job_id
         changed_env = self._apply_env(env_vars, gpu_ids)
         returns: List[Tuple[bytes, int]]
         retryable = False
