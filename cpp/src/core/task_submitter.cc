@@ -210,6 +210,11 @@ void TaskSubmitter::DispatchLocked(const std::string& key, Outbox& out) {
     int depth = (ks.avg_exec_us >= 0 && ks.avg_exec_us < options_.pipeline_below_us)
                     ? options_.max_tasks_in_flight_per_worker
                     : 1;
+    // A submitting (non-io) thread only starts idle leases. Busy ones are
+    // topped up by the io thread when their replies arrive, so the pushes go
+    // out together with the other sends of that read (one write per worker)
+    // instead of one write and one wake-up per submitted task.
+    if (!io_.get_executor().running_in_this_thread()) depth = 1;
     for (auto& l : ks.leases) {
       if (l->dead) continue;
       if (static_cast<int>(l->in_flight.size()) >= depth) continue;
