@@ -54,6 +54,21 @@ def dumps(value: Any) -> bytes:
         ) from e
 
 
+# Values travel inline in one wire frame (limit 1 GiB) until the shared-memory
+# object store exists; leave room for the rest of the message.
+MAX_INLINE_BYTES = (1 << 30) - (1 << 20)
+
+
+def check_inline_size(data: bytes, what: str) -> None:
+    """Raises ValueError if `data` cannot travel inline in a message."""
+    if len(data) > MAX_INLINE_BYTES:
+        raise ValueError(
+            f"{what} is {len(data):,} bytes serialized; fleet sends values inline in one "
+            f"message of at most {MAX_INLINE_BYTES:,} bytes until its shared-memory object "
+            "store is implemented. Split the value into smaller pieces."
+        )
+
+
 def loads(data: bytes) -> Any:
     return pickle.loads(data)
 
@@ -94,7 +109,7 @@ def serialize_args(function_name: str, args: tuple, kwargs: dict, ref_type: type
     else:
         payload = (args, kwargs)
     try:
-        return dumps(payload), deps
+        blob = dumps(payload)
     except TypeError:
         # Name the argument that failed.
         for i, a in enumerate(args):
@@ -102,6 +117,8 @@ def serialize_args(function_name: str, args: tuple, kwargs: dict, ref_type: type
         for k, v in kwargs.items():
             _check_arg(function_name, f"keyword argument '{k}'", v)
         raise
+    check_inline_size(blob, f"The arguments of '{function_name}'")
+    return blob, deps
 
 
 def _check_arg(function_name: str, which: str, value: Any) -> None:

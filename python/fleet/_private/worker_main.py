@@ -98,11 +98,13 @@ class Executor:
     @staticmethod
     def _dump_return(fn_name: str, value: Any) -> bytes:
         try:
-            return serialization.dumps(value)
+            data = serialization.dumps(value)
         except TypeError as e:
             raise TypeError(
                 f"Could not serialize the return value of task '{fn_name}': {e}"
             ) from None
+        serialization.check_inline_size(data, f"The return value of task '{fn_name}'")
+        return data
 
     @staticmethod
     def _retryable(e: BaseException, retry_blob: bytes) -> bool:
