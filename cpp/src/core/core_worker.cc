@@ -390,7 +390,7 @@ void CoreWorker::FinishTask(uint64_t handle,
   }
   // Hold the reply back while more (short, pipelined) tasks wait here, so a
   // batch of replies costs one write and one wake-up of the submitter.
-  constexpr size_t kMaxHeldReplies = 16;
+  constexpr size_t kMaxHeldReplies = 32;
   bool hold = false;
   bool arm_timer = false;
   {

@@ -143,7 +143,7 @@ class CoreWorker {
   bool exiting_ = false;                                     // guarded by exec_mu_
   bool in_task_ = false;                                     // guarded by exec_mu_
   // Replies held back while more tasks are queued here, so several go out in
-  // one write: at most 16 of them, flushed before this worker waits for work
+  // one write: at most 32 of them, flushed before this worker waits for work
   // and by the io thread at most 1 ms after the first was held (a queued task
   // that runs long must not delay the replies before it).
   std::vector<std::shared_ptr<rpc::Connection>> held_replies_;  // guarded by exec_mu_

@@ -1,6 +1,7 @@
 // TaskSubmitter implementation; see task_submitter.h.
 #include "core/task_submitter.h"
 
+#include <algorithm>
 #include <asio/post.hpp>
 #include <cstdlib>
 #include <sstream>
@@ -207,9 +208,13 @@ void TaskSubmitter::DispatchLocked(const std::string& key, Outbox& out) {
   while (!ks.queue.empty()) {
     Lease* best = nullptr;
     LeasePtr best_ptr;
-    int depth = (ks.avg_exec_us >= 0 && ks.avg_exec_us < options_.pipeline_below_us)
-                    ? options_.max_tasks_in_flight_per_worker
-                    : 1;
+    // Queue about `pipeline_budget_us` of work per worker: deep for tiny
+    // tasks, one at a time for long (or not yet measured) ones.
+    int depth = 1;
+    if (ks.avg_exec_us >= 0) {
+      double fit = options_.pipeline_budget_us / std::max(ks.avg_exec_us, 1.0);
+      depth = static_cast<int>(std::clamp(fit, 1.0, double(options_.max_tasks_in_flight_per_worker)));
+    }
     // A submitting (non-io) thread only starts idle leases. Busy ones are
     // topped up by the io thread when their replies arrive, so the pushes go
     // out together with the other sends of that read (one write per worker)

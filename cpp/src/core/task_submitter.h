@@ -2,9 +2,9 @@
 //
 // Tasks are grouped by scheduling key (resource shape + function). For each
 // key the submitter leases workers from the local fleet-node and pushes tasks
-// straight to them: one at a time per lease until the function is known to be
-// short (average run time under `pipeline_below_us`), then up to
-// `max_tasks_in_flight_per_worker`. A lease with nothing to do lingers
+// straight to them: one at a time per lease until the function's average run
+// time is known, then as many as fit in `pipeline_budget_us` of work (at most
+// `max_tasks_in_flight_per_worker`). A lease with nothing to do lingers
 // `lease_linger_ms` and is then returned.
 // Top-level ObjectRef arguments owned here are resolved first and travel
 // inline; a failed dependency fails the task with the same error. A worker
@@ -32,8 +32,8 @@
 namespace fleet {
 
 struct SubmitterOptions {
-  int max_tasks_in_flight_per_worker = 8;  // for tasks known to be short
-  double pipeline_below_us = 2000;         // "short": average run time below this
+  int max_tasks_in_flight_per_worker = 32;  // for tasks known to be tiny
+  double pipeline_budget_us = 2000;         // queued work per worker, by average run time
   int max_pending_lease_requests = 10;
   int lease_linger_ms = 10;
 };

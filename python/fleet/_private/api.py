@@ -152,6 +152,7 @@ def init(
                     "listen_path": listen,
                     "log_to_driver": "1" if log_to_driver else "0",
                     "namespace": namespace or "",
+                    "max_tasks_in_flight": os.environ.get("FLEET_MAX_TASKS_IN_FLIGHT", ""),
                 }
             )
         except RuntimeError as e:
