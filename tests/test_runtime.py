@@ -1,0 +1,167 @@
+"""Runtime behaviours behind the API: the cluster token, worker pool sizing,
+reference counting in the owner, and leases given back when idle."""
+
+from __future__ import annotations
+
+import gc
+import glob
+import os
+import time
+
+import pytest
+
+from fleet._private import state
+from fleet_test_utils import run_python, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+T = 30
+
+
+def test_wrong_token_is_refused_with_a_clear_error_on_both_ends(tmp_path):
+    # A cluster started by a subprocess driver; a second driver joins it with
+    # the wrong token. The joiner gets a ConnectionError naming the token, and
+    # the daemon it tried logs the refusal.
+    code = f"""
+import json, os, time, fleet
+fleet.init(num_cpus=1)
+from fleet._private import state
+print("INFO" + json.dumps({{"gcs": state.gcs_address, "session": state.session_dir}}), flush=True)
+open({str(tmp_path / "up")!r}, "w").close()
+while not os.path.exists({str(tmp_path / "done")!r}):
+    time.sleep(0.05)
+fleet.shutdown()
+"""
+    import subprocess
+    import sys
+
+    from fleet_test_utils import fleet_env
+
+    owner = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=open(tmp_path / "out", "w"),
+        stderr=subprocess.STDOUT,
+        env=fleet_env(),
+    )
+    try:
+        assert wait_until(lambda: (tmp_path / "up").exists(), 30), (tmp_path / "out").read_text()
+        info = None
+        for line in (tmp_path / "out").read_text().splitlines():
+            if line.startswith("INFO"):
+                import json
+
+                info = json.loads(line[4:])
+        assert info
+        joiner = f"""
+import fleet
+from fleet._private import services
+services.read_cluster_file = lambda: {{"gcs_address": {info["gcs"]!r},
+    "node_socket": "unix:" + {info["session"]!r} + "/sockets/node.sock",
+    "session_dir": {info["session"]!r}, "node_ip": "127.0.0.1", "token": "unused"}}
+try:
+    fleet.init(address={info["gcs"]!r})
+    print("CONNECTED")
+except ConnectionError as e:
+    print("REFUSED", e)
+"""
+        res = run_python(joiner, env=fleet_env({"FLEET_CLUSTER_TOKEN": "not-the-token"}))
+        assert "REFUSED" in res.stdout, res.stdout + res.stderr
+        assert "token" in res.stdout.lower()
+        assert "refused" in res.stderr.lower()  # the client's own log line
+        logs = "".join(open(p).read() for p in glob.glob(info["session"] + "/logs/fleet-*.log"))
+        assert "refused connection" in logs and "token" in logs
+    finally:
+        (tmp_path / "done").touch()
+        owner.wait(30)
+
+
+def test_surplus_workers_are_reaped_back_to_num_cpus(fresh):
+    fleet = fresh
+    fleet.init(num_cpus=1)
+
+    @fleet.remote
+    def leaf(i):
+        return os.getpid()
+
+    @fleet.remote
+    def parent(depth):
+        # Blocks in get(): lends its CPU, so fleet-node starts more workers.
+        if depth == 0:
+            return {os.getpid()}
+        return {os.getpid()} | fleet.get(parent.remote(depth - 1), timeout=T)
+
+    pids = fleet.get(parent.remote(3), timeout=T)
+    assert len(pids) >= 3  # nested blocked tasks each needed a worker
+    core = state.core
+    # Idle workers beyond num_cpus exit after about a second of idleness.
+    assert wait_until(lambda: core.node_stats()["num_workers"] <= 1, 15), core.node_stats()
+    # And the pool still works.
+    assert fleet.get(leaf.remote(1), timeout=T) > 0
+
+
+def test_owner_frees_objects_when_refs_are_dropped(fresh):
+    fleet = fresh
+    fleet.init(num_cpus=2)
+
+    @fleet.remote
+    def f(i):
+        return i
+
+    core = state.core
+    base = core.num_objects()
+    refs = [f.remote(i) for i in range(3000)]
+    puts = [fleet.put(i) for i in range(1000)]
+    assert fleet.get(refs, timeout=T) == list(range(3000))
+    assert core.num_objects() >= base + 4000
+    del refs, puts
+    gc.collect()
+    assert core.num_objects() == base
+
+
+def test_refs_held_by_pending_tasks_keep_their_objects(fresh):
+    fleet = fresh
+    fleet.init(num_cpus=1)
+
+    @fleet.remote
+    def slow(x):
+        time.sleep(0.5)
+        return x
+
+    @fleet.remote
+    def add(a, b):
+        return a + b
+
+    a = fleet.put(40)
+    b = slow.remote(2)
+    out = add.remote(a, b)
+    del a, b  # only the pending task holds them now
+    gc.collect()
+    assert fleet.get(out, timeout=T) == 42
+
+
+def test_idle_leases_are_given_back(fresh):
+    fleet = fresh
+    fleet.init(num_cpus=2)
+
+    @fleet.remote
+    def f():
+        return 1
+
+    assert sum(fleet.get([f.remote() for _ in range(200)], timeout=T)) == 200
+    # Nothing runs now: every CPU is free again (eventually consistent).
+    assert wait_until(lambda: fleet.available_resources().get("CPU") == 2.0, 10), (
+        fleet.available_resources()
+    )
+
+
+def test_function_is_exported_once_per_job(fresh):
+    fleet = fresh
+    fleet.init(num_cpus=2)
+
+    @fleet.remote
+    def g(i):
+        return i
+
+    fleet.get([g.remote(i) for i in range(50)], timeout=T)
+    fleet.get(g.options(num_cpus=0.5).remote(1), timeout=T)
+    keys = state.core.kv_keys(f"fn:{state.core.job_id}:")
+    assert len([k for k in keys if k.endswith(":" + g._name)]) == 1, keys
