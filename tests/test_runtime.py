@@ -165,3 +165,23 @@ def test_function_is_exported_once_per_job(fresh):
     fleet.get(g.options(num_cpus=0.5).remote(1), timeout=T)
     keys = state.core.kv_keys(f"fn:{state.core.job_id}:")
     assert len([k for k in keys if k.endswith(":" + g._name)]) == 1, keys
+
+
+def test_worker_crash_error_explains_itself(fresh):
+    fleet = fresh
+    fleet.init(num_cpus=1)
+
+    @fleet.remote(max_retries=0)
+    def dies_loudly():
+        import sys
+
+        print("fleet-test: about to exit 7", file=sys.stderr, flush=True)
+        os._exit(7)
+
+    with pytest.raises(fleet.exceptions.WorkerCrashedError) as info:
+        fleet.get(dies_loudly.remote(), timeout=T)
+    text = str(info.value)
+    assert "dies_loudly" in text
+    assert "pid=" in text
+    assert "exited with code 7" in text
+    assert "fleet-test: about to exit 7" in text

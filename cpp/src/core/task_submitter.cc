@@ -396,12 +396,30 @@ void TaskSubmitter::OnTaskReply(const LeasePtr& lease, const TaskPtr& task, cons
   if (retry) {
     Enqueue(task);
   } else if (crashed) {
+    // Ask fleet-node why the worker ended (exit code or signal, and the end
+    // of its stderr) so the error explains itself.
     std::ostringstream os;
     os << "The worker (pid=" << lease->worker_pid << ") running task '"
        << task->spec().function_name() << "' died unexpectedly (" << s.message() << "). The task "
        << "was attempted " << task->spec().attempt() + 1 << " time(s) (max_retries="
-       << task->max_retries << "). The worker's output is in the node's logs/ folder.";
-    FailTask(task, kFlagWorkerCrashed, os.str());
+       << task->max_retries << ").";
+    std::string base = os.str();
+    rpc::Envelope req;
+    req.mutable_get_worker_exit()->set_worker_id(lease->worker_id);
+    node_->Call(req, [this, task, base](const Status& st, rpc::Envelope& info) {
+      std::string message = base;
+      const auto& r = info.get_worker_exit_reply();
+      if (st.ok() && r.known()) {
+        message += " The worker process " + r.reason() + ".";
+        if (r.last_lines_size() > 0) {
+          message += " Its last output on stderr:";
+          for (const auto& l : r.last_lines()) message += "\n    " + l;
+        }
+      } else {
+        message += " The worker's output is in the node's logs/ folder.";
+      }
+      FailTask(task, kFlagWorkerCrashed, message);
+    });
   } else {
     auto* r = reply.mutable_push_task_reply();
     int n = std::min<int>(r->returns_size(), static_cast<int>(task->return_ids.size()));

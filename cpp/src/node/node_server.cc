@@ -22,6 +22,9 @@ struct NodeServer::WorkerIo {
   std::string out_partial, err_partial;
   int log_fd = -1;
   std::deque<std::string> tail;  // last stderr lines, for error messages
+  bool err_eof = false;
+  bool exited = false;
+  std::string exit_reason;
   std::array<char, 8192> out_buf{}, err_buf{};
   WorkerIo(asio::io_context& io, int o, int e) : out(io, o), err(io, e) {}
   ~WorkerIo() {
@@ -206,6 +209,33 @@ void NodeServer::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
       if (blocked) Schedule();
       return;
     }
+    case rpc::Envelope::kGetWorkerExit: {
+      const std::string& wid = msg.get_worker_exit().worker_id();
+      if (exited_.count(wid) || !worker_io_.count(wid)) {
+        AnswerExit(conn, msg.request_id(), wid);  // known, or never ours
+        return;
+      }
+      exit_waiters_[wid].push_back({conn, msg.request_id()});
+      // Do not let the asker wait long for a worker that lingers.
+      auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::seconds(2));
+      std::weak_ptr<rpc::Connection> weak = conn;
+      uint64_t rid = msg.request_id();
+      timer->async_wait([this, timer, weak, rid, wid](const asio::error_code& ec) {
+        if (ec || stopped_) return;
+        auto it = exit_waiters_.find(wid);
+        if (it == exit_waiters_.end()) return;
+        auto& list = it->second;
+        for (auto w = list.begin(); w != list.end(); ++w) {
+          if (w->request_id == rid && w->conn.lock() == weak.lock()) {
+            if (auto c = weak.lock()) AnswerExit(c, rid, wid);
+            list.erase(w);
+            break;
+          }
+        }
+        if (list.empty()) exit_waiters_.erase(it);
+      });
+      return;
+    }
     case rpc::Envelope::kGetNodeStats: {
       auto* s = reply.mutable_get_node_stats_reply();
       for (auto& [k, v] : ToDoubles(resources_.total())) (*s->mutable_total())[k] = v;
@@ -345,7 +375,13 @@ void NodeServer::ReadWorkerOutput(std::shared_ptr<WorkerIo> wio, bool is_stderr)
   auto& sd = is_stderr ? wio->err : wio->out;
   auto& buf = is_stderr ? wio->err_buf : wio->out_buf;
   sd.async_read_some(asio::buffer(buf), [this, wio, is_stderr](const asio::error_code& ec, size_t n) {
-    if (ec) return;  // EOF: the worker exited
+    if (ec) {  // EOF: the worker exited (or closed its stderr)
+      if (is_stderr && !stopped_) {
+        wio->err_eof = true;
+        MaybeFinalizeExit(wio);
+      }
+      return;
+    }
     auto& buf2 = is_stderr ? wio->err_buf : wio->out_buf;
     auto& partial = is_stderr ? wio->err_partial : wio->out_partial;
     if (wio->log_fd >= 0) {
@@ -413,6 +449,41 @@ void NodeServer::OnWorkerGone(const std::string& worker_id, const std::string& w
   Schedule();
 }
 
+void NodeServer::MaybeFinalizeExit(const std::shared_ptr<WorkerIo>& wio) {
+  if (!wio->exited || !wio->err_eof) return;
+  ExitInfo info;
+  info.reason = wio->exit_reason;
+  info.last_lines.assign(wio->tail.begin(), wio->tail.end());
+  exited_[wio->worker_id] = std::move(info);
+  exited_order_.push_back(wio->worker_id);
+  if (exited_order_.size() > 256) {
+    exited_.erase(exited_order_.front());
+    exited_order_.pop_front();
+  }
+  auto waiters = exit_waiters_.find(wio->worker_id);
+  if (waiters != exit_waiters_.end()) {
+    auto list = std::move(waiters->second);
+    exit_waiters_.erase(waiters);
+    for (auto& w : list) {
+      if (auto c = w.conn.lock()) AnswerExit(c, w.request_id, wio->worker_id);
+    }
+  }
+  worker_io_.erase(wio->worker_id);
+}
+
+void NodeServer::AnswerExit(const rpc::ConnectionPtr& conn, uint64_t request_id,
+                            const std::string& worker_id) {
+  rpc::Envelope reply;
+  auto* r = reply.mutable_get_worker_exit_reply();
+  auto it = exited_.find(worker_id);
+  if (it != exited_.end()) {
+    r->set_known(true);
+    r->set_reason(it->second.reason);
+    for (auto& l : it->second.last_lines) r->add_last_lines(l);
+  }
+  conn->Reply(request_id, reply);
+}
+
 void NodeServer::FailPendingRequests(const std::string& why) {
   for (auto& e : pending_) {
     if (auto c = e.conn.lock()) {
@@ -434,12 +505,23 @@ void NodeServer::OnSigchld() {
     if (WIFEXITED(status)) {
       why << "exited with code " << WEXITSTATUS(status);
     } else if (WIFSIGNALED(status)) {
-      why << "killed by signal " << WTERMSIG(status);
+      int sig = WTERMSIG(status);
+      why << "was killed by signal " << sig;
+      if (sig == SIGKILL) why << " (SIGKILL: killed by a user or another process, or out of memory)";
+      if (sig == SIGSEGV) why << " (SIGSEGV: a crash in native code)";
     }
     if (id) {
       FLEET_LOG(INFO) << "worker pid " << pid << " " << why.str();
       OnWorkerGone(*id, why.str());
-      worker_io_.erase(*id);
+    }
+    for (auto& [wid, wio] : worker_io_) {
+      if (wio->pid == pid) {
+        wio->exited = true;
+        wio->exit_reason = why.str();
+        auto keep = wio;
+        MaybeFinalizeExit(keep);
+        break;
+      }
     }
   }
   sigchld_.async_wait([this](const asio::error_code& ec, int) {
@@ -458,7 +540,6 @@ void NodeServer::Tick() {
       c->second->Send(m);
     }
     pool_.Remove(w.id);  // no longer leasable; SIGCHLD reaps it
-    worker_io_.erase(w.id);
     auto wc = worker_conn_by_id_.find(w.id);
     if (wc != worker_conn_by_id_.end()) {
       worker_conns_.erase(wc->second.get());

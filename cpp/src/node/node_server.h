@@ -80,6 +80,10 @@ class NodeServer {
   void ReportResources();
   void ReadWorkerOutput(std::shared_ptr<WorkerIo> io, bool is_stderr);
   void FailPendingRequests(const std::string& why);
+  // Records why a worker ended once it has exited and its stderr is drained,
+  // and answers GetWorkerExit requests waiting for it.
+  void MaybeFinalizeExit(const std::shared_ptr<WorkerIo>& wio);
+  void AnswerExit(const rpc::ConnectionPtr& conn, uint64_t request_id, const std::string& worker_id);
 
   asio::io_context& io_;
   NodeOptions options_;
@@ -100,6 +104,17 @@ class NodeServer {
   std::map<std::string, rpc::ConnectionPtr> worker_conn_by_id_;
   std::set<rpc::ConnectionPtr> log_subscribers_;
   std::map<std::string, std::shared_ptr<WorkerIo>> worker_io_;  // by worker id
+  struct ExitInfo {
+    std::string reason;
+    std::vector<std::string> last_lines;
+  };
+  std::map<std::string, ExitInfo> exited_;     // by worker id, the last 256
+  std::deque<std::string> exited_order_;
+  struct ExitWaiter {
+    std::weak_ptr<rpc::Connection> conn;
+    uint64_t request_id;
+  };
+  std::map<std::string, std::vector<ExitWaiter>> exit_waiters_;  // by worker id
   int consecutive_start_failures_ = 0;
   std::string last_start_failure_;
 };
