@@ -123,6 +123,72 @@ def kill_leftovers(procs: Iterable[Proc]) -> None:
                 pass
 
 
+class FdRecorder:
+    """Records what this process writes to fds 1 and 2, from any thread.
+
+    For output that fleet's core writes straight to the driver's fds from its
+    C++ io thread (worker output with its "(pid=N)" prefix, warnings), at a
+    moment the test does not control. pytest's ``capfd`` loses such writes:
+    ``readouterr()`` does seek(0), read(), seek(0), truncate() on the file
+    behind the fd, so a write from another thread that lands inside that
+    sequence is thrown away, and a test polling ``readouterr()`` until a line
+    shows up then waits for it in vain. Here the fds point to files opened
+    with O_APPEND, read back through a separate descriptor and never
+    truncated, so nothing written can be lost. Leaving the ``with`` block
+    restores the fds and passes the recorded text on to them (pytest's
+    capture, or the terminal with -s); ``out``/``err`` stay readable.
+
+    Use it inside the test function, not in a fixture: pytest re-points fds 1
+    and 2 at its own capture files between the setup, call and teardown phases.
+    """
+
+    def __init__(self, directory):
+        self._saved: Dict[int, int] = {}
+        self._paths: Dict[int, str] = {}
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd in (1, 2):
+            path = os.path.join(directory, f"fd{fd}.txt")
+            f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._saved[fd] = os.dup(fd)
+            os.dup2(f, fd)
+            os.close(f)
+            self._paths[fd] = path
+
+    def _read(self, fd: int) -> str:
+        with open(self._paths[fd], "rb") as f:
+            return f.read().decode(errors="replace")
+
+    @property
+    def out(self) -> str:
+        """Everything written to fd 1 since the recorder started."""
+        return self._read(1)
+
+    @property
+    def err(self) -> str:
+        """Everything written to fd 2 since the recorder started."""
+        return self._read(2)
+
+    def __enter__(self) -> FdRecorder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for fd, saved in self._saved.items():
+            os.dup2(saved, fd)
+            os.close(saved)
+            data = self._read(fd).encode()
+            while data:
+                try:
+                    n = os.write(fd, data)
+                except OSError:
+                    break
+                data = data[n:]
+        self._saved.clear()
+
+
 def fleet_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """Environment for a subprocess that imports fleet from this checkout."""
     env = dict(os.environ)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from fleet_test_utils import fleet_env, run_python, wait_until
+from fleet_test_utils import FdRecorder, fleet_env, run_python, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -205,7 +205,7 @@ def test_invalid_runtime_env_raises(fresh):
     assert not fresh.is_initialized()
 
 
-def test_log_to_driver_false_suppresses_worker_output(fresh, capfd):
+def test_log_to_driver_false_suppresses_worker_output(fresh, tmp_path):
     fleet = fresh
     fleet.init(num_cpus=1, log_to_driver=False)
     token = f"quiet-{time.monotonic_ns()}"
@@ -215,18 +215,16 @@ def test_log_to_driver_false_suppresses_worker_output(fresh, capfd):
         print(token, flush=True)
         return 1
 
-    assert fleet.get(noisy.remote(), timeout=T) == 1
-    seen = []
+    with FdRecorder(tmp_path) as rec:
+        assert fleet.get(noisy.remote(), timeout=T) == 1
 
-    def found():
-        out, err = capfd.readouterr()
-        seen.append(out + err)
-        return token in "".join(seen)
+        def found():
+            return token in rec.out + rec.err
 
-    assert not wait_until(found, 1.5, 0.1), "".join(seen)
+        assert not wait_until(found, 1.5, 0.1), rec.out + rec.err
 
 
-def test_log_to_driver_true_by_default(fresh, capfd):
+def test_log_to_driver_true_by_default(fresh, tmp_path):
     fleet = fresh
     fleet.init(num_cpus=1)
     token = f"loud-{time.monotonic_ns()}"
@@ -236,15 +234,9 @@ def test_log_to_driver_true_by_default(fresh, capfd):
         print(token, flush=True)
         return 1
 
-    assert fleet.get(noisy.remote(), timeout=T) == 1
-    seen = []
-
-    def found():
-        out, _ = capfd.readouterr()
-        seen.append(out)
-        return token in "".join(seen)
-
-    assert wait_until(found, 5, 0.1), "".join(seen)
+    with FdRecorder(tmp_path) as rec:
+        assert fleet.get(noisy.remote(), timeout=T) == 1
+        assert wait_until(lambda: token in rec.out, 5, 0.1), rec.out
 
 
 def test_address_auto_without_a_cluster_raises_connection_error(tmp_path):

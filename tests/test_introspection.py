@@ -12,7 +12,7 @@ import time
 import pytest
 
 import fleet
-from fleet_test_utils import wait_until
+from fleet_test_utils import FdRecorder, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -137,18 +137,14 @@ def printer(token):
     return os.getpid()
 
 
-def test_print_in_task_reaches_driver_stdout(capfd):
+def test_print_in_task_reaches_driver_stdout(tmp_path):
+    # (FdRecorder, not capfd: capfd.readouterr() can drop a line that fleet's
+    # io thread writes while it runs; see FdRecorder.)
     token = f"tok{time.monotonic_ns()}"
-    pid = fleet.get(printer.remote(token), timeout=T)
-    seen = []
-
-    def found():
-        out, _ = capfd.readouterr()
-        seen.append(out)
-        return f"hello-{token}" in "".join(seen)
-
-    assert wait_until(found, 5, 0.1), "".join(seen)
-    lines = [ln for ln in "".join(seen).splitlines() if f"hello-{token}" in ln]
+    with FdRecorder(tmp_path) as rec:
+        pid = fleet.get(printer.remote(token), timeout=T)
+        assert wait_until(lambda: f"hello-{token}" in rec.out, 5, 0.1), rec.out
+    lines = [ln for ln in rec.out.splitlines() if f"hello-{token}" in ln]
     assert lines
     # Ray's prefix is "(pid=N)" or, in newer versions, "(task_name pid=N)".
     m = re.search(r"\((?:[^()\s]+ )?pid=(\d+)[^)]*\)", lines[0])
@@ -165,14 +161,12 @@ def stderr_printer(token):
     return True
 
 
-def test_stderr_in_task_reaches_driver(capfd):
+def test_stderr_in_task_reaches_driver(tmp_path):
     token = f"tok{time.monotonic_ns()}"
-    fleet.get(stderr_printer.remote(token), timeout=T)
-    seen = []
+    with FdRecorder(tmp_path) as rec:
+        fleet.get(stderr_printer.remote(token), timeout=T)
 
-    def found():
-        out, err = capfd.readouterr()
-        seen.append(out + err)
-        return f"err-{token}" in "".join(seen)
+        def found():
+            return f"err-{token}" in rec.out + rec.err
 
-    assert wait_until(found, 5, 0.1), "".join(seen)
+        assert wait_until(found, 5, 0.1), rec.out + rec.err

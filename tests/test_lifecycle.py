@@ -18,6 +18,7 @@ import time
 import pytest
 
 from fleet_test_utils import (
+    FdRecorder,
     Proc,
     cluster_procs,
     fleet_env,
@@ -171,7 +172,7 @@ def test_driver_exit_without_shutdown_is_quick():
     assert time.monotonic() - t0 < 15
 
 
-def test_infeasible_task_warns_and_shutdown_is_prompt(fresh, capfd):
+def test_infeasible_task_warns_and_shutdown_is_prompt(fresh, tmp_path):
     fleet = fresh
     fleet.init(num_cpus=1)
 
@@ -179,18 +180,16 @@ def test_infeasible_task_warns_and_shutdown_is_prompt(fresh, capfd):
     def too_big():
         return 1
 
-    ref = too_big.remote()
-    ready, not_ready = fleet.wait([ref], timeout=1)
-    assert ready == [] and not_ready == [ref]
-    seen = []
+    with FdRecorder(tmp_path) as rec:
+        ref = too_big.remote()
+        ready, not_ready = fleet.wait([ref], timeout=1)
+        assert ready == [] and not_ready == [ref]
 
-    def warned():
-        out, err = capfd.readouterr()
-        seen.append(err)
-        text = "".join(seen)
-        return "CPU" in text and "100" in text
+        def warned():
+            text = rec.err
+            return "CPU" in text and "100" in text
 
-    assert wait_until(warned, 8, 0.1), "".join(seen)
+        assert wait_until(warned, 8, 0.1), rec.err
     procs = cluster_procs()
     t0 = time.monotonic()
     fleet.shutdown()

@@ -185,3 +185,23 @@ def test_worker_crash_error_explains_itself(fresh):
     assert "pid=" in text
     assert "exited with code 7" in text
     assert "fleet-test: about to exit 7" in text
+
+
+def test_max_calls_retires_the_worker(fresh):
+    fleet = fresh
+    fleet.init(num_cpus=1)
+
+    @fleet.remote(max_calls=1)
+    def pid_once():
+        return os.getpid()
+
+    @fleet.remote(max_calls=2)
+    def pid_twice():
+        return os.getpid()
+
+    once = [fleet.get(pid_once.remote(), timeout=T) for _ in range(3)]
+    assert len(set(once)) == 3, once  # a fresh worker for every call
+    twice = [fleet.get(pid_twice.remote(), timeout=T) for _ in range(4)]
+    assert twice[0] == twice[1] and twice[2] == twice[3] and twice[0] != twice[2], twice
+    # Many calls at once: all complete, none is lost to a retiring worker.
+    assert len(fleet.get([pid_once.remote() for _ in range(6)], timeout=T)) == 6

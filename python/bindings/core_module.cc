@@ -100,7 +100,7 @@ NB_MODULE(_core, m) {
                           const std::string& function_name, int num_returns,
                           const std::map<std::string, double>& resources,
                           const nb::bytes& retry_exceptions,
-                          const std::map<std::string, std::string>& env_vars) {
+                          const std::map<std::string, std::string>& env_vars, int max_calls) {
         new (tt) TaskTemplate();
         fleet::rpc::TaskSpec* t = &tt->spec;
         t->set_function_key(function_key);
@@ -108,6 +108,7 @@ NB_MODULE(_core, m) {
         t->set_num_returns(num_returns);
         t->set_retry_exceptions(retry_exceptions.c_str(), retry_exceptions.size());
         t->set_resources(fleet::TaskSubmitter::EncodeResources(resources));
+        t->set_max_calls(max_calls);
         for (auto& [k, v] : env_vars) (*t->mutable_env_vars())[k] = v;
         tt->key = fleet::TaskSubmitter::SchedulingKey(*t);
       });
@@ -226,16 +227,18 @@ NB_MODULE(_core, m) {
              return nb::make_tuple(t->handle, Bytes(s.task_id()), s.job_id(), s.function_key(),
                                    s.function_name(), Bytes(s.args()), deps, s.num_returns(),
                                    Bytes(s.retry_exceptions()), env, gpus, s.attempt(),
-                                   s.resources());
+                                   s.resources(), s.max_calls());
            })
       .def("finish_task",
            [](PyCore& c, uint64_t handle, const std::vector<std::pair<nb::bytes, uint32_t>>& returns,
-              bool retryable) {
+              bool retryable, bool worker_exiting) {
              std::vector<std::pair<std::string, uint32_t>> r;
              r.reserve(returns.size());
              for (auto& [d, f] : returns) r.emplace_back(Str(d), f);
-             c.core().FinishTask(handle, std::move(r), retryable);
-           })
+             c.core().FinishTask(handle, std::move(r), retryable, worker_exiting);
+           },
+           nb::arg("handle"), nb::arg("returns"), nb::arg("retryable"),
+           nb::arg("worker_exiting") = false)
       // ---- control store
       .def("kv_put",
            [](PyCore& c, const std::string& key, const nb::bytes& value, bool overwrite) {

@@ -89,7 +89,9 @@ class RemoteFunction:
         from fleet import _core
 
         key = self._key if self._exported_to is core else self._export(core)
-        template = _core.TaskTemplate(key, name, o["num_returns"], resources, retry_blob, env)
+        template = _core.TaskTemplate(
+            key, name, o["num_returns"], resources, retry_blob, env, o["max_calls"] or 0
+        )
         self._prepared = (core, template, name, o["num_returns"], max_retries)
         return self._prepared
 

@@ -364,7 +364,7 @@ std::optional<ExecutableTask> CoreWorker::NextTask() {
 
 void CoreWorker::FinishTask(uint64_t handle,
                             std::vector<std::pair<std::string, uint32_t>>&& returns,
-                            bool retryable_error) {
+                            bool retryable_error, bool worker_exiting) {
   Pending p;
   bool more_queued;
   {
@@ -380,6 +380,7 @@ void CoreWorker::FinishTask(uint64_t handle,
   rpc::Envelope reply;
   auto* r = reply.mutable_push_task_reply();
   r->set_retryable_error(retryable_error);
+  r->set_worker_exiting(worker_exiting);
   r->set_exec_us(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
                                             std::chrono::steady_clock::now() - p.started)
                                             .count()));
@@ -395,7 +396,7 @@ void CoreWorker::FinishTask(uint64_t handle,
   bool arm_timer = false;
   {
     std::lock_guard<std::mutex> lk(exec_mu_);
-    hold = more_queued && num_held_ < kMaxHeldReplies;
+    hold = more_queued && !worker_exiting && num_held_ < kMaxHeldReplies;
     if (hold) {
       num_held_++;
       if (std::find(held_replies_.begin(), held_replies_.end(), conn) == held_replies_.end()) {

@@ -71,8 +71,9 @@ class CoreWorker {
   // Worker: blocks until a task arrives; nullopt once the worker must exit.
   std::optional<ExecutableTask> NextTask();
   // Worker: sends the reply for `handle`.
+  // `worker_exiting`: this worker leaves after the reply (max_calls reached).
   void FinishTask(uint64_t handle, std::vector<std::pair<std::string, uint32_t>>&& returns,
-                  bool retryable_error);
+                  bool retryable_error, bool worker_exiting = false);
 
   // ---- control store --------------------------------------------------------
   Status KvPut(const std::string& key, const std::string& value, bool overwrite, bool* added);

@@ -220,6 +220,8 @@ void TaskSubmitter::DispatchLocked(const std::string& key, Outbox& out) {
     // out together with the other sends of that read (one write per worker)
     // instead of one write and one wake-up per submitted task.
     if (!io_.get_executor().running_in_this_thread()) depth = 1;
+    // A worker that exits after max_calls must not have tasks queued behind.
+    if (ks.queue.front()->spec().max_calls() > 0) depth = 1;
     for (auto& l : ks.leases) {
       if (l->dead) continue;
       if (static_cast<int>(l->in_flight.size()) >= depth) continue;
@@ -357,7 +359,8 @@ void TaskSubmitter::OnTaskReply(const LeasePtr& lease, const TaskPtr& task, cons
   {
     std::lock_guard<std::mutex> lk(mu_);
     lease->in_flight.erase(task->spec().task_id());
-    if (!s.ok() && !lease->dead) {
+    bool exiting = s.ok() && reply.push_task_reply().worker_exiting();
+    if ((!s.ok() || exiting) && !lease->dead) {
       // The worker is gone: forget the lease before retrying, so the retry
       // cannot be pushed to the same dead connection and burn an attempt.
       lease->dead = true;

@@ -24,6 +24,8 @@ class Executor:
         self.functions: Dict[str, Any] = {}
         self.jobs_seen: set = set()
         self.job_id = -1
+        self.calls: Dict[str, int] = {}
+        self.exiting = False
         self.pid = os.getpid()
         self.ip = os.environ.get("FLEET_NODE_IP", "127.0.0.1")
         self.node_id = os.environ.get("FLEET_NODE_ID", "")
@@ -50,7 +52,7 @@ class Executor:
 
     def run(self, t: tuple) -> None:
         (handle, task_id, job_id, fn_key, fn_name, args_blob, deps, num_returns,
-         retry_blob, env_vars, gpu_ids, _attempt, resources) = t
+         retry_blob, env_vars, gpu_ids, _attempt, resources, max_calls) = t
         state.current_task_id = task_id
         state.current_function = fn_name
         state.current_gpu_ids = gpu_ids
@@ -80,7 +82,14 @@ class Executor:
             if changed_env:
                 self._restore_env(changed_env)
             state.current_task_id = None
-        core.finish_task(handle, returns, retryable)
+        exiting = False
+        if max_calls:
+            n = self.calls.get(fn_key, 0) + 1
+            self.calls[fn_key] = n
+            exiting = n >= max_calls
+        core.finish_task(handle, returns, retryable, exiting)
+        if exiting:
+            self.exiting = True  # max_calls reached: this worker leaves
 
     def _returns(self, fn_name: str, result: Any, num_returns: int) -> List[Tuple[bytes, int]]:
         if num_returns == 1:
@@ -162,7 +171,7 @@ def main() -> None:
     ex = Executor(core)
     next_task = core.next_task
     run = ex.run
-    while True:
+    while not ex.exiting:
         t = next_task()
         if t is None:
             break
