@@ -166,19 +166,38 @@ NB_MODULE(_core, m) {
             }
           },
           nb::arg("ids"), nb::arg("timeout_ms"), nb::arg("interruptible") = false)
-      .def("wait",
-           [](PyCore& c, const std::vector<nb::bytes>& ids, int num_returns, int64_t timeout_ms,
-              bool fetch_local) {
-             std::vector<std::string> v;
-             v.reserve(ids.size());
-             for (auto& i : ids) v.push_back(Str(i));
-             fleet::Result<std::vector<bool>> r = [&] {
-               nb::gil_scoped_release release;
-               return c.core().Wait(v, num_returns, timeout_ms, fetch_local);
-             }();
-             if (!r.ok()) throw std::runtime_error(r.status().message());
-             return r.value();
-           })
+      .def(
+          "wait",
+          [](PyCore& c, const std::vector<nb::bytes>& ids, int num_returns, int64_t timeout_ms,
+             bool fetch_local, bool interruptible) {
+            std::vector<std::string> v;
+            v.reserve(ids.size());
+            for (auto& i : ids) v.push_back(Str(i));
+            // Like get: wait in slices so Ctrl-C in the driver's main thread works.
+            constexpr int64_t kSliceMs = 100;
+            auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+            while (true) {
+              int64_t slice = timeout_ms;
+              if (interruptible && timeout_ms != 0) {
+                auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                deadline - std::chrono::steady_clock::now())
+                                .count();
+                slice = timeout_ms < 0 ? kSliceMs : std::max<int64_t>(0, std::min(left, kSliceMs));
+              }
+              fleet::Result<std::vector<bool>> r = [&] {
+                nb::gil_scoped_release release;
+                return c.core().Wait(v, num_returns, slice, fetch_local);
+              }();
+              if (!r.ok()) throw std::runtime_error(r.status().message());
+              int ready = 0;
+              for (bool b : r.value()) ready += b ? 1 : 0;
+              bool expired = timeout_ms >= 0 && std::chrono::steady_clock::now() >= deadline;
+              if (ready >= num_returns || slice == timeout_ms || expired) return r.value();
+              if (PyErr_CheckSignals() != 0) throw nb::python_error();
+            }
+          },
+          nb::arg("ids"), nb::arg("num_returns"), nb::arg("timeout_ms"), nb::arg("fetch_local"),
+          nb::arg("interruptible") = false)
       .def("add_ref", [](PyCore& c, const nb::bytes& id) { c.core().store().AddLocalRef(Str(id)); })
       .def("remove_ref",
            [](PyCore& c, const nb::bytes& id) {

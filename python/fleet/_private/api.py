@@ -371,7 +371,7 @@ def wait(
             f"num_returns cannot be greater than the number of objects provided to wait: "
             f"{num_returns} > {len(ids)}"
         )
-    flags = core.wait(ids, num_returns, ms, fetch_local)
+    flags = core.wait(ids, num_returns, ms, fetch_local, _interruptible())
     ready, not_ready = [], []
     for r, ok in zip(object_refs, flags):
         if ok and len(ready) < num_returns:
