@@ -24,4 +24,17 @@ echo "== ruff"
 
 echo "== Python tests"
 # Run from tests/ so `import fleet` is the installed package, not python/.
-cd tests && "$PY" -m pytest -q -p no:cacheprovider --timeout=300 "$@" .
+(cd tests && "$PY" -m pytest -q -p no:cacheprovider --timeout=300 "$@" .)
+
+echo "== Python tests again, with fleet-gcs and fleet-node built with ASan + UBSan"
+ninja -C build/asan -j "$JOBS" fleet-gcs fleet-node >/dev/null
+asan_tmp=$(mktemp -d /tmp/fleet-asan.XXXXXX)
+(cd tests && FLEET_BIN_DIR="$PWD/../build/asan" FLEET_TMPDIR="$asan_tmp" \
+  "$PY" -m pytest -q -p no:cacheprovider --timeout=300 "$@" .)
+if grep -rlE "ERROR: (Address|Leak)Sanitizer|runtime error:" "$asan_tmp" >/dev/null 2>&1; then
+  echo "sanitizer reports in the daemons' logs:"
+  grep -rE -A20 "ERROR: (Address|Leak)Sanitizer|runtime error:" "$asan_tmp" | head -100
+  exit 1
+fi
+rm -rf "$asan_tmp"
+echo "no sanitizer reports from the daemons"
