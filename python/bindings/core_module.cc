@@ -88,7 +88,6 @@ NB_MODULE(_core, m) {
   m.attr("FLAG_OWNER_DIED") = static_cast<int>(fleet::kFlagOwnerDied);
   m.attr("FLAG_TASK_CANCELLED") = static_cast<int>(fleet::kFlagTaskCancelled);
   m.attr("FLAG_SYSTEM_ERROR") = static_cast<int>(fleet::kFlagSystemError);
-  m.attr("FLAG_RAW") = static_cast<int>(fleet::kFlagRaw);
   m.attr("ERROR_FLAGS") = static_cast<int>(fleet::kErrorFlags);
 
   m.def("random_id", [] { return Bytes(fleet::RandomId()); });

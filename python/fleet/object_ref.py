@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from fleet._private import state
 
@@ -98,11 +98,6 @@ def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:
     if core is not None:
         core.register_borrowed(object_id, owner)
     return ObjectRef(object_id, owner)
-
-
-def make_ref(object_id: bytes, owner: Optional[str] = None) -> ObjectRef:
-    """Internal: wraps an id this process owns."""
-    return ObjectRef(object_id, owner or "")
 
 
 __all__ = ["ObjectRef"]

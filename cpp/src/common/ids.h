@@ -21,8 +21,6 @@ std::string FromHex(const std::string& hex);  // empty on bad input
 
 // Object id of the index-th return (1-based) of a task.
 std::string ReturnObjectId(const std::string& task_id, uint32_t index);
-// The task id an object id was derived from.
-inline std::string TaskIdOf(const std::string& object_id) { return object_id.substr(0, kUniqueIdSize); }
 
 // Makes task ids unique within a process: [job:4][process prefix:6][counter:6].
 class IdGenerator {

@@ -423,8 +423,6 @@ void CoreWorker::FinishTask(uint64_t handle,
   }
 }
 
-void CoreWorker::SetCurrentTask(const std::string&, uint32_t job_id) { job_id_ = job_id; }
-
 // ---- control store ----------------------------------------------------------------
 
 Status CoreWorker::KvPut(const std::string& key, const std::string& value, bool overwrite,

@@ -90,8 +90,6 @@ class CoreWorker {
   uint32_t job_id() const { return job_id_; }
   void set_job_id(uint32_t id) { job_id_ = id; }
   std::string NextTaskId() { return ids_.NextTaskId(job_id_); }
-  // The task this thread's process is running (workers), for nested ids.
-  void SetCurrentTask(const std::string& task_id, uint32_t job_id);
 
   // Stops the io thread and closes every connection. Idempotent.
   void Shutdown();

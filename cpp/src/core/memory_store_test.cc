@@ -19,6 +19,9 @@
 namespace fleet {
 namespace {
 
+// Flags are opaque to the store: any value must round-trip.
+constexpr uint32_t kAnyFlags = 1u << 8;
+
 using namespace std::chrono_literals;
 
 constexpr int64_t kLongMs = 20000;  // "forever" for a test, but bounded
@@ -36,7 +39,7 @@ MemoryStore::FetchFn NoFetch() {
 
 TEST(MemoryStoreTest, PutReadyThenGet) {
   MemoryStore store(NoFetch());
-  store.PutReady(Id("a"), "hello", kFlagRaw);
+  store.PutReady(Id("a"), "hello", kAnyFlags);
   EXPECT_TRUE(store.Contains(Id("a")));
   EXPECT_EQ(store.Size(), 1u);
   EXPECT_FALSE(store.OwnerOf(Id("a")).has_value());  // owned here
@@ -46,7 +49,7 @@ TEST(MemoryStoreTest, PutReadyThenGet) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   ASSERT_EQ(r.value().size(), 1u);
   EXPECT_EQ(r.value()[0].data, "hello");
-  EXPECT_EQ(r.value()[0].flags, kFlagRaw);
+  EXPECT_EQ(r.value()[0].flags, kAnyFlags);
   EXPECT_EQ(blocked, 0);  // ready: never blocked
 
   // Several ids, duplicates included, in order.
@@ -106,7 +109,7 @@ TEST(MemoryStoreTest, CompleteFromAnotherThreadWakesGet) {
   });
   // Complete only once the getter is really waiting.
   ASSERT_EQ(blocked_fut.wait_for(kLong), std::future_status::ready);
-  std::thread completer([&] { EXPECT_TRUE(store.Complete(Id("t"), "done", kFlagRaw)); });
+  std::thread completer([&] { EXPECT_TRUE(store.Complete(Id("t"), "done", kAnyFlags)); });
   completer.join();
 
   ASSERT_EQ(getter.wait_for(kLong), std::future_status::ready) << "Get was not woken";
@@ -114,7 +117,7 @@ TEST(MemoryStoreTest, CompleteFromAnotherThreadWakesGet) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   ASSERT_EQ(r.value().size(), 1u);
   EXPECT_EQ(r.value()[0].data, "done");
-  EXPECT_EQ(r.value()[0].flags, kFlagRaw);
+  EXPECT_EQ(r.value()[0].flags, kAnyFlags);
   EXPECT_EQ(block_events, (std::vector<bool>{true, false}));
 
   // Exactly once: a second completion is refused and does not overwrite.
@@ -314,7 +317,7 @@ TEST(MemoryStoreTest, BorrowedGetFetchesOnceFromOwner) {
       fetches.emplace_back(id, owner);
     }
     // The fake owner answers at once, like a GetObject reply would.
-    EXPECT_TRUE(store_ptr->Complete(id, "from-owner", kFlagRaw));
+    EXPECT_TRUE(store_ptr->Complete(id, "from-owner", kAnyFlags));
   });
   store_ptr = &store;
 
@@ -330,7 +333,7 @@ TEST(MemoryStoreTest, BorrowedGetFetchesOnceFromOwner) {
   auto r = store.Get({Id("b")}, kLongMs, nullptr);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r.value()[0].data, "from-owner");
-  EXPECT_EQ(r.value()[0].flags, kFlagRaw);
+  EXPECT_EQ(r.value()[0].flags, kAnyFlags);
 
   // Ready now: further gets do not fetch again.
   auto r2 = store.Get({Id("b")}, kLongMs, nullptr);

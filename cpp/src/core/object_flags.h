@@ -16,7 +16,6 @@ enum ObjectFlags : uint32_t {
   kFlagOwnerDied = 1u << 3,
   kFlagTaskCancelled = 1u << 4,
   kFlagSystemError = 1u << 5,
-  kFlagRaw = 1u << 8,            // bytes are the value itself (not pickled)
 };
 
 constexpr uint32_t kErrorFlags = kFlagPickledError | kFlagWorkerCrashed | kFlagObjectLost |

@@ -302,13 +302,8 @@ def get(
     except RuntimeError as e:
         raise _lost(e) from None
     loads = serialization.loads
-    out = []
-    for data, flags in results:
-        if flags:
-            out.append(serialization.value_from(data, flags))
-        else:
-            out.append(loads(data))
-    return out
+    value_from = serialization.value_from
+    return [value_from(data, flags) if flags else loads(data) for data, flags in results]
 
 
 def _interruptible() -> bool:

@@ -15,7 +15,6 @@ import os
 import secrets
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -57,9 +56,6 @@ def new_session_dir() -> str:
         pass
     return path
 
-
-def default_node_ip() -> str:
-    return "127.0.0.1"
 
 
 def system_memory_bytes() -> int:
@@ -325,14 +321,3 @@ def stop_pids(pids: List[int], timeout: float = 5.0) -> None:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-
-
-def local_hostname_ips() -> List[str]:
-    ips = {"127.0.0.1"}
-    try:
-        ips.add(socket.gethostbyname(socket.gethostname()))
-    except OSError:
-        pass
-    return sorted(ips)
-
-

@@ -16,6 +16,7 @@ from fleet import _core
 from fleet._private import serialization, state
 
 FLAG_PICKLED_ERROR = _core.FLAG_PICKLED_ERROR
+_pickle_dumps = pickle.dumps
 
 
 class Executor:
@@ -62,15 +63,18 @@ class Executor:
         if job_id != self.job_id:
             core.job_id = job_id  # nested tasks and puts belong to the caller's job
             self.job_id = job_id
-        changed_env = self._apply_env(env_vars, gpu_ids)
+        changed_env = self._apply_env(env_vars, gpu_ids) if (env_vars or gpu_ids) else None
         returns: List[Tuple[bytes, int]]
         retryable = False
         try:
             if job_id not in self.jobs_seen:
                 self._setup_job(job_id)
-            fn = self._function(fn_key, fn_name)
-            args, kwargs = serialization.deserialize_args(args_blob, deps)
-            result = fn(*args, **kwargs)
+            fn = self.functions.get(fn_key) or self._function(fn_key, fn_name)
+            if args_blob:
+                args, kwargs = serialization.deserialize_args(args_blob, deps)
+                result = fn(*args, **kwargs)
+            else:
+                result = fn()
             returns = self._returns(fn_name, result, num_returns)
         except KeyboardInterrupt:
             raise
@@ -93,6 +97,12 @@ class Executor:
 
     def _returns(self, fn_name: str, result: Any, num_returns: int) -> List[Tuple[bytes, int]]:
         if num_returns == 1:
+            try:  # the common case, inlined: plain pickle of a small value
+                data = _pickle_dumps(result, 5)
+                if len(data) < 65536 and b"__main__" not in data:
+                    return [(data, 0)]
+            except Exception:
+                pass
             return [(self._dump_return(fn_name, result), 0)]
         if num_returns == 0:
             return []
