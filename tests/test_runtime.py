@@ -205,3 +205,32 @@ def test_max_calls_retires_the_worker(fresh):
     assert twice[0] == twice[1] and twice[2] == twice[3] and twice[0] != twice[2], twice
     # Many calls at once: all complete, none is lost to a retiring worker.
     assert len(fleet.get([pid_once.remote() for _ in range(6)], timeout=T)) == 6
+
+
+def test_ctrl_c_interrupts_get_and_wait_in_the_driver():
+    code = """
+import os, signal, threading, time
+import fleet
+fleet.init(num_cpus=1)
+
+@fleet.remote
+def slow():
+    time.sleep(60)
+
+r = slow.remote()
+for call in (lambda: fleet.get(r), lambda: fleet.wait([r])):
+    threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    t0 = time.time()
+    try:
+        call()
+        print("NOT INTERRUPTED")
+    except KeyboardInterrupt:
+        print("INTERRUPTED", round(time.time() - t0, 1))
+fleet.shutdown()
+"""
+    res = run_python(code, timeout=60)
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith(("INTERRUPTED", "NOT"))]
+    assert len(lines) == 2 and all(ln.startswith("INTERRUPTED") for ln in lines), (
+        res.stdout + res.stderr
+    )
+    assert all(float(ln.split()[1]) < 10 for ln in lines), lines

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <memory>
+#include <optional>
 
 #include "common/ids.h"
 #include "core/core_worker.h"
@@ -79,6 +80,34 @@ nb::list ToPyObjects(const std::vector<fleet::StoredObject>& objs) {
   return out;
 }
 
+// Runs attempt(slice_ms, last) until it returns a value. Without
+// `interruptible` that is one attempt with the whole timeout. With it, the
+// wait is cut into 100 ms slices with a Ctrl-C check (PyErr_CheckSignals)
+// between them; `last` tells the attempt that the timeout is used up.
+template <typename Attempt>
+auto WaitInSlices(int64_t timeout_ms, bool interruptible, Attempt&& attempt) {
+  constexpr int64_t kSliceMs = 100;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (true) {
+    int64_t slice = timeout_ms;
+    bool last = true;
+    if (interruptible && timeout_ms != 0) {
+      if (timeout_ms < 0) {
+        slice = kSliceMs;
+        last = false;
+      } else {
+        int64_t left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           deadline - std::chrono::steady_clock::now())
+                           .count();
+        slice = std::clamp<int64_t>(left, 0, kSliceMs);
+        last = left <= kSliceMs;
+      }
+    }
+    if (auto r = attempt(slice, last)) return std::move(*r);
+    if (PyErr_CheckSignals() != 0) throw nb::python_error();
+  }
+}
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -133,36 +162,22 @@ NB_MODULE(_core, m) {
             std::vector<std::string> v;
             v.reserve(ids.size());
             for (auto& i : ids) v.push_back(Str(i));
-            // Waits in slices so Ctrl-C in the driver's main thread interrupts get().
-            constexpr int64_t kSliceMs = 100;
-            auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-            while (true) {
-              int64_t slice = timeout_ms;
-              if (interruptible) {
-                if (timeout_ms < 0) {
-                  slice = kSliceMs;
-                } else {
-                  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                  deadline - std::chrono::steady_clock::now())
-                                  .count();
-                  slice = std::max<int64_t>(0, std::min<int64_t>(left, kSliceMs));
-                }
-              }
-              fleet::Result<std::vector<fleet::StoredObject>> r = [&] {
-                nb::gil_scoped_release release;
-                return c.core().Get(v, slice);
-              }();
-              if (r.ok()) return ToPyObjects(r.value());
-              if (r.status().code() != StatusCode::kTimedOut) {
-                throw std::runtime_error(r.status().message());
-              }
-              bool expired = timeout_ms >= 0 && std::chrono::steady_clock::now() >= deadline;
-              if (!interruptible || expired) {
-                PyErr_SetString(PyExc_TimeoutError, r.status().message().c_str());
-                throw nb::python_error();
-              }
-              if (PyErr_CheckSignals() != 0) throw nb::python_error();
-            }
+            return WaitInSlices(timeout_ms, interruptible,
+                                [&](int64_t slice, bool last) -> std::optional<nb::list> {
+                                  fleet::Result<std::vector<fleet::StoredObject>> r = [&] {
+                                    nb::gil_scoped_release release;
+                                    return c.core().Get(v, slice);
+                                  }();
+                                  if (r.ok()) return ToPyObjects(r.value());
+                                  if (r.status().code() != StatusCode::kTimedOut) {
+                                    throw std::runtime_error(r.status().message());
+                                  }
+                                  if (last) {
+                                    PyErr_SetString(PyExc_TimeoutError, r.status().message().c_str());
+                                    throw nb::python_error();
+                                  }
+                                  return std::nullopt;
+                                });
           },
           nb::arg("ids"), nb::arg("timeout_ms"), nb::arg("interruptible") = false)
       .def(
@@ -172,28 +187,19 @@ NB_MODULE(_core, m) {
             std::vector<std::string> v;
             v.reserve(ids.size());
             for (auto& i : ids) v.push_back(Str(i));
-            // Like get: wait in slices so Ctrl-C in the driver's main thread works.
-            constexpr int64_t kSliceMs = 100;
-            auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-            while (true) {
-              int64_t slice = timeout_ms;
-              if (interruptible && timeout_ms != 0) {
-                auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                deadline - std::chrono::steady_clock::now())
-                                .count();
-                slice = timeout_ms < 0 ? kSliceMs : std::max<int64_t>(0, std::min(left, kSliceMs));
-              }
-              fleet::Result<std::vector<bool>> r = [&] {
-                nb::gil_scoped_release release;
-                return c.core().Wait(v, num_returns, slice, fetch_local);
-              }();
-              if (!r.ok()) throw std::runtime_error(r.status().message());
-              int ready = 0;
-              for (bool b : r.value()) ready += b ? 1 : 0;
-              bool expired = timeout_ms >= 0 && std::chrono::steady_clock::now() >= deadline;
-              if (ready >= num_returns || slice == timeout_ms || expired) return r.value();
-              if (PyErr_CheckSignals() != 0) throw nb::python_error();
-            }
+            return WaitInSlices(
+                timeout_ms, interruptible,
+                [&](int64_t slice, bool last) -> std::optional<std::vector<bool>> {
+                  fleet::Result<std::vector<bool>> r = [&] {
+                    nb::gil_scoped_release release;
+                    return c.core().Wait(v, num_returns, slice, fetch_local);
+                  }();
+                  if (!r.ok()) throw std::runtime_error(r.status().message());
+                  int ready = 0;
+                  for (bool b : r.value()) ready += b ? 1 : 0;
+                  if (ready >= num_returns || last) return r.value();
+                  return std::nullopt;
+                });
           },
           nb::arg("ids"), nb::arg("num_returns"), nb::arg("timeout_ms"), nb::arg("fetch_local"),
           nb::arg("interruptible") = false)
