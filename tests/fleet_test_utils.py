@@ -206,18 +206,23 @@ def fleet_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
 def run_python(
     code: str, timeout: float = 60, env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None
 ) -> subprocess.CompletedProcess:
-    """Runs `code` in a fresh interpreter (stdout/stderr to files, never pipes
-    that a detached grandchild could keep open)."""
+    """Runs `code` in a fresh interpreter; raises AssertionError on timeout."""
+    return run_argv([sys.executable, "-c", code], timeout, env, cwd)
+
+
+def run_argv(
+    argv: List[str],
+    timeout: float = 60,
+    env: Optional[Dict[str, str]] = None,
+    cwd: Optional[str] = None,
+) -> subprocess.CompletedProcess:
+    """Runs `argv` (stdout/stderr to files, never pipes that a detached
+    grandchild could keep open); raises AssertionError on timeout."""
     import tempfile
 
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         p = subprocess.Popen(
-            [sys.executable, "-c", code],
-            stdout=out,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-            env=env or fleet_env(),
-            cwd=cwd,
+            argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env or fleet_env(), cwd=cwd
         )
         try:
             rc = p.wait(timeout)
@@ -232,7 +237,8 @@ def run_python(
         )
     if rc is None:
         raise AssertionError(
-            f"subprocess timed out after {timeout} s\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
+            f"`{' '.join(argv)}` timed out after {timeout} s\n"
+            f"stdout:\n{res.stdout}\nstderr:\n{res.stderr}"
         )
     return res
 

@@ -14,13 +14,12 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 
 import pytest
 
-from fleet_test_utils import Proc, fleet_env, kill_leftovers, run_python, wait_dead
+from fleet_test_utils import Proc, fleet_env, kill_leftovers, run_argv, run_python, wait_dead
 
 pytest.importorskip("fleet.scripts")
 
@@ -34,25 +33,8 @@ def _free_port():
 
 
 def _cli(env, *args, timeout=30):
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.Popen(
-            [sys.executable, "-m", "fleet.scripts", *args],
-            stdout=out,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-        try:
-            rc = p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-            rc = None
-        out.seek(0)
-        err.seek(0)
-        o, e = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    assert rc is not None, f"`fleet {' '.join(args)}` timed out\n{o}\n{e}"
-    return rc, o, e
+    res = run_argv([sys.executable, "-m", "fleet.scripts", *args], timeout, env)
+    return res.returncode, res.stdout, res.stderr
 
 
 def _daemons_of(port):
