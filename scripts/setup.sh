@@ -29,4 +29,6 @@ echo "== building and installing fleet (C++ runtime + Python package)"
 CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
   "$PY" -m pip install -q --disable-pip-version-check --no-build-isolation . 2>&1 \
   | grep -v "Running pip as the 'root' user" || true
+# pyenv only puts new console scripts (the `fleet` command) on PATH after a rehash.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 "$PY" -c 'import fleet, fleet._core; print("fleet", fleet.__version__, "installed")'
