@@ -13,14 +13,10 @@ import pytest
 import fleet
 from fleet.exceptions import RayError, RayTaskError, WorkerCrashedError
 
-pytestmark = pytest.mark.timeout(90)
+# One shared cluster per module (conftest.fleet_cluster).
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("fleet_cluster")]
 
 T = 30
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _cluster(fleet_cluster):
-    yield fleet_cluster
 
 
 class CustomError(Exception):

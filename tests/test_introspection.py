@@ -14,14 +14,10 @@ import pytest
 import fleet
 from fleet_test_utils import FdRecorder, wait_until
 
-pytestmark = pytest.mark.timeout(90)
+# One shared cluster per module (conftest.fleet_cluster).
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("fleet_cluster")]
 
 T = 30
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _cluster(fleet_cluster):
-    yield fleet_cluster
 
 
 @fleet.remote

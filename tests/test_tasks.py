@@ -12,14 +12,10 @@ import pytest
 import fleet
 from fleet import ObjectRef
 
-pytestmark = pytest.mark.timeout(90)
+# One shared cluster per module (conftest.fleet_cluster).
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("fleet_cluster")]
 
 T = 30  # timeout (s) for every get/wait in this module
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _cluster(fleet_cluster):
-    yield fleet_cluster
 
 
 # ---------------------------------------------------------------- declaring
