@@ -21,6 +21,11 @@ std::string FromHex(const std::string& hex);  // empty on bad input
 
 // Object id of the index-th return (1-based) of a task.
 std::string ReturnObjectId(const std::string& task_id, uint32_t index);
+// Item `index` (from 0) of a streaming generator task: return index + 2
+// (index 1 is the task's own return, completed when the stream ends).
+inline std::string GeneratorItemId(const std::string& task_id, uint32_t index) {
+  return ReturnObjectId(task_id, index + 2);
+}
 
 // Makes task ids unique within a process: [job:4][process prefix:6][counter:6].
 class IdGenerator {

@@ -2,8 +2,10 @@
 #include "core/core_worker.h"
 
 #include <malloc.h>
-#include <algorithm>
+#include <signal.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include <asio/executor_work_guard.hpp>
 #include <asio/post.hpp>
@@ -88,9 +90,11 @@ Status CoreWorker::Init() {
   auto stats = GetNodeStats();
   if (stats.ok()) node_id_ = stats->node_id();
 
+  // Connected up front (workers too): actor updates arrive on it, and the io
+  // thread may need it, where connecting is not allowed.
+  auto gcs = Gcs();
+  if (!gcs.ok()) return gcs.status();
   if (!options_.is_worker) {
-    auto gcs = Gcs();
-    if (!gcs.ok()) return gcs.status();
     rpc::Envelope req;
     req.mutable_register_job()->set_driver_pid(getpid());
     req.mutable_register_job()->set_namespace_(options_.namespace_name);
@@ -102,6 +106,8 @@ Status CoreWorker::Init() {
   rpc::Hello submit_hello = hello;
   submit_hello.set_role("submitter");
   submitter_ = std::make_unique<TaskSubmitter>(io_, store_, node_, submit_hello, options_.submitter);
+  actor_submitter_ = std::make_unique<ActorSubmitter>(
+      io_, store_, [this] { return Gcs(); }, submit_hello);
   trim_timer_ = std::make_unique<asio::steady_timer>(io_);
   hold_timer_ = std::make_unique<asio::steady_timer>(io_);
   asio::post(io_, [this] { TrimMemory(); });
@@ -117,6 +123,7 @@ void CoreWorker::Shutdown() {
     exec_cv_.notify_all();
   }
   if (submitter_) submitter_->Shutdown();
+  if (actor_submitter_) actor_submitter_->Shutdown();
   if (io_thread_.joinable()) {
     std::promise<void> closed;
     asio::post(io_, [&] {
@@ -234,8 +241,10 @@ Result<rpc::ConnectionPtr> CoreWorker::Gcs() {
   hello.set_role(options_.is_worker ? "worker" : "driver");
   hello.set_worker_id(worker_id_);
   hello.set_pid(getpid());
-  auto c = rpc::ConnectAndStart(io_, options_.gcs_address, hello, nullptr, nullptr,
-                                options_.connect_timeout_ms);
+  auto c = rpc::ConnectAndStart(
+      io_, options_.gcs_address, hello,
+      [this](const rpc::ConnectionPtr& conn, rpc::Envelope& m) { OnGcsMessage(conn, m); }, nullptr,
+      options_.connect_timeout_ms);
   if (!c.ok()) {
     return Status(c.status().code(),
                   "cannot reach the fleet control store (fleet-gcs): " + c.status().message());
@@ -255,6 +264,9 @@ void CoreWorker::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
     case rpc::Envelope::kGetObject:
       HandleGetObject(conn, msg);
       break;
+    case rpc::Envelope::kCancelTask:
+      HandleCancelTask(msg);
+      break;
     case rpc::Envelope::kHello:
       break;
     default:
@@ -270,10 +282,10 @@ void CoreWorker::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
 void CoreWorker::HandlePushTask(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
   std::lock_guard<std::mutex> lk(exec_mu_);
   uint64_t handle = next_handle_++;
-  executing_[handle] = Pending{conn, msg.request_id(), {}};
   ExecutableTask t;
   t.handle = handle;
   t.spec = std::move(*msg.mutable_push_task()->mutable_spec());
+  executing_[handle] = Pending{conn, msg.request_id(), {}, t.spec.task_id()};
   exec_queue_.push_back(std::move(t));
   exec_cv_.notify_one();
 }
@@ -301,6 +313,156 @@ void CoreWorker::HandleGetObject(const rpc::ConnectionPtr& conn, rpc::Envelope& 
   } else if (r.value()) {
     reply_with(value);
   }
+}
+
+void CoreWorker::OnGcsMessage(const rpc::ConnectionPtr&, rpc::Envelope& msg) {
+  switch (msg.body_case()) {
+    case rpc::Envelope::kActorUpdate:
+      if (actor_submitter_) actor_submitter_->OnUpdate(msg.actor_update().info());
+      break;
+    case rpc::Envelope::kWarning:
+      WriteAll(2, "fleet: WARNING: " + msg.warning().message() + "\n");
+      break;
+    default:
+      break;
+  }
+}
+
+void CoreWorker::ReplyCancelled(uint64_t handle, const rpc::TaskSpec& spec) {
+  // requires exec_mu_ not held
+  std::vector<std::pair<std::string, uint32_t>> returns;
+  std::string text = "Task " + spec.function_name() + " (id " + ToHex(spec.task_id()) +
+                     ") was cancelled by fleet.cancel() before it started.";
+  for (int i = 0; i < std::max(1, spec.num_returns()); ++i) {
+    returns.emplace_back(text, kFlagTaskCancelled);
+  }
+  FinishTask(handle, std::move(returns), false);
+}
+
+void CoreWorker::HandleCancelTask(rpc::Envelope& msg) {
+  const std::string& task_id = msg.cancel_task().task_id();
+  std::optional<ExecutableTask> dropped;
+  {
+    std::lock_guard<std::mutex> lk(exec_mu_);
+    for (auto it = exec_queue_.begin(); it != exec_queue_.end(); ++it) {
+      if (it->handle != 0 && it->spec.task_id() == task_id) {
+        dropped = std::move(*it);
+        exec_queue_.erase(it);
+        break;
+      }
+    }
+    if (!dropped) {
+      if (concurrent_) {
+        // Running on a pool thread or the event loop: the Python loop cancels it.
+        ExecutableTask notice;
+        notice.handle = 0;
+        notice.spec.set_task_id(task_id);
+        exec_queue_.push_front(std::move(notice));
+        exec_cv_.notify_one();
+      } else if (in_task_ && current_task_id_ == task_id) {
+        // Running on the main thread: KeyboardInterrupt there.
+        cancel_requested_ = task_id;
+        pthread_kill(main_thread_, SIGINT);
+      }
+    }
+  }
+  if (dropped) ReplyCancelled(dropped->handle, dropped->spec);
+  if (msg.cancel_task().recursive()) submitter_->CancelChildren(task_id, /*force=*/false);
+}
+
+bool CoreWorker::TakeCancelRequest(const std::string& task_id) {
+  std::lock_guard<std::mutex> lk(exec_mu_);
+  if (cancel_requested_.empty() || cancel_requested_ != task_id) return false;
+  cancel_requested_.clear();
+  return true;
+}
+
+void CoreWorker::SetConcurrent(bool concurrent) {
+  std::lock_guard<std::mutex> lk(exec_mu_);
+  concurrent_ = concurrent;
+}
+
+void CoreWorker::SendGeneratorItem(uint64_t handle, int index, std::string data, uint32_t flags) {
+  std::shared_ptr<rpc::Connection> conn;
+  std::string task_id;
+  {
+    std::lock_guard<std::mutex> lk(exec_mu_);
+    auto it = executing_.find(handle);
+    if (it == executing_.end()) return;
+    conn = it->second.conn.lock();
+    task_id = it->second.task_id;
+  }
+  if (!conn) return;
+  rpc::Envelope m;
+  auto* g = m.mutable_generator_item();
+  g->set_task_id(task_id);
+  g->set_index(index);
+  g->set_data(std::move(data));
+  g->set_flags(flags);
+  conn->Send(m);
+}
+
+bool CoreWorker::CancelTask(const std::string& task_id, bool force, bool recursive) {
+  if (submitter_->Cancel(task_id, force, recursive)) return true;
+  return actor_submitter_->Cancel(task_id, recursive);
+}
+
+std::vector<std::string> CoreWorker::SubmitActorTask(TaskSubmission&& call, int max_task_retries) {
+  call.spec.set_owner_address(address_);
+  if (options_.is_worker) {
+    std::lock_guard<std::mutex> lk(exec_mu_);
+    call.spec.set_parent_task_id(current_task_id_);
+  }
+  return actor_submitter_->Submit(std::move(call), max_task_retries);
+}
+
+Status CoreWorker::KillActor(const std::string& actor_id, bool no_restart, const std::string& reason) {
+  auto gcs = Gcs();
+  if (!gcs.ok()) return gcs.status();
+  rpc::Envelope req;
+  auto* k = req.mutable_kill_actor();
+  k->set_actor_id(actor_id);
+  k->set_no_restart(no_restart);
+  k->set_reason(reason);
+  auto r = gcs.value()->CallSync(req, kRpcTimeoutMs);
+  if (!r.ok()) return r.status();
+  if (!r.value().kill_actor_reply().found()) return Status::NotFound("no such actor");
+  return Status::OK();
+}
+
+Result<std::optional<rpc::ActorInfo>> CoreWorker::GetNamedActor(const std::string& name,
+                                                               const std::string& ns) {
+  auto gcs = Gcs();
+  if (!gcs.ok()) return gcs.status();
+  rpc::Envelope req;
+  req.mutable_get_named_actor()->set_name(name);
+  req.mutable_get_named_actor()->set_namespace_(ns);
+  auto r = gcs.value()->CallSync(req, kRpcTimeoutMs);
+  if (!r.ok()) return r.status();
+  auto* g = r.value().mutable_get_named_actor_reply();
+  if (!g->found()) return std::optional<rpc::ActorInfo>();
+  return std::optional<rpc::ActorInfo>(std::move(*g->mutable_info()));
+}
+
+Result<std::vector<rpc::ActorInfo>> CoreWorker::ListActors() {
+  auto gcs = Gcs();
+  if (!gcs.ok()) return gcs.status();
+  rpc::Envelope req;
+  req.mutable_list_actors();
+  auto r = gcs.value()->CallSync(req, kRpcTimeoutMs);
+  if (!r.ok()) return r.status();
+  const auto& l = r.value().list_actors_reply().actors();
+  return std::vector<rpc::ActorInfo>(l.begin(), l.end());
+}
+
+Status CoreWorker::ReportActorExiting(const std::string& actor_id, const std::string& reason) {
+  auto gcs = Gcs();
+  if (!gcs.ok()) return gcs.status();
+  rpc::Envelope req;
+  req.mutable_actor_exiting()->set_actor_id(actor_id);
+  req.mutable_actor_exiting()->set_reason(reason);
+  auto r = gcs.value()->CallSync(req, kRpcTimeoutMs);
+  return r.ok() ? Status::OK() : r.status();
 }
 
 void CoreWorker::OnNodeMessage(const rpc::ConnectionPtr&, rpc::Envelope& msg) {
@@ -331,6 +493,10 @@ void CoreWorker::OnNodeMessage(const rpc::ConnectionPtr&, rpc::Envelope& msg) {
 
 std::vector<std::string> CoreWorker::SubmitTask(TaskSubmission&& task) {
   task.spec.set_owner_address(address_);
+  if (options_.is_worker) {
+    std::lock_guard<std::mutex> lk(exec_mu_);
+    task.spec.set_parent_task_id(current_task_id_);
+  }
   return submitter_->Submit(std::move(task));
 }
 
@@ -347,6 +513,8 @@ void CoreWorker::FlushHeldReplies() {
 std::optional<ExecutableTask> CoreWorker::NextTask() {
   std::unique_lock<std::mutex> lk(exec_mu_);
   in_task_ = false;
+  current_task_id_.clear();
+  main_thread_ = pthread_self();
   if (exec_queue_.empty() && num_held_ > 0) {
     lk.unlock();
     FlushHeldReplies();
@@ -356,7 +524,9 @@ std::optional<ExecutableTask> CoreWorker::NextTask() {
   if (exec_queue_.empty()) return std::nullopt;  // exiting with nothing queued
   ExecutableTask t = std::move(exec_queue_.front());
   exec_queue_.pop_front();
+  if (t.handle == 0) return t;  // a cancel notice (concurrent execution)
   in_task_ = true;
+  if (!concurrent_) current_task_id_ = t.spec.task_id();
   auto it = executing_.find(t.handle);
   if (it != executing_.end()) it->second.started = std::chrono::steady_clock::now();
   return t;
@@ -396,7 +566,7 @@ void CoreWorker::FinishTask(uint64_t handle,
   bool arm_timer = false;
   {
     std::lock_guard<std::mutex> lk(exec_mu_);
-    hold = more_queued && !worker_exiting && num_held_ < kMaxHeldReplies;
+    hold = more_queued && !worker_exiting && !concurrent_ && num_held_ < kMaxHeldReplies;
     if (hold) {
       num_held_++;
       if (std::find(held_replies_.begin(), held_replies_.end(), conn) == held_replies_.end()) {

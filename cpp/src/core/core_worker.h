@@ -8,6 +8,8 @@
 // (with the GIL released for anything that blocks).
 #pragma once
 
+#include <pthread.h>
+
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
 #include <chrono>
@@ -23,6 +25,7 @@
 
 #include "common/ids.h"
 #include "common/status.h"
+#include "core/actor_submitter.h"
 #include "core/memory_store.h"
 #include "core/task_submitter.h"
 #include "rpc/connection.h"
@@ -75,6 +78,29 @@ class CoreWorker {
   void FinishTask(uint64_t handle, std::vector<std::pair<std::string, uint32_t>>&& returns,
                   bool retryable_error, bool worker_exiting = false);
 
+  // fleet.cancel(ref): the task (normal or actor call) that makes `task_id`.
+  // False if it is not pending in this process (finished, or not ours).
+  bool CancelTask(const std::string& task_id, bool force, bool recursive);
+
+  // ---- actors (see ActorSubmitter) ------------------------------------------
+  ActorSubmitter& actors() { return *actor_submitter_; }
+  std::vector<std::string> SubmitActorTask(TaskSubmission&& call, int max_task_retries);
+  Status KillActor(const std::string& actor_id, bool no_restart, const std::string& reason);
+  Result<std::optional<rpc::ActorInfo>> GetNamedActor(const std::string& name, const std::string& ns);
+  Result<std::vector<rpc::ActorInfo>> ListActors();
+  // Actor worker: tells fleet-gcs this exit is intended (no restart).
+  Status ReportActorExiting(const std::string& actor_id, const std::string& reason);
+
+  // ---- worker execution details ---------------------------------------------
+  // Concurrent execution (async or threaded actor): replies are not held
+  // back, and cancellation of a running call is queued as a notice for the
+  // Python loop (handle 0) instead of interrupting the main thread.
+  void SetConcurrent(bool concurrent);
+  // True (once) if a cancel arrived for `task_id` while it ran.
+  bool TakeCancelRequest(const std::string& task_id);
+  // Streaming generator: sends item `index` of the task behind `handle`.
+  void SendGeneratorItem(uint64_t handle, int index, std::string data, uint32_t flags);
+
   // ---- control store --------------------------------------------------------
   Status KvPut(const std::string& key, const std::string& value, bool overwrite, bool* added);
   Result<std::optional<std::string>> KvGet(const std::string& key);
@@ -101,6 +127,9 @@ class CoreWorker {
   void OnNodeMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
   void HandlePushTask(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
   void HandleGetObject(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
+  void HandleCancelTask(rpc::Envelope& msg);
+  void OnGcsMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
+  void ReplyCancelled(uint64_t handle, const rpc::TaskSpec& spec);
   void FetchFromOwner(const std::string& id, const std::string& owner_address);
   Result<rpc::ConnectionPtr> ConnectionTo(const std::string& address);
   Result<rpc::ConnectionPtr> Gcs();
@@ -123,6 +152,7 @@ class CoreWorker {
   rpc::ConnectionPtr node_;
   std::unique_ptr<rpc::Listener> listener_;
   std::unique_ptr<TaskSubmitter> submitter_;
+  std::unique_ptr<ActorSubmitter> actor_submitter_;
 
   std::mutex conn_mu_;
   rpc::ConnectionPtr gcs_;                                   // guarded by conn_mu_
@@ -135,12 +165,17 @@ class CoreWorker {
     std::weak_ptr<rpc::Connection> conn;
     uint64_t request_id;
     std::chrono::steady_clock::time_point started;
+    std::string task_id;
   };
   std::deque<ExecutableTask> exec_queue_;                    // guarded by exec_mu_
   std::map<uint64_t, Pending> executing_;                    // guarded by exec_mu_
   uint64_t next_handle_ = 1;                                 // guarded by exec_mu_
   bool exiting_ = false;                                     // guarded by exec_mu_
   bool in_task_ = false;                                     // guarded by exec_mu_
+  std::string current_task_id_;     // run by the main thread; guarded by exec_mu_
+  pthread_t main_thread_{};         // the thread that calls NextTask; guarded by exec_mu_
+  bool concurrent_ = false;                                  // guarded by exec_mu_
+  std::string cancel_requested_;                             // guarded by exec_mu_
   // Replies held back while more tasks are queued here, so several go out in
   // one write: at most 32 of them, flushed before this worker waits for work
   // and by the io thread at most 1 ms after the first was held (a queued task

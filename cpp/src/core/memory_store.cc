@@ -35,6 +35,18 @@ bool MemoryStore::Complete(const std::string& id, std::string data, uint32_t fla
   return true;
 }
 
+void MemoryStore::PutOrComplete(const std::string& id, std::string data, uint32_t flags) {
+  std::vector<ReadyCallback> callbacks;
+  StoredObject copy;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto [it, inserted] = objects_.try_emplace(id);
+    if (it->second.ready) return;
+    FinishCompleteLocked(it, std::move(data), flags, &callbacks, &copy);
+  }
+  for (auto& cb : callbacks) cb(copy);
+}
+
 void MemoryStore::FinishCompleteLocked(std::unordered_map<std::string, Entry>::iterator it,
                                        std::string data, uint32_t flags,
                                        std::vector<ReadyCallback>* callbacks, StoredObject* copy) {

@@ -45,6 +45,9 @@ class MemoryStore {
   // Sets the value of a pending (or borrowed) entry and wakes its waiters.
   // Dropped if the entry was freed meanwhile. Returns true if stored.
   bool Complete(const std::string& id, std::string data, uint32_t flags);
+  // A streaming generator's item: creates the (owned) entry ready, or
+  // completes it if a reader already waits on it. Duplicates are dropped.
+  void PutOrComplete(const std::string& id, std::string data, uint32_t flags);
   // Records a borrowed ref; no-op if known.
   void RegisterBorrowed(const std::string& id, const std::string& owner_address);
 

@@ -16,9 +16,16 @@ enum ObjectFlags : uint32_t {
   kFlagOwnerDied = 1u << 3,
   kFlagTaskCancelled = 1u << 4,
   kFlagSystemError = 1u << 5,
+  // The actor running the call is dead: bytes = message, or (with
+  // kFlagPickledError) the pickled error its constructor raised.
+  kFlagActorDied = 1u << 6,
+  // Not an error: the task is a streaming generator; its value is the count
+  // of items it produced.
+  kFlagGeneratorEnd = 1u << 7,
 };
 
 constexpr uint32_t kErrorFlags = kFlagPickledError | kFlagWorkerCrashed | kFlagObjectLost |
-                                 kFlagOwnerDied | kFlagTaskCancelled | kFlagSystemError;
+                                 kFlagOwnerDied | kFlagTaskCancelled | kFlagSystemError |
+                                 kFlagActorDied;
 
 }  // namespace fleet

@@ -8,6 +8,7 @@
 
 #include "common/ids.h"
 #include "common/logging.h"
+#include "core/dependency_resolver.h"
 #include "core/object_flags.h"
 
 namespace fleet {
@@ -18,8 +19,8 @@ struct TaskSubmitter::Task {
   std::vector<std::string> dep_ids;
   int max_retries = 0;
   int retries_left = 0;
-  int unresolved = 0;
-  bool failed = false;  // a dependency failed: returns already set
+  bool cancelled = false;      // fleet.cancel: never retried; fails as TaskCancelledError
+  std::weak_ptr<Lease> lease;  // where it runs, once pushed
   std::string key;
   const rpc::TaskSpec& spec() const { return push.push_task().spec(); }
   rpc::TaskSpec* mutable_spec() { return push.mutable_push_task()->mutable_spec(); }
@@ -113,74 +114,29 @@ std::vector<std::string> TaskSubmitter::Submit(TaskSubmission&& submission) {
   {
     std::lock_guard<std::mutex> lk(mu_);
     num_pending_++;
+    tasks_by_id_[spec->task_id()] = task;
   }
-  // Resolve top-level ObjectRef arguments: ready ones are inlined now, others
-  // as they arrive (owned: when their task finishes; borrowed: when fetched).
-  spec->mutable_deps()->Reserve(static_cast<int>(task->dep_ids.size()));
-  task->unresolved = static_cast<int>(task->dep_ids.size()) + 1;  // +1 guards this loop
-  for (size_t i = 0; i < task->dep_ids.size(); ++i) {
-    const std::string& id = task->dep_ids[i];
-    spec->add_deps()->set_object_id(id);
-    store_.AddSubmittedRef(id);
-  }
+  for (const auto& id : task->dep_ids) store_.AddSubmittedRef(id);
   std::vector<std::string> result = task->return_ids;
-  for (size_t i = 0; i < task->dep_ids.size(); ++i) {
-    StoredObject value;
-    auto r = store_.GetOrSubscribe(task->dep_ids[i], &value,
-                                   [this, task, i](const StoredObject& v) {
-                                     OnDependencyReady(task, i, v);
-                                   });
-    if (!r.ok()) {
-      StoredObject lost;
-      lost.flags = kFlagObjectLost;
-      lost.data = "Task " + spec->function_name() + " could not get its argument: " +
-                  r.status().message();
-      OnDependencyReady(task, i, lost);
-    } else if (r.value()) {
-      OnDependencyReady(task, i, value);
-    }
-  }
-  StoredObject none;
-  OnDependencyReady(task, SIZE_MAX, none);  // drop the loop guard
-  return result;
-}
-
-void TaskSubmitter::OnDependencyReady(const TaskPtr& task, size_t dep_index,
-                                      const StoredObject& value) {
-  bool fail_now = false;
-  bool ready = false;
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    if (dep_index != SIZE_MAX) {
-      rpc::TaskArg* arg = task->mutable_spec()->mutable_deps(static_cast<int>(dep_index));
-      if ((value.flags & kErrorFlags) && !task->failed) {
-        task->failed = true;
-        fail_now = true;
-      }
-      arg->set_is_inline(true);
-      arg->set_data(value.data);
-      arg->set_flags(value.flags);
-    }
-    ready = --task->unresolved == 0;
-  }
-  if (fail_now) {
-    // A failed dependency fails its dependents with the original error.
-    for (const auto& id : task->return_ids) store_.Complete(id, value.data, value.flags);
-  }
-  if (ready) {
-    if (task->failed) {
+  // Ready arguments are inlined now, others as they arrive (owned: when
+  // their task finishes; borrowed: when fetched from the owner).
+  ResolveDependencies(store_, spec, task->dep_ids, task, [this, task](const StoredObject* failure) {
+    if (failure) {
+      // A failed dependency fails its dependents with the original error.
+      for (const auto& id : task->return_ids) store_.Complete(id, failure->data, failure->flags);
       FinishTask(task);
     } else {
       Enqueue(task);
     }
-  }
+  });
+  return result;
 }
 
 void TaskSubmitter::Enqueue(const TaskPtr& task) {
   Outbox out;
   {
     std::lock_guard<std::mutex> lk(mu_);
-    if (shutdown_) {
+    if (shutdown_ || task->cancelled) {
       out.enqueue_failed.push_back(task);
     } else {
       auto& ks = keys_[task->key];
@@ -195,8 +151,12 @@ void TaskSubmitter::Enqueue(const TaskPtr& task) {
     }
   }
   for (auto& t : out.enqueue_failed) {
-    FailTask(t, kFlagSystemError, "fleet is shutting down; task " + t->spec().function_name() +
-                                      " was not run");
+    if (t->cancelled) {
+      FailTask(t, kFlagTaskCancelled, CancelledMessage(*t));
+    } else {
+      FailTask(t, kFlagSystemError, "fleet is shutting down; task " + t->spec().function_name() +
+                                        " was not run");
+    }
   }
   Flush(out);
 }
@@ -237,6 +197,7 @@ void TaskSubmitter::DispatchLocked(const std::string& key, Outbox& out) {
     spec->clear_gpu_ids();
     for (int g : best->gpu_ids) spec->add_gpu_ids(g);
     best->in_flight.emplace(spec->task_id(), task);
+    task->lease = best_ptr;
     out.pushes.emplace_back(best_ptr, task);
   }
   if (!ks.queue.empty()) {
@@ -355,6 +316,7 @@ void TaskSubmitter::OnTaskReply(const LeasePtr& lease, const TaskPtr& task, cons
                                 rpc::Envelope& reply) {
   bool retry = false;
   bool crashed = false;
+  bool cancelled = false;
   bool lease_lost = false;
   {
     std::lock_guard<std::mutex> lk(mu_);
@@ -376,7 +338,9 @@ void TaskSubmitter::OnTaskReply(const LeasePtr& lease, const TaskPtr& task, cons
         avg = avg < 0 ? us : 0.8 * avg + 0.2 * us;
       }
     }
-    if (!s.ok() || reply.push_task_reply().retryable_error()) {
+    if (task->cancelled && (!s.ok() || reply.push_task_reply().retryable_error())) {
+      cancelled = true;
+    } else if (!s.ok() || reply.push_task_reply().retryable_error()) {
       if (task->retries_left > 0 && !shutdown_) {
         task->retries_left--;
         task->mutable_spec()->set_attempt(task->spec().attempt() + 1);
@@ -396,7 +360,9 @@ void TaskSubmitter::OnTaskReply(const LeasePtr& lease, const TaskPtr& task, cons
     ret.mutable_return_lease()->set_worker_failed(true);
     node_->Send(ret);
   }
-  if (retry) {
+  if (cancelled) {
+    FailTask(task, kFlagTaskCancelled, CancelledMessage(*task));
+  } else if (retry) {
     Enqueue(task);
   } else if (crashed) {
     // Ask fleet-node why the worker ended (exit code or signal, and the end
@@ -453,6 +419,75 @@ void TaskSubmitter::FinishTask(const TaskPtr& task) {
   for (const auto& id : task->dep_ids) store_.RemoveSubmittedRef(id);
   std::lock_guard<std::mutex> lk(mu_);
   num_pending_--;
+  tasks_by_id_.erase(task->spec().task_id());
+}
+
+std::string TaskSubmitter::CancelledMessage(const Task& task) {
+  return "Task " + task.spec().function_name() + " (id " + ToHex(task.spec().task_id()) +
+         ") was cancelled by fleet.cancel().";
+}
+
+bool TaskSubmitter::Cancel(const std::string& task_id, bool force, bool recursive) {
+  TaskPtr to_fail;
+  LeasePtr to_kill;
+  rpc::ConnectionPtr notify;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = tasks_by_id_.find(task_id);
+    if (it == tasks_by_id_.end()) return false;
+    TaskPtr task = it->second.lock();
+    if (!task || task->cancelled) return task != nullptr;
+    task->cancelled = true;
+    auto kit = keys_.find(task->key);
+    if (kit != keys_.end()) {
+      auto& q = kit->second->queue;
+      auto pos = std::find(q.begin(), q.end(), task);
+      if (pos != q.end()) {
+        q.erase(pos);
+        to_fail = task;
+      }
+    }
+    if (!to_fail) {
+      LeasePtr lease = task->lease.lock();
+      if (lease && !lease->dead && lease->in_flight.count(task_id)) {
+        if (force) {
+          // Kill the worker: its reply never comes, the task fails as cancelled.
+          lease->dead = true;
+          if (kit != keys_.end()) std::erase(kit->second->leases, lease);
+          to_kill = lease;
+        } else {
+          notify = lease->conn;
+        }
+      }
+      // Otherwise its arguments are still resolving: Enqueue fails it.
+    }
+  }
+  if (to_fail) FailTask(to_fail, kFlagTaskCancelled, CancelledMessage(*to_fail));
+  if (to_kill) {
+    rpc::Envelope ret;
+    ret.mutable_return_lease()->set_worker_id(to_kill->worker_id);
+    ret.mutable_return_lease()->set_worker_failed(true);
+    node_->Send(ret);
+  }
+  if (notify) {
+    rpc::Envelope m;
+    m.mutable_cancel_task()->set_task_id(task_id);
+    m.mutable_cancel_task()->set_recursive(recursive);
+    notify->Send(m);
+  }
+  return true;
+}
+
+void TaskSubmitter::CancelChildren(const std::string& parent_task_id, bool force) {
+  std::vector<std::string> children;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (auto& [id, weak] : tasks_by_id_) {
+      auto t = weak.lock();
+      if (t && !t->cancelled && t->spec().parent_task_id() == parent_task_id) children.push_back(id);
+    }
+  }
+  for (auto& id : children) Cancel(id, force, /*recursive=*/true);
 }
 
 void TaskSubmitter::ArmLingerTimer() {

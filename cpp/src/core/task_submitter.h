@@ -63,6 +63,13 @@ class TaskSubmitter {
   static std::string EncodeResources(const std::map<std::string, double>& resources);
   static std::map<std::string, double> DecodeResources(const std::string& text);
 
+  // fleet.cancel: a queued task fails at once with TaskCancelledError; a
+  // running one is interrupted by its worker (force: the worker is killed).
+  // Returns false if the task is not pending here (finished, or unknown).
+  bool Cancel(const std::string& task_id, bool force, bool recursive);
+  // Cancels the pending tasks submitted by `parent_task_id` (recursive cancel).
+  void CancelChildren(const std::string& parent_task_id, bool force);
+
   // Returns every held lease and fails every queued task (at shutdown).
   void Shutdown();
   size_t NumPendingTasks() const;
@@ -74,7 +81,6 @@ class TaskSubmitter {
   using TaskPtr = std::shared_ptr<Task>;
   using LeasePtr = std::shared_ptr<Lease>;
 
-  void OnDependencyReady(const TaskPtr& task, size_t dep_index, const StoredObject& value);
   void Enqueue(const TaskPtr& task);
   // Pushes queued tasks onto leases / asks for leases. Requires the lock;
   // collects socket work into `sends` to do after unlocking.
@@ -86,6 +92,7 @@ class TaskSubmitter {
                    rpc::Envelope& reply);
   void FailTask(const TaskPtr& task, uint32_t flags, const std::string& message);
   void FinishTask(const TaskPtr& task);
+  static std::string CancelledMessage(const Task& task);
   void ArmLingerTimer();
   void ReturnIdleLeases();
 
@@ -98,6 +105,7 @@ class TaskSubmitter {
   mutable std::mutex mu_;
   std::unordered_map<std::string, std::unique_ptr<KeyState>> keys_;  // guarded by mu_
   size_t num_pending_ = 0;                                          // guarded by mu_
+  std::unordered_map<std::string, std::weak_ptr<Task>> tasks_by_id_;  // guarded by mu_
   bool shutdown_ = false;                                           // guarded by mu_
   bool linger_armed_ = false;                                       // guarded by mu_
   asio::steady_timer linger_timer_;                                 // io thread only

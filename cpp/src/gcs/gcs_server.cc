@@ -1,6 +1,8 @@
 // GcsServer implementation; see gcs_server.h.
 #include "gcs/gcs_server.h"
 
+#include <asio/post.hpp>
+
 #include "common/ids.h"
 #include "common/logging.h"
 
@@ -15,7 +17,20 @@ int64_t NowMs() {
 }  // namespace
 
 GcsServer::GcsServer(asio::io_context& io, GcsOptions options)
-    : io_(io), options_(std::move(options)), health_timer_(io) {}
+    : io_(io), options_(std::move(options)), health_timer_(io),
+      actors_(
+          io, options_.token,
+          [this] {
+            std::vector<rpc::NodeInfo> alive;
+            for (auto& [id, n] : nodes_) {
+              if (n.info.alive()) alive.push_back(n.info);
+            }
+            return alive;
+          },
+          [this](uint32_t job) -> rpc::ConnectionPtr {
+            auto it = driver_of_job_.find(job);
+            return it == driver_of_job_.end() ? nullptr : it->second.lock();
+          }) {}
 
 Result<int> GcsServer::Start() {
   listener_ = std::make_unique<rpc::Listener>(
@@ -49,6 +64,7 @@ void GcsServer::CheckHealth() {
       MarkDead(node, "missed health checks for " + std::to_string(options_.health_timeout_ms) + " ms");
     }
   }
+  actors_.Tick();
   health_timer_.expires_after(std::chrono::milliseconds(options_.health_check_period_ms));
   health_timer_.async_wait([this](const asio::error_code& ec) {
     if (!ec) CheckHealth();
@@ -64,8 +80,12 @@ void GcsServer::OnClose(const rpc::ConnectionPtr& conn, const Status&) {
     auto& job = jobs_[it->second];
     job.set_finished(true);
     job.set_end_time_ms(NowMs());
+    uint32_t job_id = it->second;
     job_of_conn_.erase(it);
+    driver_of_job_.erase(job_id);
+    actors_.OnJobFinished(job_id);
   }
+  actors_.OnConnectionClosed(conn.get());
 }
 
 void GcsServer::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
@@ -83,6 +103,7 @@ void GcsServer::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
       FLEET_LOG(INFO) << "node " << ToHex(entry.info.node_id()) << " registered from "
                       << entry.info.node_ip();
       reply.mutable_register_node_reply();
+      asio::post(io_, [this] { actors_.OnNodesChanged(); });
       break;
     }
     case rpc::Envelope::kReportResources: {
@@ -107,6 +128,7 @@ void GcsServer::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
       job.set_start_time_ms(NowMs());
       jobs_[id] = job;
       job_of_conn_[conn.get()] = id;
+      driver_of_job_[id] = conn;
       reply.mutable_register_job_reply()->set_job_id(id);
       break;
     }
@@ -143,6 +165,28 @@ void GcsServer::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
       }
       break;
     }
+    case rpc::Envelope::kRegisterActor:
+      actors_.Register(msg.register_actor(), reply);
+      break;
+    case rpc::Envelope::kCreateActor:
+      actors_.Create(*msg.mutable_create_actor());
+      return;  // push
+    case rpc::Envelope::kSubscribeActor:
+      actors_.Subscribe(conn, msg.subscribe_actor().actor_id());
+      return;  // push; updates follow as pushes
+    case rpc::Envelope::kKillActor:
+      actors_.Kill(msg.kill_actor(), reply);
+      break;
+    case rpc::Envelope::kGetNamedActor:
+      actors_.GetNamed(msg.get_named_actor(), reply);
+      break;
+    case rpc::Envelope::kListActors:
+      actors_.List(reply);
+      break;
+    case rpc::Envelope::kActorExiting:
+      actors_.Exiting(msg.actor_exiting());
+      reply.mutable_actor_exiting_reply();
+      break;
     case rpc::Envelope::kGetNodeStats:
       reply.mutable_get_node_stats_reply();  // answers connection probes
       break;

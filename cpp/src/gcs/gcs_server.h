@@ -1,6 +1,6 @@
 // GcsServer: the control store (fleet-gcs). Holds the node table (with health
-// checks), the job table and a key-value store that serves as the function
-// table. State lives in memory.
+// checks), the job table, the actor directory (ActorManager) and a key-value
+// store that serves as the function table. State lives in memory.
 //
 // A node is alive while its connection is open and it reports within
 // `health_timeout_ms`; otherwise it is marked dead with a reason. All state is
@@ -15,6 +15,7 @@
 #include <string>
 
 #include "fleet.pb.h"
+#include "gcs/actor_manager.h"
 #include "rpc/connection.h"
 #include "rpc/listener.h"
 
@@ -55,7 +56,9 @@ class GcsServer {
   std::map<std::string, std::string> kv_;
   std::map<uint32_t, rpc::JobInfo> jobs_;
   std::map<const rpc::Connection*, uint32_t> job_of_conn_;
+  std::map<uint32_t, std::weak_ptr<rpc::Connection>> driver_of_job_;
   uint32_t next_job_id_ = 1;
+  ActorManager actors_;
 };
 
 }  // namespace fleet::gcs

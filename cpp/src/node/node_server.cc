@@ -144,6 +144,7 @@ void NodeServer::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
       e.conn = conn;
       e.request_id = msg.request_id();
       e.resources = FromDoubles({r.resources().begin(), r.resources().end()});
+      e.placement = FromDoubles({r.placement().begin(), r.placement().end()});
       e.description = r.description();
       e.key = r.scheduling_key();
       e.since = std::chrono::steady_clock::now();
@@ -300,7 +301,7 @@ void NodeServer::Schedule() {
       it = pending_.erase(it);
       continue;
     }
-    if (!resources_.Feasible(it->resources)) {
+    if (!resources_.Feasible(it->resources) || !resources_.Feasible(it->placement)) {
       ++it;
       continue;
     }
@@ -548,7 +549,7 @@ void NodeServer::Tick() {
   }
   // Requests no node can satisfy: tell the requester, once.
   for (auto& e : pending_) {
-    if (e.warned || resources_.Feasible(e.resources)) continue;
+    if (e.warned || (resources_.Feasible(e.resources) && resources_.Feasible(e.placement))) continue;
     if (now - e.since < std::chrono::milliseconds(options_.infeasible_warning_ms)) continue;
     e.warned = true;
     std::string text = "The task '" + e.description + "' requires " + Describe(e.resources) +

@@ -56,6 +56,7 @@ class NodeServer {
     std::weak_ptr<rpc::Connection> conn;
     uint64_t request_id;
     ResourceSet resources;
+    ResourceSet placement;   // must fit the node's total, not held (actors)
     std::string description;
     std::string key;
     std::chrono::steady_clock::time_point since;

@@ -1,0 +1,414 @@
+// ActorSubmitter implementation; see actor_submitter.h.
+#include "core/actor_submitter.h"
+
+#include <algorithm>
+
+#include "common/ids.h"
+#include "common/logging.h"
+#include "core/dependency_resolver.h"
+#include "core/object_flags.h"
+
+namespace fleet {
+
+namespace {
+constexpr int kRpcTimeoutMs = 60000;
+
+const char* StateName(rpc::ActorInfo::State s) {
+  switch (s) {
+    case rpc::ActorInfo::PENDING:
+      return "PENDING";
+    case rpc::ActorInfo::ALIVE:
+      return "ALIVE";
+    case rpc::ActorInfo::RESTARTING:
+      return "RESTARTING";
+    case rpc::ActorInfo::DEAD:
+      return "DEAD";
+    default:
+      return "UNKNOWN";
+  }
+}
+}  // namespace
+
+struct ActorSubmitter::Call {
+  rpc::Envelope push;  // body = push_task; reused across attempts
+  std::vector<std::string> return_ids;
+  std::vector<std::string> dep_ids;
+  int max_retries = 0;
+  int retries_left = 0;
+  bool resolved = false;
+  bool done = false;       // returns already set (failed argument, cancelled): skip it
+  bool cancelled = false;
+  uint64_t seq = 0;
+  const rpc::TaskSpec& spec() const { return push.push_task().spec(); }
+  rpc::TaskSpec* mutable_spec() { return push.mutable_push_task()->mutable_spec(); }
+};
+
+struct ActorSubmitter::Actor {
+  std::string id;
+  std::string class_name;
+  rpc::ActorInfo::State state = rpc::ActorInfo::PENDING;
+  bool subscribed = false;
+  int incarnation = 0;  // restarts as last heard
+  rpc::ConnectionPtr conn;
+  std::deque<CallPtr> queue;             // not sent yet, in submission order
+  std::map<uint64_t, CallPtr> in_flight; // sent, by sequence number
+  uint64_t next_seq = 0;
+  std::string death_reason;
+  std::string death_error;
+};
+
+ActorSubmitter::ActorSubmitter(asio::io_context& io, MemoryStore& store, GcsFn gcs, rpc::Hello hello)
+    : io_(io), store_(store), gcs_(std::move(gcs)), hello_(std::move(hello)) {}
+
+ActorSubmitter::~ActorSubmitter() = default;
+
+ActorSubmitter::Actor& ActorSubmitter::ActorLocked(const std::string& actor_id) {
+  auto& a = actors_[actor_id];
+  if (!a) {
+    a = std::make_unique<Actor>();
+    a->id = actor_id;
+  }
+  return *a;
+}
+
+void ActorSubmitter::SubscribeLocked(Actor& a) {
+  if (a.subscribed) return;
+  auto gcs = gcs_();
+  if (!gcs.ok()) {
+    FLEET_LOG(WARNING) << "cannot subscribe to actor " << ToHex(a.id) << ": "
+                       << gcs.status().message();
+    return;
+  }
+  a.subscribed = true;
+  rpc::Envelope m;
+  m.mutable_subscribe_actor()->set_actor_id(a.id);
+  gcs.value()->Send(m);
+}
+
+Result<RegisteredActor> ActorSubmitter::Register(const rpc::ActorInfo& info, bool get_if_exists) {
+  auto gcs = gcs_();
+  if (!gcs.ok()) return gcs.status();
+  rpc::Envelope req;
+  *req.mutable_register_actor()->mutable_info() = info;
+  req.mutable_register_actor()->set_get_if_exists(get_if_exists);
+  auto r = gcs.value()->CallSync(req, kRpcTimeoutMs);
+  if (!r.ok()) return r.status();
+  const auto& rep = r.value().register_actor_reply();
+  if (!rep.error().empty()) return Status::Invalid(rep.error());
+  RegisteredActor out;
+  out.actor_id = rep.actor_id();
+  out.existed = rep.existed();
+  out.handle_meta = rep.handle_meta();
+  std::lock_guard<std::mutex> lk(mu_);
+  Actor& a = ActorLocked(out.actor_id);
+  if (a.class_name.empty()) a.class_name = info.class_name();
+  return out;
+}
+
+void ActorSubmitter::Create(TaskSubmission&& creation) {
+  auto holder = std::make_shared<rpc::CreateActor>();
+  *holder->mutable_spec() = std::move(creation.spec);
+  auto deps = std::move(creation.dep_ids);
+  for (const auto& id : deps) store_.AddSubmittedRef(id);
+  ResolveDependencies(
+      store_, holder->mutable_spec(), deps, holder,
+      [this, holder, deps](const StoredObject* failure) {
+        if (failure) {
+          // The constructor can never run: report it as the actor's death.
+          rpc::Envelope kill;
+          kill.mutable_kill_actor()->set_actor_id(holder->spec().actor_id());
+          kill.mutable_kill_actor()->set_no_restart(true);
+          kill.mutable_kill_actor()->set_reason(
+              "an argument of its constructor could not be resolved (its task failed or the "
+              "object was lost)");
+          if (auto gcs = gcs_(); gcs.ok()) gcs.value()->Send(kill);
+        } else if (auto gcs = gcs_(); gcs.ok()) {
+          rpc::Envelope m;
+          *m.mutable_create_actor() = std::move(*holder);
+          gcs.value()->Send(m);
+        }
+        // The values travel inline in the creation task; the refs can go.
+        for (const auto& id : deps) store_.RemoveSubmittedRef(id);
+      });
+}
+
+std::vector<std::string> ActorSubmitter::Submit(TaskSubmission&& submission, int max_task_retries) {
+  auto call = std::make_shared<Call>();
+  *call->mutable_spec() = std::move(submission.spec);
+  rpc::TaskSpec* spec = call->mutable_spec();
+  call->max_retries = max_task_retries;
+  call->retries_left = max_task_retries;
+  call->dep_ids = std::move(submission.dep_ids);
+  int n = spec->num_returns();
+  call->return_ids.reserve(n);
+  for (int i = 1; i <= n; ++i) {
+    call->return_ids.push_back(ReturnObjectId(spec->task_id(), static_cast<uint32_t>(i)));
+    store_.CreatePending(call->return_ids.back(), /*local_refs=*/1);
+  }
+  std::vector<std::string> result = call->return_ids;
+  for (const auto& id : call->dep_ids) store_.AddSubmittedRef(id);
+  std::string actor_id = spec->actor_id();
+  bool dead = false;
+  std::string dead_data;
+  uint32_t dead_flags = 0;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    Actor& a = ActorLocked(actor_id);
+    SubscribeLocked(a);
+    if (a.state == rpc::ActorInfo::DEAD || shutdown_) {
+      dead = true;
+      if (shutdown_) {
+        dead_flags = kFlagSystemError;
+        dead_data = "fleet was shut down before the call was sent";
+      } else if (!a.death_error.empty()) {
+        dead_flags = kFlagActorDied | kFlagPickledError;
+        dead_data = a.death_error;
+      } else {
+        dead_flags = kFlagActorDied;
+        dead_data = DeathMessage(a, *call);
+      }
+    } else {
+      call->seq = a.next_seq++;
+      a.queue.push_back(call);
+      calls_by_id_[spec->task_id()] = call;
+    }
+  }
+  if (dead) {
+    FailCall(call, dead_flags, dead_data);
+    return result;
+  }
+  ResolveDependencies(store_, spec, call->dep_ids, call,
+                      [this, call, actor_id](const StoredObject* failure) {
+                        if (failure) FailCall(call, failure->flags, failure->data);
+                        std::lock_guard<std::mutex> lk(mu_);
+                        call->resolved = true;
+                        auto it = actors_.find(actor_id);
+                        if (it != actors_.end()) SendReadyLocked(*it->second);
+                      });
+  return result;
+}
+
+void ActorSubmitter::ReleaseHandle(const std::string& actor_id) {
+  auto call = std::make_shared<Call>();
+  rpc::TaskSpec* spec = call->mutable_spec();
+  spec->set_task_id(RandomId());
+  spec->set_actor_id(actor_id);
+  spec->set_kind(rpc::ACTOR_EXIT);
+  spec->set_num_returns(0);
+  call->resolved = true;
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = actors_.find(actor_id);
+  if (it == actors_.end() || shutdown_) return;
+  Actor& a = *it->second;
+  if (a.state == rpc::ActorInfo::DEAD) return;
+  spec->set_function_name(a.class_name + ".__exit__");
+  SubscribeLocked(a);
+  call->seq = a.next_seq++;
+  a.queue.push_back(call);
+  SendReadyLocked(a);
+}
+
+void ActorSubmitter::SendReadyLocked(Actor& a) {
+  while (!a.queue.empty()) {
+    CallPtr c = a.queue.front();
+    if (c->done) {
+      a.queue.pop_front();
+      continue;
+    }
+    if (!c->resolved || a.state != rpc::ActorInfo::ALIVE || !a.conn) break;
+    a.queue.pop_front();
+    a.in_flight[c->seq] = c;
+    std::string id = a.id;
+    a.conn->Call(c->push, [this, id, c](const Status& s, rpc::Envelope& reply) {
+      OnReply(id, c, s, reply);
+    });
+  }
+}
+
+void ActorSubmitter::OnReply(const std::string& actor_id, const CallPtr& call, const Status& s,
+                             rpc::Envelope& reply) {
+  if (!s.ok()) return;  // connection lost: fleet-gcs's update decides (OnUpdate)
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = actors_.find(actor_id);
+    if (it == actors_.end()) return;
+    auto f = it->second->in_flight.find(call->seq);
+    if (f == it->second->in_flight.end() || f->second != call) return;  // already resolved
+    it->second->in_flight.erase(f);
+  }
+  auto* r = reply.mutable_push_task_reply();
+  int n = std::min<int>(r->returns_size(), static_cast<int>(call->return_ids.size()));
+  for (int i = 0; i < n; ++i) {
+    auto* ret = r->mutable_returns(i);
+    store_.Complete(call->return_ids[i], std::move(*ret->mutable_data()), ret->flags());
+  }
+  for (size_t i = n; i < call->return_ids.size(); ++i) {
+    store_.Complete(call->return_ids[i], "actor call returned fewer values than num_returns",
+                    kFlagSystemError);
+  }
+  FinishCall(call);
+}
+
+void ActorSubmitter::OnUpdate(const rpc::ActorInfo& info) {
+  std::vector<std::pair<CallPtr, std::pair<uint32_t, std::string>>> to_fail;
+  rpc::ConnectionPtr to_close;  // closed outside the lock: its close handler locks
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    Actor& a = ActorLocked(info.actor_id());
+    if (a.state == rpc::ActorInfo::DEAD) return;
+    if (!info.class_name().empty()) a.class_name = info.class_name();
+    bool new_life = info.num_restarts() > a.incarnation || info.state() == rpc::ActorInfo::RESTARTING ||
+                    info.state() == rpc::ActorInfo::DEAD;
+    std::vector<CallPtr> lost;
+    if (new_life) {
+      for (auto& [seq, c] : a.in_flight) lost.push_back(c);
+      a.in_flight.clear();
+      to_close = std::move(a.conn);
+      a.conn.reset();
+    }
+    a.incarnation = std::max(a.incarnation, info.num_restarts());
+    a.state = info.state();
+    a.death_reason = info.death_reason();
+    a.death_error = info.death_error();
+    auto fail_data = [&](const Call& c) -> std::pair<uint32_t, std::string> {
+      if (!a.death_error.empty()) return {kFlagActorDied | kFlagPickledError, a.death_error};
+      return {kFlagActorDied, DeathMessage(a, c)};
+    };
+    if (a.state == rpc::ActorInfo::DEAD) {
+      for (auto& c : lost) to_fail.push_back({c, fail_data(*c)});
+      for (auto& c : a.queue) {
+        if (!c->done) to_fail.push_back({c, fail_data(*c)});
+      }
+      a.queue.clear();
+    } else {
+      // Calls the old incarnation never answered: resend while retries allow.
+      for (auto it = lost.rbegin(); it != lost.rend(); ++it) {
+        CallPtr c = *it;
+        if (c->spec().kind() == rpc::ACTOR_EXIT) continue;
+        if (c->retries_left != 0 && !c->cancelled) {
+          if (c->retries_left > 0) c->retries_left--;
+          c->mutable_spec()->set_attempt(c->spec().attempt() + 1);
+          a.queue.push_front(c);
+        } else {
+          std::string text = "The actor " + a.class_name + " (id " + ToHex(a.id) +
+                             ") died while running " + c->spec().function_name() + ": " +
+                             a.death_reason + ". The call was not retried (max_task_retries=" +
+                             std::to_string(c->max_retries) + "); the actor is restarting.";
+          to_fail.push_back({c, {c->cancelled ? kFlagTaskCancelled : kFlagActorDied, text}});
+        }
+      }
+      if (a.state == rpc::ActorInfo::ALIVE && !a.conn) {
+        auto conn = rpc::Connect(io_, info.address(), hello_);
+        if (!conn.ok()) {
+          FLEET_LOG(WARNING) << "cannot reach actor " << ToHex(a.id) << " at " << info.address()
+                             << ": " << conn.status().message();
+        } else {
+          a.conn = conn.value();
+          std::string id = a.id;
+          std::weak_ptr<rpc::Connection> weak = a.conn;
+          a.conn->Start(
+              [this](const rpc::ConnectionPtr&, rpc::Envelope& m) {
+                if (m.has_generator_item()) {
+                  auto* g = m.mutable_generator_item();
+                  store_.PutOrComplete(GeneratorItemId(g->task_id(), g->index()),
+                                       std::move(*g->mutable_data()), g->flags());
+                }
+              },
+              [this, id, weak](const rpc::ConnectionPtr&, const Status&) {
+                std::lock_guard<std::mutex> lk2(mu_);
+                auto it = actors_.find(id);
+                if (it != actors_.end() && it->second->conn == weak.lock()) it->second->conn.reset();
+                // In-flight calls wait for fleet-gcs's verdict (restart or death).
+              });
+        }
+      }
+      SendReadyLocked(a);
+    }
+  }
+  if (to_close) to_close->Close();
+  for (auto& [c, fd] : to_fail) FailCall(c, fd.first, fd.second);
+}
+
+std::string ActorSubmitter::DeathMessage(const Actor& a, const Call& call) const {
+  std::string method = call.spec().method_name();
+  return "The actor " + a.class_name + " (id " + ToHex(a.id) + ") is dead, so the call" +
+         (method.empty() ? std::string() : " to " + method + "()") +
+         " cannot run. It died because " + a.death_reason + ".";
+}
+
+void ActorSubmitter::FailCall(const CallPtr& call, uint32_t flags, const std::string& data) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (call->done) return;
+    call->done = true;
+  }
+  for (const auto& id : call->return_ids) store_.Complete(id, data, flags);
+  FinishCall(call);
+}
+
+void ActorSubmitter::FinishCall(const CallPtr& call) {
+  for (const auto& id : call->dep_ids) store_.RemoveSubmittedRef(id);
+  std::lock_guard<std::mutex> lk(mu_);
+  call->done = true;
+  calls_by_id_.erase(call->spec().task_id());
+}
+
+bool ActorSubmitter::Cancel(const std::string& task_id, bool recursive) {
+  CallPtr to_fail;
+  rpc::ConnectionPtr notify;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = calls_by_id_.find(task_id);
+    if (it == calls_by_id_.end()) return false;
+    CallPtr c = it->second.lock();
+    if (!c) return false;
+    c->cancelled = true;
+    auto a = actors_.find(c->spec().actor_id());
+    if (a == actors_.end()) return true;
+    auto& q = a->second->queue;
+    if (std::find(q.begin(), q.end(), c) != q.end()) {
+      to_fail = c;  // never sent: SendReadyLocked skips it once done
+    } else if (a->second->in_flight.count(c->seq) && a->second->conn) {
+      notify = a->second->conn;
+    }
+  }
+  if (to_fail) {
+    FailCall(to_fail, kFlagTaskCancelled,
+             "Actor task " + to_fail->spec().function_name() + " (id " + ToHex(task_id) +
+                 ") was cancelled by fleet.cancel().");
+  }
+  if (notify) {
+    rpc::Envelope m;
+    m.mutable_cancel_task()->set_task_id(task_id);
+    m.mutable_cancel_task()->set_recursive(recursive);
+    notify->Send(m);
+  }
+  return true;
+}
+
+std::string ActorSubmitter::StateOf(const std::string& actor_id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = actors_.find(actor_id);
+  return it == actors_.end() ? "UNKNOWN" : StateName(it->second->state);
+}
+
+void ActorSubmitter::Shutdown() {
+  std::vector<CallPtr> pending;
+  std::vector<rpc::ConnectionPtr> conns;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    shutdown_ = true;
+    for (auto& [id, a] : actors_) {
+      for (auto& c : a->queue) pending.push_back(c);
+      for (auto& [seq, c] : a->in_flight) pending.push_back(c);
+      a->queue.clear();
+      a->in_flight.clear();
+      if (a->conn) conns.push_back(std::move(a->conn));
+      a->conn.reset();
+    }
+  }
+  for (auto& c : conns) c->Close();
+  for (auto& c : pending) FailCall(c, kFlagSystemError, "fleet was shut down before the call finished");
+}
+
+}  // namespace fleet

@@ -1,0 +1,93 @@
+// ActorManager: fleet-gcs's actor directory and actor scheduler.
+//
+// A caller registers an actor (reserving its id and name), then sends the
+// creation task once the constructor's arguments are resolved. The manager
+// leases a worker for it from a node that can hold it (the lease is held by
+// fleet-gcs for the actor's lifetime), pushes the creation task, and publishes
+// every state change (PENDING -> ALIVE -> RESTARTING -> ... -> DEAD) to the
+// subscribed callers, who then talk to the actor's worker directly.
+// An actor whose worker dies is restarted up to max_restarts; one that exits
+// on purpose (exit_actor, last handle gone, fleet.kill(no_restart=True)) or
+// whose job ends (unless detached) is DEAD for good, with the reason.
+// Single-threaded: everything runs on fleet-gcs's io thread.
+#pragma once
+
+#include <asio/io_context.hpp>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fleet.pb.h"
+#include "rpc/connection.h"
+
+namespace fleet::gcs {
+
+class ActorManager {
+ public:
+  // `alive_nodes` lists the nodes that can take actors now;
+  // `driver_of_job` finds a job's driver connection (for warnings).
+  ActorManager(asio::io_context& io, std::string token,
+               std::function<std::vector<rpc::NodeInfo>()> alive_nodes,
+               std::function<rpc::ConnectionPtr(uint32_t)> driver_of_job);
+
+  // Request handlers: fill `reply` (sent by the caller when the request has an id).
+  void Register(const rpc::RegisterActor& req, rpc::Envelope& reply);
+  void Create(rpc::CreateActor& req);
+  void Subscribe(const rpc::ConnectionPtr& conn, const std::string& actor_id);
+  void Kill(const rpc::KillActor& req, rpc::Envelope& reply);
+  void GetNamed(const rpc::GetNamedActor& req, rpc::Envelope& reply);
+  void List(rpc::Envelope& reply);
+  void Exiting(const rpc::ActorExiting& req);
+
+  // A job's driver left: its actors end, except detached ones.
+  void OnJobFinished(uint32_t job_id);
+  // A connection closed: forget its subscriptions.
+  void OnConnectionClosed(const rpc::Connection* conn);
+  // Nodes changed (one registered): actors waiting for a feasible node retry.
+  void OnNodesChanged();
+  // Once a second: warn about actors no node can hold.
+  void Tick();
+
+ private:
+  struct Actor {
+    rpc::ActorInfo info;
+    rpc::TaskSpec spec;                 // the creation task; empty until Create
+    bool has_spec = false;
+    uint64_t incarnation = 0;           // bumped per placement attempt
+    bool lease_pending = false;
+    std::string lease_node_id;          // node holding the worker lease
+    rpc::ConnectionPtr worker_conn;     // to the actor's worker, while placed
+    std::string exit_reason;            // set by an intended exit
+    bool kill_no_restart = false;
+    std::string restart_reason;         // set by fleet.kill(no_restart=False)
+    std::chrono::steady_clock::time_point unplaceable_since{};
+    bool warned = false;
+    std::vector<std::weak_ptr<rpc::Connection>> subscribers;
+  };
+
+  void Schedule(Actor& a);
+  void OnLeaseReply(const std::string& actor_id, uint64_t incarnation, const Status& s,
+                    rpc::Envelope& reply);
+  void OnCreated(const std::string& actor_id, uint64_t incarnation, const Status& s,
+                 rpc::Envelope& reply);
+  void OnWorkerLost(const std::string& actor_id, uint64_t incarnation);
+  void Restart(Actor& a, const std::string& reason);
+  void MarkDead(Actor& a, const std::string& reason, const std::string& error = "");
+  void ReleaseWorker(Actor& a, bool kill);
+  void Publish(Actor& a);
+  Result<rpc::ConnectionPtr> NodeConnection(const rpc::NodeInfo& node);
+  std::string Describe(const Actor& a) const;
+
+  asio::io_context& io_;
+  const std::string token_;
+  std::function<std::vector<rpc::NodeInfo>()> alive_nodes_;
+  std::function<rpc::ConnectionPtr(uint32_t)> driver_of_job_;
+  std::map<std::string, Actor> actors_;                                  // by actor id
+  std::map<std::pair<std::string, std::string>, std::string> named_;     // (ns, name) -> id
+  std::map<std::string, rpc::ConnectionPtr> node_conns_;                 // by node id
+};
+
+}  // namespace fleet::gcs
