@@ -33,6 +33,45 @@ struct TaskTemplate {
   std::string key;
 };
 
+// The same for one method of one actor handle (with one set of options).
+struct ActorCallTemplate {
+  fleet::rpc::TaskSpec spec;
+  int max_task_retries = 0;
+};
+
+nb::dict ActorInfoToDict(const fleet::rpc::ActorInfo& a) {
+  static const char* kStates[] = {"PENDING_CREATION", "ALIVE", "RESTARTING", "DEAD"};
+  nb::dict d;
+  d["actor_id"] = Bytes(a.actor_id());
+  d["job_id"] = a.job_id();
+  d["name"] = a.name();
+  d["namespace"] = a.namespace_();
+  d["class_name"] = a.class_name();
+  d["state"] = kStates[std::clamp<int>(a.state(), 0, 3)];
+  d["pid"] = a.pid();
+  d["node_id"] = fleet::ToHex(a.node_id());
+  d["num_restarts"] = a.num_restarts();
+  d["max_restarts"] = a.max_restarts();
+  d["detached"] = a.detached();
+  d["death_reason"] = a.death_reason();
+  d["handle_meta"] = Bytes(a.handle_meta());
+  d["resources"] = std::map<std::string, double>(a.resources().begin(), a.resources().end());
+  return d;
+}
+
+template <typename T>
+T Check(fleet::Result<T>&& r) {
+  if (!r.ok()) throw std::runtime_error(r.status().message());
+  return std::move(r).value();
+}
+
+nb::object IdsToPy(const std::vector<std::string>& ids) {
+  if (ids.size() == 1) return Bytes(ids[0]);
+  nb::list out;
+  for (auto& id : ids) out.append(Bytes(id));
+  return out;
+}
+
 class PyCore {
  public:
   explicit PyCore(const std::map<std::string, std::string>& o) {
@@ -117,6 +156,8 @@ NB_MODULE(_core, m) {
   m.attr("FLAG_OWNER_DIED") = static_cast<int>(fleet::kFlagOwnerDied);
   m.attr("FLAG_TASK_CANCELLED") = static_cast<int>(fleet::kFlagTaskCancelled);
   m.attr("FLAG_SYSTEM_ERROR") = static_cast<int>(fleet::kFlagSystemError);
+  m.attr("FLAG_ACTOR_DIED") = static_cast<int>(fleet::kFlagActorDied);
+  m.attr("FLAG_GENERATOR_END") = static_cast<int>(fleet::kFlagGeneratorEnd);
   m.attr("ERROR_FLAGS") = static_cast<int>(fleet::kErrorFlags);
 
   m.def("random_id", [] { return Bytes(fleet::RandomId()); });
@@ -128,7 +169,8 @@ NB_MODULE(_core, m) {
                           const std::string& function_name, int num_returns,
                           const std::map<std::string, double>& resources,
                           const nb::bytes& retry_exceptions,
-                          const std::map<std::string, std::string>& env_vars, int max_calls) {
+                          const std::map<std::string, std::string>& env_vars, int max_calls,
+                          bool streaming) {
         new (tt) TaskTemplate();
         fleet::rpc::TaskSpec* t = &tt->spec;
         t->set_function_key(function_key);
@@ -137,8 +179,28 @@ NB_MODULE(_core, m) {
         t->set_retry_exceptions(retry_exceptions.c_str(), retry_exceptions.size());
         t->set_resources(fleet::TaskSubmitter::EncodeResources(resources));
         t->set_max_calls(max_calls);
+        t->set_streaming(streaming);
         for (auto& [k, v] : env_vars) (*t->mutable_env_vars())[k] = v;
         tt->key = fleet::TaskSubmitter::SchedulingKey(*t);
+      },
+      nb::arg("function_key"), nb::arg("function_name"), nb::arg("num_returns"),
+      nb::arg("resources"), nb::arg("retry_exceptions"), nb::arg("env_vars"),
+      nb::arg("max_calls"), nb::arg("streaming") = false);
+
+  nb::class_<ActorCallTemplate>(m, "ActorCallTemplate")
+      .def("__init__", [](ActorCallTemplate* t, const nb::bytes& actor_id, const std::string& method,
+                          const std::string& function_name, int num_returns,
+                          const std::string& concurrency_group, bool streaming,
+                          int max_task_retries) {
+        new (t) ActorCallTemplate();
+        t->spec.set_kind(fleet::rpc::ACTOR_TASK);
+        t->spec.set_actor_id(Str(actor_id));
+        t->spec.set_method_name(method);
+        t->spec.set_function_name(function_name);
+        t->spec.set_num_returns(num_returns);
+        t->spec.set_concurrency_group(concurrency_group);
+        t->spec.set_streaming(streaming);
+        t->max_task_retries = max_task_retries;
       });
 
   nb::class_<PyCore>(m, "Core")
@@ -233,6 +295,161 @@ NB_MODULE(_core, m) {
              for (auto& id : ids) out.append(Bytes(id));
              return out;
            })
+      // ---- actors
+      .def("register_actor",
+           [](PyCore& c, const nb::bytes& actor_id, const std::string& name, const std::string& ns,
+              const std::string& class_name, int max_restarts, bool detached,
+              const nb::bytes& handle_meta, const std::map<std::string, double>& resources,
+              const std::map<std::string, double>& placement, bool get_if_exists) {
+             fleet::rpc::ActorInfo info;
+             info.set_actor_id(Str(actor_id));
+             info.set_job_id(c.core().job_id());
+             info.set_name(name);
+             info.set_namespace_(ns);
+             info.set_class_name(class_name);
+             info.set_max_restarts(max_restarts);
+             info.set_detached(detached);
+             info.set_handle_meta(Str(handle_meta));
+             for (auto& [k, v] : resources) (*info.mutable_resources())[k] = v;
+             for (auto& [k, v] : placement) (*info.mutable_placement())[k] = v;
+             fleet::Result<fleet::RegisteredActor> r = [&] {
+               nb::gil_scoped_release release;
+               return c.core().actors().Register(info, get_if_exists);
+             }();
+             if (!r.ok()) {
+               if (r.status().code() == StatusCode::kInvalidArgument) {
+                 PyErr_SetString(PyExc_ValueError, r.status().message().c_str());
+                 throw nb::python_error();
+               }
+               throw std::runtime_error(r.status().message());
+             }
+             return nb::make_tuple(Bytes(r->actor_id), r->existed, Bytes(r->handle_meta));
+           })
+      .def("create_actor",
+           [](PyCore& c, const TaskTemplate& tmpl, const nb::bytes& actor_id, const nb::bytes& args,
+              const std::vector<nb::bytes>& deps, const nb::bytes& actor_options) {
+             fleet::TaskSubmission t;
+             t.spec = tmpl.spec;
+             t.spec.set_kind(fleet::rpc::ACTOR_CREATION);
+             t.spec.set_actor_id(Str(actor_id));
+             t.spec.set_task_id(c.core().NextTaskId());
+             t.spec.set_job_id(c.core().job_id());
+             t.spec.set_num_returns(1);
+             t.spec.set_args(args.c_str(), args.size());
+             t.spec.set_actor_options(actor_options.c_str(), actor_options.size());
+             t.spec.set_owner_address(c.core().address());
+             for (auto& d : deps) t.dep_ids.push_back(Str(d));
+             c.core().actors().Create(std::move(t));
+           })
+      .def("submit_actor_task",
+           [](PyCore& c, const ActorCallTemplate& tmpl, const nb::bytes& args,
+              const std::vector<nb::bytes>& deps) -> nb::object {
+             fleet::TaskSubmission t;
+             t.spec = tmpl.spec;
+             t.spec.set_task_id(c.core().NextTaskId());
+             t.spec.set_job_id(c.core().job_id());
+             t.spec.set_args(args.c_str(), args.size());
+             t.dep_ids.reserve(deps.size());
+             for (auto& d : deps) t.dep_ids.push_back(Str(d));
+             auto ids = c.core().SubmitActorTask(std::move(t), tmpl.max_task_retries);
+             if (ids.empty()) return nb::none();
+             return IdsToPy(ids);
+           })
+      .def("release_actor",
+           [](PyCore& c, const nb::bytes& actor_id) {
+             if (c.core_) c.core_->actors().ReleaseHandle(Str(actor_id));
+           })
+      .def("kill_actor",
+           [](PyCore& c, const nb::bytes& actor_id, bool no_restart, const std::string& reason) {
+             Status s;
+             {
+               nb::gil_scoped_release release;
+               s = c.core().KillActor(Str(actor_id), no_restart, reason);
+             }
+             if (s.code() == StatusCode::kNotFound) return false;
+             if (!s.ok()) throw std::runtime_error(s.message());
+             return true;
+           })
+      .def("get_named_actor",
+           [](PyCore& c, const std::string& name, const std::string& ns) -> nb::object {
+             fleet::Result<std::optional<fleet::rpc::ActorInfo>> r = [&] {
+               nb::gil_scoped_release release;
+               return c.core().GetNamedActor(name, ns);
+             }();
+             auto v = Check(std::move(r));
+             if (!v) return nb::none();
+             return ActorInfoToDict(*v);
+           })
+      .def("list_actors",
+           [](PyCore& c) {
+             fleet::Result<std::vector<fleet::rpc::ActorInfo>> r = [&] {
+               nb::gil_scoped_release release;
+               return c.core().ListActors();
+             }();
+             nb::list out;
+             for (const auto& a : Check(std::move(r))) out.append(ActorInfoToDict(a));
+             return out;
+           })
+      .def("actor_exiting",
+           [](PyCore& c, const nb::bytes& actor_id, const std::string& reason) {
+             std::string id = Str(actor_id);
+             nb::gil_scoped_release release;
+             Status s = c.core().ReportActorExiting(id, reason);
+             (void)s;  // best effort: the process exits either way
+           })
+      .def("actor_state",
+           [](PyCore& c, const nb::bytes& actor_id) { return c.core().actors().StateOf(Str(actor_id)); })
+      .def("cancel",
+           [](PyCore& c, const nb::bytes& task_id, bool force, bool recursive) {
+             return c.core().CancelTask(Str(task_id), force, recursive);
+           })
+      .def(
+          "take_cancel_request",
+          [](PyCore& c, const nb::bytes& task_id, bool keep) {
+            return c.core().TakeCancelRequest(Str(task_id), keep);
+          },
+          nb::arg("task_id"), nb::arg("keep") = false)
+      .def("set_concurrent", [](PyCore& c, bool v) { c.core().SetConcurrent(v); })
+      .def("send_generator_item",
+           [](PyCore& c, uint64_t handle, int index, const nb::bytes& data, uint32_t flags) {
+             c.core().SendGeneratorItem(handle, index, Str(data), flags);
+           })
+      // Streaming generators: waits until item `index` of `task_id` exists
+      // (returns its id; the caller's ObjectRef takes over one ref) or the
+      // stream has ended (None).
+      .def(
+          "generator_next",
+          [](PyCore& c, const nb::bytes& task_id, uint32_t index, int64_t timeout_ms,
+             bool interruptible) {
+            std::string tid = Str(task_id);
+            std::string item = fleet::GeneratorItemId(tid, index);
+            std::string end = fleet::ReturnObjectId(tid, 1);
+            auto& store = c.core().store();
+            store.CreatePendingIfAbsent(item);
+            std::vector<std::string> ids = {item, end};
+            return WaitInSlices(timeout_ms, interruptible,
+                                [&](int64_t slice, bool last) -> std::optional<nb::object> {
+                                  fleet::Result<std::vector<bool>> r = [&] {
+                                    nb::gil_scoped_release release;
+                                    return store.Wait(ids, 1, slice, true);
+                                  }();
+                                  if (!r.ok()) throw std::runtime_error(r.status().message());
+                                  if (r.value()[0]) return nb::object(Bytes(item));
+                                  if (r.value()[1]) {
+                                    store.RemoveLocalRef(item);
+                                    return nb::none();
+                                  }
+                                  if (last) {
+                                    store.RemoveLocalRef(item);
+                                    PyErr_SetString(PyExc_TimeoutError,
+                                                    "the generator's next item did not arrive in time");
+                                    throw nb::python_error();
+                                  }
+                                  return std::nullopt;
+                                });
+          },
+          nb::arg("task_id"), nb::arg("index"), nb::arg("timeout_ms"),
+          nb::arg("interruptible") = false)
       .def("next_task",
            [](PyCore& c) -> nb::object {
              std::optional<fleet::ExecutableTask> t;
@@ -242,6 +459,7 @@ NB_MODULE(_core, m) {
              }
              if (!t) return nb::none();
              const auto& s = t->spec;
+             if (t->handle == 0) return nb::make_tuple(0, Bytes(s.task_id()));  // cancel notice
              nb::list deps;
              for (const auto& d : s.deps()) deps.append(nb::make_tuple(Bytes(d.data()), d.flags()));
              nb::dict env;
@@ -251,7 +469,9 @@ NB_MODULE(_core, m) {
              return nb::make_tuple(t->handle, Bytes(s.task_id()), s.job_id(), s.function_key(),
                                    s.function_name(), Bytes(s.args()), deps, s.num_returns(),
                                    Bytes(s.retry_exceptions()), env, gpus, s.attempt(),
-                                   s.resources(), s.max_calls());
+                                   s.resources(), s.max_calls(), Bytes(s.actor_id()),
+                                   s.method_name(), static_cast<int>(s.kind()),
+                                   Bytes(s.actor_options()), s.concurrency_group(), s.streaming());
            })
       .def("finish_task",
            [](PyCore& c, uint64_t handle, const std::vector<std::pair<nb::bytes, uint32_t>>& returns,

@@ -171,11 +171,34 @@ class ObjectStoreFullError(RayError):
 
 
 class RayActorError(RayError):
-    """An actor died or could not be created."""
+    """An actor died or could not be created (or died while running the call)."""
+
+    def __init__(self, message: str = "The actor died unexpectedly before finishing this task.",
+                 cause: Optional[BaseException] = None):
+        super().__init__(message)
+        self.error_msg = message
+        self.cause = cause
+        self.actor_init_failed = cause is not None
+
+    def __reduce__(self):
+        return (type(self), (self.error_msg, self.cause))
 
 
 class ActorDiedError(RayActorError):
-    """The actor is dead."""
+    """The actor is dead: its constructor raised (``.cause``), it was killed,
+    it exited, or its process died after its last restart."""
+
+
+class ActorUnavailableError(RayActorError):
+    """The actor is temporarily unreachable (restarting)."""
+
+
+class _ForceCancelledError(TaskCancelledError, WorkerCrashedError):
+    """fleet.cancel(force=True): the task was cancelled by killing its worker
+    (both TaskCancelledError and, as Ray reports it, WorkerCrashedError)."""
+
+    def __init__(self, message: str = "The task was cancelled and its worker killed."):
+        TaskCancelledError.__init__(self, message)
 
 
 class RuntimeEnvSetupError(RayError):
@@ -198,6 +221,7 @@ __all__ = [
     "ObjectStoreFullError",
     "RayActorError",
     "ActorDiedError",
+    "ActorUnavailableError",
     "RuntimeEnvSetupError",
     "PendingCallsLimitExceeded",
 ]

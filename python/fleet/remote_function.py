@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable, Dict, Optional
 
 from fleet._private import options as opts_mod
@@ -81,6 +82,10 @@ class RemoteFunction:
         env = dict((state.job_runtime_env or {}).get("env_vars") or {})
         env.update(((o["runtime_env"] or {}).get("env_vars")) or {})
         name = o["name"] or self._name
+        num_returns = o["num_returns"]
+        if "num_returns" not in self._options and inspect.isgeneratorfunction(self._function):
+            num_returns = "streaming"  # a generator function streams its values (as Ray)
+        streaming = num_returns == "streaming"
         max_retries = o["max_retries"]
         if max_retries is None:
             max_retries = 3
@@ -90,9 +95,10 @@ class RemoteFunction:
 
         key = self._key if self._exported_to is core else self._export(core)
         template = _core.TaskTemplate(
-            key, name, o["num_returns"], resources, retry_blob, env, o["max_calls"] or 0
+            key, name, 1 if streaming else num_returns, resources, retry_blob, env,
+            o["max_calls"] or 0, streaming,
         )
-        self._prepared = (core, template, name, o["num_returns"], max_retries)
+        self._prepared = (core, template, name, num_returns, max_retries)
         return self._prepared
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
@@ -114,6 +120,10 @@ class RemoteFunction:
         # Return ids come with one local ref each, which the ObjectRefs take over.
         if num_returns == 1:
             return ObjectRef(ids, "", False)
+        if num_returns == "streaming":
+            from fleet._private.generator import ObjectRefGenerator
+
+            return ObjectRefGenerator(ids)
         if num_returns == 0:
             return None
         return [ObjectRef(i, "", False) for i in ids]
@@ -131,10 +141,9 @@ def _name(function: Callable) -> str:
 
 def make_remote(target: Any, task_options: Dict[str, Any]) -> Any:
     if isinstance(target, type):
-        raise NotImplementedError(
-            f"@fleet.remote on a class ('{target.__name__}'): actors are not implemented in "
-            "fleet yet (tracked in the actors issue)."
-        )
+        from fleet.actor import make_actor_class
+
+        return make_actor_class(target, task_options)
     if not callable(target):
         raise TypeError(f"@fleet.remote must decorate a function, got {type(target).__name__}")
     return RemoteFunction(target, task_options)
@@ -150,8 +159,6 @@ def remote(*args: Any, **kwargs: Any) -> Any:
             "parentheses, for example '@fleet.remote', or it must be applied using only "
             "keyword arguments, for example '@fleet.remote(num_cpus=1)'."
         )
-    opts_mod.validate(kwargs, "@fleet.remote")
-
     def decorator(target: Any) -> Any:
         return make_remote(target, kwargs)
 

@@ -42,7 +42,28 @@ class RuntimeContext:
         return _core().worker_id.hex()
 
     def get_actor_id(self) -> Optional[str]:
-        return None
+        """The current actor's id as hex; None outside an actor."""
+        if state.mode != "worker" or state.current_actor_id is None:
+            return None
+        return state.current_actor_id.hex()
+
+    @property
+    def actor_id(self) -> Optional[str]:
+        return self.get_actor_id()
+
+    def get_actor_name(self) -> Optional[str]:
+        """The current actor's name, if it has one."""
+        if state.mode != "worker" or state.current_actor_id is None:
+            return None
+        return state.actor_name or None
+
+    def is_canceled(self) -> bool:
+        """Whether fleet.cancel() was called on the current (actor) task."""
+        if state.mode != "worker" or state.current_task_id is None:
+            raise RuntimeError("is_canceled() can only be called inside a task or actor")
+        from fleet._private import worker_main
+
+        return worker_main.is_canceled(state.current_task_id)
 
     @property
     def namespace(self) -> str:
@@ -75,7 +96,7 @@ class RuntimeContext:
 
     @property
     def was_current_actor_reconstructed(self) -> bool:
-        return False
+        return state.actor_restarts > 0
 
     def get(self) -> Dict[str, Any]:
         return {"job_id": self.get_job_id(), "node_id": self.get_node_id(),

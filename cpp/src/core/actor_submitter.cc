@@ -386,6 +386,11 @@ bool ActorSubmitter::Cancel(const std::string& task_id, bool recursive) {
   return true;
 }
 
+bool ActorSubmitter::IsPending(const std::string& task_id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  return calls_by_id_.count(task_id) > 0;
+}
+
 std::string ActorSubmitter::StateOf(const std::string& actor_id) {
   std::lock_guard<std::mutex> lk(mu_);
   auto it = actors_.find(actor_id);

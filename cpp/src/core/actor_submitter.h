@@ -59,6 +59,9 @@ class ActorSubmitter {
   // fleet.cancel of an actor call. False if it is not pending here.
   bool Cancel(const std::string& task_id, bool recursive);
 
+  // Whether `task_id` is an actor call still pending here.
+  bool IsPending(const std::string& task_id);
+
   // io thread: a state change pushed by fleet-gcs.
   void OnUpdate(const rpc::ActorInfo& info);
   // "PENDING" / "ALIVE" / "RESTARTING" / "DEAD" as this process last heard.

@@ -360,9 +360,11 @@ void CoreWorker::HandleCancelTask(rpc::Envelope& msg) {
         exec_queue_.push_front(std::move(notice));
         exec_cv_.notify_one();
       } else if (in_task_ && current_task_id_ == task_id) {
-        // Running on the main thread: KeyboardInterrupt there.
+        // Running on the main thread. A task gets KeyboardInterrupt there;
+        // an actor call is not interrupted (the actor has state), it only
+        // sees the flag (get_runtime_context().is_canceled()).
         cancel_requested_ = task_id;
-        pthread_kill(main_thread_, SIGINT);
+        if (!current_is_actor_call_) pthread_kill(main_thread_, SIGINT);
       }
     }
   }
@@ -370,10 +372,10 @@ void CoreWorker::HandleCancelTask(rpc::Envelope& msg) {
   if (msg.cancel_task().recursive()) submitter_->CancelChildren(task_id, /*force=*/false);
 }
 
-bool CoreWorker::TakeCancelRequest(const std::string& task_id) {
+bool CoreWorker::TakeCancelRequest(const std::string& task_id, bool keep) {
   std::lock_guard<std::mutex> lk(exec_mu_);
   if (cancel_requested_.empty() || cancel_requested_ != task_id) return false;
-  cancel_requested_.clear();
+  if (!keep) cancel_requested_.clear();
   return true;
 }
 
@@ -527,6 +529,7 @@ std::optional<ExecutableTask> CoreWorker::NextTask() {
   if (t.handle == 0) return t;  // a cancel notice (concurrent execution)
   in_task_ = true;
   if (!concurrent_) current_task_id_ = t.spec.task_id();
+  current_is_actor_call_ = t.spec.kind() != rpc::NORMAL_TASK;
   auto it = executing_.find(t.handle);
   if (it != executing_.end()) it->second.started = std::chrono::steady_clock::now();
   return t;

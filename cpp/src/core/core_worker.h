@@ -96,8 +96,9 @@ class CoreWorker {
   // back, and cancellation of a running call is queued as a notice for the
   // Python loop (handle 0) instead of interrupting the main thread.
   void SetConcurrent(bool concurrent);
-  // True (once) if a cancel arrived for `task_id` while it ran.
-  bool TakeCancelRequest(const std::string& task_id);
+  // True if a cancel arrived for `task_id` while it ran on the main thread
+  // (cleared unless `keep`).
+  bool TakeCancelRequest(const std::string& task_id, bool keep = false);
   // Streaming generator: sends item `index` of the task behind `handle`.
   void SendGeneratorItem(uint64_t handle, int index, std::string data, uint32_t flags);
 
@@ -175,6 +176,7 @@ class CoreWorker {
   std::string current_task_id_;     // run by the main thread; guarded by exec_mu_
   pthread_t main_thread_{};         // the thread that calls NextTask; guarded by exec_mu_
   bool concurrent_ = false;                                  // guarded by exec_mu_
+  bool current_is_actor_call_ = false;                       // guarded by exec_mu_
   std::string cancel_requested_;                             // guarded by exec_mu_
   // Replies held back while more tasks are queued here, so several go out in
   // one write: at most 32 of them, flushed before this worker waits for work

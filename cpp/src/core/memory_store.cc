@@ -42,9 +42,16 @@ void MemoryStore::PutOrComplete(const std::string& id, std::string data, uint32_
     std::lock_guard<std::mutex> lk(mu_);
     auto [it, inserted] = objects_.try_emplace(id);
     if (it->second.ready) return;
+    if (inserted) it->second.local_refs = 1;
     FinishCompleteLocked(it, std::move(data), flags, &callbacks, &copy);
   }
   for (auto& cb : callbacks) cb(copy);
+}
+
+void MemoryStore::CreatePendingIfAbsent(const std::string& id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto [it, inserted] = objects_.try_emplace(id);
+  if (inserted) it->second.local_refs = 1;
 }
 
 void MemoryStore::FinishCompleteLocked(std::unordered_map<std::string, Entry>::iterator it,

@@ -45,9 +45,14 @@ class MemoryStore {
   // Sets the value of a pending (or borrowed) entry and wakes its waiters.
   // Dropped if the entry was freed meanwhile. Returns true if stored.
   bool Complete(const std::string& id, std::string data, uint32_t flags);
-  // A streaming generator's item: creates the (owned) entry ready, or
-  // completes it if a reader already waits on it. Duplicates are dropped.
+  // A streaming generator's item: creates the (owned) entry ready, holding
+  // one local ref for the reader's ObjectRef to take over, or completes the
+  // entry a reader already waits on (which holds that ref). Duplicates (a
+  // retried generator) are dropped.
   void PutOrComplete(const std::string& id, std::string data, uint32_t flags);
+  // The reader's side: a pending entry holding one local ref, unless the
+  // entry exists already (then its ref is the one to take over).
+  void CreatePendingIfAbsent(const std::string& id);
   // Records a borrowed ref; no-op if known.
   void RegisterBorrowed(const std::string& id, const std::string& owner_address);
 

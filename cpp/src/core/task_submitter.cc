@@ -20,6 +20,7 @@ struct TaskSubmitter::Task {
   int max_retries = 0;
   int retries_left = 0;
   bool cancelled = false;      // fleet.cancel: never retried; fails as TaskCancelledError
+  bool force = false;          // ... with force=True: its worker was killed
   std::weak_ptr<Lease> lease;  // where it runs, once pushed
   std::string key;
   const rpc::TaskSpec& spec() const { return push.push_task().spec(); }
@@ -290,7 +291,14 @@ void TaskSubmitter::OnLeaseReply(const std::string& key, const Status& s, rpc::E
     } else {
       lease->conn = conn.value();
       std::weak_ptr<Lease> weak = lease;
-      lease->conn->Start(nullptr, [this, weak](const rpc::ConnectionPtr&, const Status&) {
+      auto on_message = [this](const rpc::ConnectionPtr&, rpc::Envelope& m) {
+        if (m.has_generator_item()) {  // a streaming generator's item
+          auto* g = m.mutable_generator_item();
+          store_.PutOrComplete(GeneratorItemId(g->task_id(), g->index()),
+                               std::move(*g->mutable_data()), g->flags());
+        }
+      };
+      lease->conn->Start(on_message, [this, weak](const rpc::ConnectionPtr&, const Status&) {
         auto l = weak.lock();
         if (!l) return;
         std::lock_guard<std::mutex> lk2(mu_);
@@ -361,7 +369,8 @@ void TaskSubmitter::OnTaskReply(const LeasePtr& lease, const TaskPtr& task, cons
     node_->Send(ret);
   }
   if (cancelled) {
-    FailTask(task, kFlagTaskCancelled, CancelledMessage(*task));
+    FailTask(task, kFlagTaskCancelled | (task->force ? kFlagWorkerCrashed : 0u),
+             CancelledMessage(*task) + (task->force ? " Its worker was killed (force=True)." : ""));
   } else if (retry) {
     Enqueue(task);
   } else if (crashed) {
@@ -452,6 +461,7 @@ bool TaskSubmitter::Cancel(const std::string& task_id, bool force, bool recursiv
       if (lease && !lease->dead && lease->in_flight.count(task_id)) {
         if (force) {
           // Kill the worker: its reply never comes, the task fails as cancelled.
+          task->force = true;
           lease->dead = true;
           if (kit != keys_.end()) std::erase(kit->second->leases, lease);
           to_kill = lease;

@@ -209,7 +209,9 @@ Result<rpc::ConnectionPtr> ActorManager::NodeConnection(const rpc::NodeInfo& nod
   hello.set_token(token_);
   hello.set_role("gcs");
   hello.set_pid(getpid());
-  auto c = rpc::Connect(io_, "unix:" + node.unix_socket(), hello);
+  std::string address = node.unix_socket();
+  if (address.rfind("unix:", 0) != 0) address = "unix:" + address;
+  auto c = rpc::Connect(io_, address, hello);
   if (!c.ok()) return c.status();
   c.value()->Start(nullptr, nullptr);
   node_conns_[node.node_id()] = c.value();

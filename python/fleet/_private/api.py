@@ -171,6 +171,7 @@ def init(
         state.current_job_id = core.job_id
         # Workers import functions defined in the driver's modules from these paths.
         core.kv_put(f"job:{core.job_id}:sys_path", serialization.dumps(_driver_sys_path()), True)
+        core.kv_put(f"job:{core.job_id}:namespace", state.namespace.encode(), True)
         _register_atexit()
         return FleetContext(_address_info())
 
@@ -349,6 +350,10 @@ def wait(
         )
     if not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs)}")
+    from fleet._private.generator import ObjectRefGenerator
+
+    if any(type(r) is ObjectRefGenerator for r in object_refs):
+        return _wait_with_generators(list(object_refs), num_returns, timeout)
     ids = []
     for r in object_refs:
         if type(r) is not ObjectRef:
@@ -374,6 +379,122 @@ def wait(
         else:
             not_ready.append(r)
     return ready, not_ready
+
+
+def _wait_with_generators(
+    items: List[Any], num_returns: int, timeout: Optional[float]
+) -> Tuple[List[Any], List[Any]]:
+    """wait() over refs and ObjectRefGenerators: a generator is ready when its
+    next item (or its end) is."""
+    import time
+
+    from fleet._private.generator import ObjectRefGenerator
+
+    for r in items:
+        if type(r) not in (ObjectRef, ObjectRefGenerator):
+            raise TypeError(
+                f"wait() expected a list of ObjectRef or ObjectRefGenerator, got {type(r)}"
+            )
+    if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
+        raise ValueError(f"Invalid number of objects to return {num_returns!r}.")
+    if num_returns > len(items):
+        raise ValueError(
+            f"num_returns cannot be greater than the number of objects provided to wait: "
+            f"{num_returns} > {len(items)}"
+        )
+    ms = _timeout_ms(timeout, negative_ok=False)
+    deadline = None if ms < 0 else time.monotonic() + ms / 1000
+    core = state.core
+    while True:
+        ready_flags = []
+        for r in items:
+            if type(r) is ObjectRefGenerator:
+                ready_flags.append(r._next_item_ready())
+            else:
+                ready_flags.append(core.wait([r._id], 1, 0, True, False)[0])
+        expired = deadline is not None and time.monotonic() >= deadline
+        if sum(ready_flags) >= num_returns or expired:
+            break
+        time.sleep(0.005)
+    ready, not_ready = [], []
+    for r, ok in zip(items, ready_flags):
+        if ok and len(ready) < num_returns:
+            ready.append(r)
+        else:
+            not_ready.append(r)
+    return ready, not_ready
+
+
+def get_actor(name: str, namespace: Optional[str] = None) -> Any:
+    """A handle to the named actor (in `namespace`, default: the current one).
+
+    Raises ValueError if no live actor has that name.
+    """
+    import pickle
+
+    from fleet.actor import ActorHandle
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"get_actor() needs a non-empty actor name, got {name!r}")
+    core = state.core or _ensure_initialized()
+    ns = namespace if namespace is not None else state.namespace
+    info = core.get_named_actor(name, ns)
+    if info is None or info["state"] == "DEAD":
+        raise ValueError(
+            f"Failed to look up actor with name '{name}' in namespace '{ns}'. This could "
+            "be because 1. You are trying to look up a named actor you didn't create. "
+            "2. The named actor died. 3. You did not use a namespace matching the "
+            "namespace of the actor."
+        )
+    return ActorHandle(info["actor_id"], pickle.loads(info["handle_meta"]))
+
+
+def kill(actor: Any, *, no_restart: bool = True) -> None:
+    """Kills an actor at once (running and queued calls fail with RayActorError).
+
+    With no_restart=False the actor is restarted if its max_restarts allows.
+    """
+    from fleet.actor import ActorHandle
+
+    if not isinstance(actor, ActorHandle):
+        raise ValueError(
+            f"fleet.kill() only supported for actors. For tasks, try fleet.cancel(). "
+            f"Got: {type(actor).__name__}."
+        )
+    core = state.core
+    if core is None:
+        raise RuntimeError("fleet.kill called before fleet.init()")
+    core.kill_actor(
+        actor._fleet_actor_id,
+        bool(no_restart),
+        "it was killed by fleet.kill()" + ("" if no_restart else " (no_restart=False)"),
+    )
+
+
+def cancel(object_ref: Any, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancels the task (or actor call) that makes `object_ref`.
+
+    A task not started yet never runs; a running task gets KeyboardInterrupt
+    (force=True: its worker is killed). A running actor call is not
+    interrupted (an async actor's is cancelled as an asyncio task). ``get``
+    then raises TaskCancelledError. Finished tasks are left alone.
+    """
+    from fleet._private.generator import ObjectRefGenerator
+
+    if isinstance(object_ref, ObjectRefGenerator):
+        object_ref = object_ref.completed()
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(
+            "fleet.cancel() only supported for object refs. For actors, try fleet.kill(). "
+            f"Got: {type(object_ref).__name__}."
+        )
+    core = state.core
+    if core is None:
+        raise RuntimeError("fleet.cancel called before fleet.init()")
+    task_id = object_ref.task_id()
+    if force and core.actor_call_pending(task_id):
+        raise ValueError("force=True is not supported for actor tasks.")
+    core.cancel(task_id, bool(force), bool(recursive))
 
 
 def _nodes_raw() -> List[Dict[str, Any]]:

@@ -1,5 +1,6 @@
-"""Task options, defined once: validation and defaults for ``@remote``,
-``.options()`` and ``.remote()`` all come from OPTIONS below."""
+"""Task, actor and actor-method options, defined once: validation and
+defaults for ``@remote``, ``.options()``, ``@method`` and ``.remote()`` all
+come from the tables below (TASK_OPTIONS, ACTOR_OPTIONS, METHOD_OPTIONS)."""
 
 from __future__ import annotations
 
@@ -76,8 +77,13 @@ def _retry_exceptions(v: Any) -> Optional[str]:
 
 
 def _num_returns(v: Any) -> Optional[str]:
-    if v in ("streaming", "dynamic"):
-        return f"num_returns={v!r} (generators) is not implemented yet in fleet"
+    if v == "streaming":
+        return None
+    if v == "dynamic":
+        return (
+            "num_returns='dynamic' (the older generator API) is not implemented in fleet; "
+            "use num_returns='streaming' (an ObjectRefGenerator) instead"
+        )
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         return f"num_returns must be a non-negative integer, got {v!r}"
     return None
@@ -144,23 +150,111 @@ TASK_OPTIONS: Dict[str, Option] = {
 }
 
 
-def validate(options: Dict[str, Any], where: str) -> None:
+def _restarts(name: str) -> Callable[[Any], Optional[str]]:
+    def check(v: Any) -> Optional[str]:
+        if isinstance(v, bool) or not isinstance(v, int) or v < -1:
+            return f"{name} must be an integer >= -1 (-1: without limit), got {v!r}"
+        return None
+
+    return check
+
+
+def _lifetime(v: Any) -> Optional[str]:
+    if v in (None, "detached", "non_detached"):
+        return None
+    return f"lifetime must be None, 'detached' or 'non_detached', got {v!r}"
+
+
+def _max_concurrency(v: Any) -> Optional[str]:
+    if v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        return None
+    return f"max_concurrency must be an integer >= 1, got {v!r}"
+
+
+def _concurrency_groups(v: Any) -> Optional[str]:
+    if v is None:
+        return None
+    if not isinstance(v, dict) or not all(
+        isinstance(k, str) and isinstance(n, int) and not isinstance(n, bool) and n >= 1
+        for k, n in v.items()
+    ):
+        return f"concurrency_groups must be a dict of group name to an integer >= 1, got {v!r}"
+    return None
+
+
+def _max_pending_calls(v: Any) -> Optional[str]:
+    if v == -1:
+        return None
+    return (
+        "max_pending_calls is not implemented in fleet yet (only the default, -1, "
+        f"is accepted); got {v!r}"
+    )
+
+
+def _bool(name: str) -> Callable[[Any], Optional[str]]:
+    def check(v: Any) -> Optional[str]:
+        if not isinstance(v, bool):
+            return f"{name} must be True or False, got {v!r}"
+        return None
+
+    return check
+
+
+ACTOR_OPTIONS: Dict[str, Option] = {
+    # None: the actor needs a CPU to be placed but holds none while it lives (as Ray).
+    "num_cpus": Option(None, _number("num_cpus")),
+    "num_gpus": Option(0, _number("num_gpus")),
+    "resources": Option(None, _resources),
+    "memory": Option(None, _number("memory")),
+    "object_store_memory": Option(None, _number("object_store_memory")),
+    "accelerator_type": Option(None, _str_or_none("accelerator_type")),
+    "max_restarts": Option(0, _restarts("max_restarts")),
+    "max_task_retries": Option(0, _restarts("max_task_retries")),
+    "max_pending_calls": Option(-1, _max_pending_calls),
+    "max_concurrency": Option(None, _max_concurrency),
+    "concurrency_groups": Option(None, _concurrency_groups),
+    "name": Option(None, _str_or_none("name")),
+    "namespace": Option(None, _str_or_none("namespace")),
+    "lifetime": Option(None, _lifetime),
+    "get_if_exists": Option(False, _bool("get_if_exists")),
+    "scheduling_strategy": Option(None, _strategy),
+    "runtime_env": Option(None, _runtime_env),
+    "label_selector": Option(None, _any),
+    "_metadata": Option(None, _any),
+}
+
+METHOD_OPTIONS: Dict[str, Option] = {
+    "num_returns": Option(1, _num_returns),
+    "concurrency_group": Option(None, _str_or_none("concurrency_group")),
+    "max_task_retries": Option(None, lambda v: v and _restarts("max_task_retries")(v)),
+    "retry_exceptions": Option(False, _retry_exceptions),
+    "name": Option(None, _str_or_none("name")),
+    "_generator_backpressure_num_objects": Option(None, _any),
+    "_metadata": Option(None, _any),
+}
+
+
+def validate(
+    options: Dict[str, Any], where: str, table: Optional[Dict[str, Option]] = None
+) -> None:
     """Raises ValueError naming the first unknown or invalid option."""
+    table = TASK_OPTIONS if table is None else table
     for key, value in options.items():
-        opt = TASK_OPTIONS.get(key)
+        opt = table.get(key)
         if opt is None:
             raise ValueError(
                 f"Invalid option keyword {key} for {where}. "
-                f"Valid ones are {sorted(k for k in TASK_OPTIONS if not k.startswith('_'))}."
+                f"Valid ones are {sorted(k for k in table if not k.startswith('_'))}."
             )
         err = opt.check(value)
         if err:
             raise ValueError(f"Invalid value for option '{key}' of {where}: {err}")
 
 
-def resolved(options: Dict[str, Any]) -> Dict[str, Any]:
+def resolved(options: Dict[str, Any], table: Optional[Dict[str, Option]] = None) -> Dict[str, Any]:
     """Options with defaults filled in."""
-    out = {k: o.default for k, o in TASK_OPTIONS.items()}
+    table = TASK_OPTIONS if table is None else table
+    out = {k: o.default for k, o in table.items()}
     out.update(options)
     return out
 

@@ -158,6 +158,8 @@ def value_from(data: bytes, flags: int) -> Any:
 
 
 def error_from(data: bytes, flags: int) -> BaseException:
+    if flags & _core.FLAG_ACTOR_DIED:
+        return _actor_died(data, flags)
     if flags & FLAG_PICKLED_ERROR:
         try:
             err = pickle.loads(data)
@@ -174,8 +176,30 @@ def error_from(data: bytes, flags: int) -> BaseException:
     if flags & _core.FLAG_OBJECT_LOST:
         return ObjectLostError(message)
     if flags & _core.FLAG_TASK_CANCELLED:
+        if flags & _core.FLAG_WORKER_CRASHED:
+            from fleet.exceptions import _ForceCancelledError
+
+            return _ForceCancelledError(message)
         return TaskCancelledError(message)
     return RaySystemError(message)
+
+
+def _actor_died(data: bytes, flags: int) -> BaseException:
+    from fleet.exceptions import ActorDiedError
+
+    if not flags & FLAG_PICKLED_ERROR:
+        return ActorDiedError(data.decode("utf-8", "replace"))
+    try:  # the constructor's error
+        cause = pickle.loads(data)
+    except Exception as e:
+        return ActorDiedError(f"The actor died because of an error raised in its constructor "
+                              f"(which could not be deserialized here: {e}).")
+    text = getattr(cause, "traceback_str", None) or str(cause)
+    return ActorDiedError(
+        "The actor died because of an error raised in its creation task (its constructor), "
+        f"so it cannot run this call:\n{text}",
+        cause=cause.as_instanceof_cause() if isinstance(cause, RayTaskError) else cause,
+    )
 
 
 _WORKER_FILES = ("worker_main.py", "serialization.py")

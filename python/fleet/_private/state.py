@@ -24,3 +24,8 @@ current_function: str = ""
 current_gpu_ids: List[int] = []
 current_resources: str = ""  # "CPU=1;GPU=0.5" as the task carries it
 current_job_id: int = 0
+
+# What a worker hosting an actor is.
+current_actor_id: Optional[bytes] = None
+actor_restarts: int = 0  # > 0: this actor instance is a restart
+actor_name: str = ""

@@ -1,22 +1,45 @@
 """Entry point of a worker process (started by fleet-node).
 
-Connects the core library, then runs tasks pushed to it one at a time:
-look up the function (fetched once per job from the control store), rebuild
-the arguments, run, and send back the pickled returns or the error.
+Connects the core library, then runs what is pushed to it: tasks one at a
+time (look up the function, fetched once per job from the control store,
+rebuild the arguments, run, send back the pickled returns or the error), or,
+once an actor's creation task arrives, that actor's method calls: on this
+thread for a plain actor, on a thread pool for a threaded one
+(max_concurrency > 1, concurrency groups), on an asyncio event loop for an
+async one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import pickle
+import signal
 import sys
-from typing import Any, Dict, List, Tuple
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, List, Optional, Tuple
 
 from fleet import _core
 from fleet._private import serialization, state
 
 FLAG_PICKLED_ERROR = _core.FLAG_PICKLED_ERROR
+FLAG_TASK_CANCELLED = _core.FLAG_TASK_CANCELLED
+FLAG_GENERATOR_END = _core.FLAG_GENERATOR_END
 _pickle_dumps = pickle.dumps
+
+NORMAL_TASK, ACTOR_CREATION, ACTOR_TASK, ACTOR_EXIT = 0, 1, 2, 3
+
+Returns = List[Tuple[bytes, int]]
+
+_canceled: set = set()  # concurrent actors: calls fleet.cancel() was asked for
+
+
+def is_canceled(task_id: bytes) -> bool:
+    """Whether a cancel arrived for `task_id` (an actor call keeps running)."""
+    core = state.core
+    return task_id in _canceled or bool(core and core.take_cancel_request(task_id, True))
 
 
 class Executor:
@@ -30,8 +53,17 @@ class Executor:
         self.pid = os.getpid()
         self.ip = os.environ.get("FLEET_NODE_IP", "127.0.0.1")
         self.node_id = os.environ.get("FLEET_NODE_ID", "")
-        self.base_env = dict(os.environ)
-        self.base_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
+        # Actor state, once a creation task arrived.
+        self.actor: Any = None
+        self.actor_id: Optional[bytes] = None
+        self.class_name = ""
+        self.pools: Dict[str, ThreadPoolExecutor] = {}  # threaded actor: group -> pool
+        self.loop: Optional[asyncio.AbstractEventLoop] = None  # async actor
+        self.semaphores: Dict[str, asyncio.Semaphore] = {}
+        self.running_async: Dict[bytes, Any] = {}  # task id -> asyncio.Task
+        self.concurrent = False
+
+    # ---- shared -------------------------------------------------------------------
 
     def _setup_job(self, job_id: int) -> None:
         self.jobs_seen.add(job_id)
@@ -40,6 +72,9 @@ class Executor:
             for p in reversed(pickle.loads(blob)):
                 if p not in sys.path:
                     sys.path.insert(0, p)
+        ns = self.core.kv_get(f"job:{job_id}:namespace")
+        if ns:
+            state.namespace = ns.decode()
 
     def _function(self, key: str, name: str) -> Any:
         fn = self.functions.get(key)
@@ -51,51 +86,59 @@ class Executor:
             self.functions[key] = fn
         return fn
 
-    def run(self, t: tuple) -> None:
-        (handle, task_id, job_id, fn_key, fn_name, args_blob, deps, num_returns,
-         retry_blob, env_vars, gpu_ids, _attempt, resources, max_calls) = t
-        state.current_task_id = task_id
-        state.current_function = fn_name
-        state.current_gpu_ids = gpu_ids
-        state.current_resources = resources
-        state.current_job_id = job_id
-        core = self.core
-        if job_id != self.job_id:
-            core.job_id = job_id  # nested tasks and puts belong to the caller's job
-            self.job_id = job_id
-        changed_env = self._apply_env(env_vars, gpu_ids) if (env_vars or gpu_ids) else None
-        returns: List[Tuple[bytes, int]]
-        retryable = False
+    def _error(self, fn_name: str, e: BaseException) -> bytes:
+        return serialization.serialize_task_error(fn_name, e, self.pid, self.ip, self.node_id)
+
+    def _call(self, handle: int, task_id: bytes, fn_name: str, fn: Any, args_blob: bytes,
+              deps: list, num_returns: int, streaming: bool,
+              retry_blob: bytes) -> Tuple[Returns, bool]:
+        """Runs fn on this thread; returns (returns, retryable)."""
         try:
-            if job_id not in self.jobs_seen:
-                self._setup_job(job_id)
-            fn = self.functions.get(fn_key) or self._function(fn_key, fn_name)
             if args_blob:
                 args, kwargs = serialization.deserialize_args(args_blob, deps)
                 result = fn(*args, **kwargs)
             else:
                 result = fn()
-            returns = self._returns(fn_name, result, num_returns)
-        except KeyboardInterrupt:
-            raise
+            if streaming:
+                return self._stream(handle, fn_name, result), False
+            return self._returns(fn_name, result, num_returns), False
+        except KeyboardInterrupt as e:
+            if self.core.take_cancel_request(task_id):
+                return self._cancelled(fn_name, task_id, num_returns), False
+            return [(self._error(fn_name, e), FLAG_PICKLED_ERROR)] * max(1, num_returns), False
+        except _actor_exit_type():
+            self._exit_actor("it called fleet.actor.exit_actor()")
+            raise  # not reached
         except BaseException as e:  # every other failure goes back to the caller
             retryable = self._retryable(e, retry_blob)
-            err = serialization.serialize_task_error(fn_name, e, self.pid, self.ip, self.node_id)
-            returns = [(err, FLAG_PICKLED_ERROR)] * max(1, num_returns)
-        finally:
-            if changed_env:
-                self._restore_env(changed_env)
-            state.current_task_id = None
-        exiting = False
-        if max_calls:
-            n = self.calls.get(fn_key, 0) + 1
-            self.calls[fn_key] = n
-            exiting = n >= max_calls
-        core.finish_task(handle, returns, retryable, exiting)
-        if exiting:
-            self.exiting = True  # max_calls reached: this worker leaves
+            return [(self._error(fn_name, e), FLAG_PICKLED_ERROR)] * max(1, num_returns), retryable
 
-    def _returns(self, fn_name: str, result: Any, num_returns: int) -> List[Tuple[bytes, int]]:
+    def _cancelled(self, fn_name: str, task_id: bytes, num_returns: int) -> Returns:
+        text = f"Task {fn_name} (id {task_id.hex()}) was cancelled by fleet.cancel() while running."
+        return [(text.encode(), FLAG_TASK_CANCELLED)] * max(1, num_returns)
+
+    def _stream(self, handle: int, fn_name: str, result: Any) -> Returns:
+        """Sends a generator's values one by one; the final return is the count."""
+        if not inspect.isgenerator(result):
+            raise TypeError(
+                f"'{fn_name}' has num_returns='streaming' but returned "
+                f"{type(result).__name__}, not a generator"
+            )
+        n = 0
+        try:
+            for value in result:
+                self.core.send_generator_item(handle, n, self._dump_return(fn_name, value), 0)
+                n += 1
+        except KeyboardInterrupt:
+            raise
+        except _actor_exit_type():
+            raise
+        except BaseException as e:  # the error is the next item; the stream ends
+            self.core.send_generator_item(handle, n, self._error(fn_name, e), FLAG_PICKLED_ERROR)
+            n += 1
+        return [(_pickle_dumps(n), FLAG_GENERATOR_END)]
+
+    def _returns(self, fn_name: str, result: Any, num_returns: int) -> Returns:
         if num_returns == 1:
             try:  # the common case, inlined: plain pickle of a small value
                 data = _pickle_dumps(result, 5)
@@ -106,6 +149,8 @@ class Executor:
             return [(self._dump_return(fn_name, result), 0)]
         if num_returns == 0:
             return []
+        if inspect.isgenerator(result):
+            result = list(result)
         if not isinstance(result, (tuple, list)) or len(result) != num_returns:
             raise ValueError(
                 f"Task '{fn_name}' has num_returns={num_returns} but returned "
@@ -137,6 +182,247 @@ class Executor:
             return False
         return isinstance(e, tuple(types))
 
+    # ---- dispatch -------------------------------------------------------------------
+
+    def run(self, t: tuple) -> None:
+        if t[0] == 0:  # a cancel notice for a call running concurrently
+            self._cancel_running(t[1])
+            return
+        (handle, task_id, job_id, fn_key, fn_name, args_blob, deps, num_returns,
+         retry_blob, env_vars, gpu_ids, attempt, resources, max_calls,
+         actor_id, method_name, kind, actor_options, group, streaming) = t
+        state.current_task_id = task_id
+        state.current_function = fn_name
+        state.current_job_id = job_id
+        if job_id != self.job_id:
+            self.core.job_id = job_id  # nested tasks and puts belong to the caller's job
+            self.job_id = job_id
+        if kind == ACTOR_TASK:
+            self._actor_call(handle, task_id, fn_name, method_name, args_blob, deps,
+                             num_returns, streaming, group)
+        elif kind == NORMAL_TASK:
+            self._task(handle, task_id, job_id, fn_key, fn_name, args_blob, deps, num_returns,
+                       retry_blob, env_vars, gpu_ids, resources, max_calls, streaming)
+        elif kind == ACTOR_CREATION:
+            self._create_actor(handle, task_id, job_id, fn_key, fn_name, args_blob, deps,
+                               env_vars, gpu_ids, resources, actor_id, actor_options, attempt)
+        elif kind == ACTOR_EXIT:
+            self._drain()
+            self._exit_actor("all references to it went out of scope", graceful=True)
+
+    def _task(self, handle: int, task_id: bytes, job_id: int, fn_key: str, fn_name: str,
+              args_blob: bytes, deps: list, num_returns: int, retry_blob: bytes,
+              env_vars: Dict[str, str], gpu_ids: List[int], resources: str, max_calls: int,
+              streaming: bool) -> None:
+        state.current_gpu_ids = gpu_ids
+        state.current_resources = resources
+        changed_env = self._apply_env(env_vars, gpu_ids) if (env_vars or gpu_ids) else None
+        try:
+            if job_id not in self.jobs_seen:
+                self._setup_job(job_id)
+            fn = self.functions.get(fn_key) or self._function(fn_key, fn_name)
+            returns, retryable = self._call(handle, task_id, fn_name, fn, args_blob, deps,
+                                            num_returns, streaming, retry_blob)
+        except BaseException as e:  # the function could not even be loaded
+            returns = [(self._error(fn_name, e), FLAG_PICKLED_ERROR)] * max(1, num_returns)
+            retryable = False
+        finally:
+            if changed_env:
+                self._restore_env(changed_env)
+            state.current_task_id = None
+        exiting = False
+        if max_calls:
+            n = self.calls.get(fn_key, 0) + 1
+            self.calls[fn_key] = n
+            exiting = n >= max_calls
+        self.core.finish_task(handle, returns, retryable, exiting)
+        if exiting:
+            self.exiting = True  # max_calls reached: this worker leaves
+
+    # ---- actors ---------------------------------------------------------------------
+
+    def _create_actor(self, handle: int, task_id: bytes, job_id: int, cls_key: str,
+                      fn_name: str, args_blob: bytes, deps: list, env_vars: Dict[str, str],
+                      gpu_ids: List[int], resources: str, actor_id: bytes,
+                      actor_options: bytes, attempt: int) -> None:
+        # This process is the actor's for good: its environment is set once.
+        os.environ.update(env_vars)
+        if gpu_ids:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)
+        state.current_gpu_ids = gpu_ids
+        state.current_resources = resources
+        state.current_actor_id = actor_id
+        state.actor_restarts = attempt
+        self.actor_id = actor_id
+        opts = pickle.loads(actor_options)
+        self.class_name = opts["class_name"]
+        state.actor_name = opts.get("name") or ""
+        try:
+            if job_id not in self.jobs_seen:
+                self._setup_job(job_id)
+            cls = self._function(cls_key, self.class_name)
+            if args_blob:
+                args, kwargs = serialization.deserialize_args(args_blob, deps)
+            else:
+                args, kwargs = (), {}
+            self.actor = cls(*args, **kwargs)
+        except _actor_exit_type():
+            self._exit_actor("it called fleet.actor.exit_actor() in its constructor")
+        except BaseException as e:  # the actor is dead; fleet-gcs ends this process
+            self.core.finish_task(handle, [(self._error(fn_name, e), FLAG_PICKLED_ERROR)], False)
+            return
+        max_concurrency = opts["max_concurrency"]
+        groups = opts["concurrency_groups"]
+        if opts["is_async"]:
+            self.loop = asyncio.new_event_loop()
+            threading.Thread(target=self.loop.run_forever, name="fleet-actor-loop",
+                             daemon=True).start()
+            self.semaphores = {"": asyncio.Semaphore(max_concurrency)}
+            for g, n in groups.items():
+                self.semaphores[g] = asyncio.Semaphore(n)
+            self.concurrent = True
+        elif max_concurrency > 1 or groups:
+            if max_concurrency > 1:
+                self.pools[""] = ThreadPoolExecutor(max_concurrency, "fleet-actor")
+            for g, n in groups.items():
+                self.pools[g] = ThreadPoolExecutor(n, f"fleet-actor-{g}")
+            self.concurrent = True
+        if self.concurrent:
+            self.core.set_concurrent(True)
+        self.core.finish_task(handle, [(_pickle_dumps(None), 0)], False)
+
+    def _actor_call(self, handle: int, task_id: bytes, fn_name: str, method_name: str,
+                    args_blob: bytes, deps: list, num_returns: int, streaming: bool,
+                    group: str) -> None:
+        if self.actor is None:
+            err = RuntimeError(f"this worker hosts no actor (call {fn_name})")
+            self.core.finish_task(handle, [(self._error(fn_name, err), FLAG_PICKLED_ERROR)], False)
+            return
+        if self.loop is not None:
+            if group and group not in self.semaphores:
+                self._bad_group(handle, fn_name, group, num_returns)
+                return
+            coro = self._call_async(handle, task_id, fn_name, method_name, args_blob, deps,
+                                    num_returns, streaming, group)
+            asyncio.run_coroutine_threadsafe(coro, self.loop)
+            return
+        pool = self.pools.get(group)
+        if pool is None and group:
+            self._bad_group(handle, fn_name, group, num_returns)
+            return
+        if pool is not None:
+            pool.submit(self._call_method, handle, task_id, fn_name, method_name, args_blob,
+                        deps, num_returns, streaming)
+        else:
+            self._call_method(handle, task_id, fn_name, method_name, args_blob, deps,
+                              num_returns, streaming)
+
+    def _bad_group(self, handle: int, fn_name: str, group: str, num_returns: int) -> None:
+        err = ValueError(f"'{fn_name}' asked for concurrency group '{group}', which the actor "
+                         "class does not define (concurrency_groups=...)")
+        self.core.finish_task(
+            handle, [(self._error(fn_name, err), FLAG_PICKLED_ERROR)] * max(1, num_returns), False
+        )
+
+    def _call_method(self, handle: int, task_id: bytes, fn_name: str, method_name: str,
+                     args_blob: bytes, deps: list, num_returns: int, streaming: bool) -> None:
+        try:
+            fn = getattr(self.actor, method_name)
+        except AttributeError as e:
+            returns: Returns = [(self._error(fn_name, e), FLAG_PICKLED_ERROR)] * max(1, num_returns)
+        else:
+            returns, _ = self._call(handle, task_id, fn_name, fn, args_blob, deps, num_returns,
+                                    streaming, b"")
+        _canceled.discard(task_id)
+        self.core.finish_task(handle, returns, False)
+
+    async def _call_async(self, handle: int, task_id: bytes, fn_name: str, method_name: str,
+                          args_blob: bytes, deps: list, num_returns: int, streaming: bool,
+                          group: str) -> None:
+        me = asyncio.current_task()
+        self.running_async[task_id] = me
+        try:
+            async with self.semaphores[group]:
+                returns = await self._run_async(handle, task_id, fn_name, method_name,
+                                                args_blob, deps, num_returns, streaming)
+        except asyncio.CancelledError:
+            returns = self._cancelled(fn_name, task_id, num_returns)
+        finally:
+            self.running_async.pop(task_id, None)
+        self.core.finish_task(handle, returns, False)
+
+    async def _run_async(self, handle: int, task_id: bytes, fn_name: str, method_name: str,
+                         args_blob: bytes, deps: list, num_returns: int,
+                         streaming: bool) -> Returns:
+        try:
+            fn = getattr(self.actor, method_name)
+            if args_blob:
+                args, kwargs = serialization.deserialize_args(args_blob, deps)
+            else:
+                args, kwargs = (), {}
+            result = fn(*args, **kwargs)
+            if streaming and inspect.isasyncgen(result):
+                n = 0
+                try:
+                    async for value in result:
+                        self.core.send_generator_item(handle, n,
+                                                      self._dump_return(fn_name, value), 0)
+                        n += 1
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as e:
+                    if isinstance(e, _actor_exit_type()):
+                        raise
+                    self.core.send_generator_item(handle, n, self._error(fn_name, e),
+                                                  FLAG_PICKLED_ERROR)
+                    n += 1
+                return [(_pickle_dumps(n), FLAG_GENERATOR_END)]
+            if inspect.isawaitable(result):
+                result = await result
+            if streaming:
+                return self._stream(handle, fn_name, result)
+            return self._returns(fn_name, result, num_returns)
+        except asyncio.CancelledError:
+            raise
+        except _actor_exit_type():
+            self._exit_actor("it called fleet.actor.exit_actor()")
+            raise  # not reached
+        except BaseException as e:
+            return [(self._error(fn_name, e), FLAG_PICKLED_ERROR)] * max(1, num_returns)
+
+    def _cancel_running(self, task_id: bytes) -> None:
+        _canceled.add(task_id)
+        t = self.running_async.get(task_id)
+        if t is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(t.cancel)
+
+    def _drain(self) -> None:
+        """Waits for the calls running concurrently (before an orderly exit)."""
+        for pool in self.pools.values():
+            pool.shutdown(wait=True)
+        if self.loop is not None:
+            import time
+
+            while self.running_async:
+                time.sleep(0.01)
+
+    def _exit_actor(self, reason: str, graceful: bool = False) -> None:
+        """Ends this actor's process; fleet-gcs marks it dead (no restart)."""
+        if self.actor_id is not None:
+            shutdown = getattr(self.actor, "__ray_shutdown__", None)
+            if graceful and callable(shutdown):
+                try:
+                    shutdown()
+                except Exception as e:  # reported, the exit goes on
+                    print(f"__ray_shutdown__ of {self.class_name} raised: {e!r}", file=sys.stderr)
+            self.core.actor_exiting(self.actor_id, reason)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.core.shutdown()
+        os._exit(0)
+
+    # ---- environment ------------------------------------------------------------------
+
     def _apply_env(self, env_vars: Dict[str, str], gpu_ids: List[int]) -> Dict[str, Any]:
         if not env_vars and not gpu_ids:
             return {}
@@ -158,7 +444,15 @@ class Executor:
                 os.environ[k] = v
 
 
+def _actor_exit_type() -> type:
+    from fleet.actor import _ActorExit
+
+    return _ActorExit
+
+
 def main() -> None:
+    # fleet.cancel interrupts a running task with SIGINT -> KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     session_dir = os.environ["FLEET_SESSION_DIR"]
     worker_hex = os.environ["FLEET_WORKER_ID"]
     core = _core.Core(
@@ -182,10 +476,14 @@ def main() -> None:
     next_task = core.next_task
     run = ex.run
     while not ex.exiting:
-        t = next_task()
-        if t is None:
-            break
-        run(t)
+        try:
+            t = next_task()
+            if t is None:
+                break
+            run(t)
+        except KeyboardInterrupt:
+            # A cancel that arrived just as its task finished: not for us.
+            continue
     core.shutdown()
     sys.stdout.flush()
     os._exit(0)
