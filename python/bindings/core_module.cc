@@ -147,6 +147,25 @@ auto WaitInSlices(int64_t timeout_ms, bool interruptible, Attempt&& attempt) {
   }
 }
 
+// What the worker's Python loop gets for one task: a flat tuple (cheaper
+// to build and unpack than an object); (0, task_id) is a cancel notice.
+nb::object TaskToPy(const fleet::ExecutableTask& t) {
+  const auto& s = t.spec;
+  if (t.handle == 0) return nb::make_tuple(0, Bytes(s.task_id()));
+  nb::list deps;
+  for (const auto& d : s.deps()) deps.append(nb::make_tuple(Bytes(d.data()), d.flags()));
+  nb::dict env;
+  for (const auto& [k, v] : s.env_vars()) env[nb::str(k.c_str())] = nb::str(v.c_str());
+  nb::list gpus;
+  for (int g : s.gpu_ids()) gpus.append(g);
+  return nb::make_tuple(t.handle, Bytes(s.task_id()), s.job_id(), s.function_key(),
+                        s.function_name(), Bytes(s.args()), deps, s.num_returns(),
+                        Bytes(s.retry_exceptions()), env, gpus, s.attempt(), s.resources(),
+                        s.max_calls(), Bytes(s.actor_id()), s.method_name(),
+                        static_cast<int>(s.kind()), Bytes(s.actor_options()),
+                        s.concurrency_group(), s.streaming());
+}
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -458,20 +477,16 @@ NB_MODULE(_core, m) {
                t = c.core().NextTask();
              }
              if (!t) return nb::none();
-             const auto& s = t->spec;
-             if (t->handle == 0) return nb::make_tuple(0, Bytes(s.task_id()));  // cancel notice
-             nb::list deps;
-             for (const auto& d : s.deps()) deps.append(nb::make_tuple(Bytes(d.data()), d.flags()));
-             nb::dict env;
-             for (const auto& [k, v] : s.env_vars()) env[nb::str(k.c_str())] = nb::str(v.c_str());
-             nb::list gpus;
-             for (int g : s.gpu_ids()) gpus.append(g);
-             return nb::make_tuple(t->handle, Bytes(s.task_id()), s.job_id(), s.function_key(),
-                                   s.function_name(), Bytes(s.args()), deps, s.num_returns(),
-                                   Bytes(s.retry_exceptions()), env, gpus, s.attempt(),
-                                   s.resources(), s.max_calls(), Bytes(s.actor_id()),
-                                   s.method_name(), static_cast<int>(s.kind()),
-                                   Bytes(s.actor_options()), s.concurrency_group(), s.streaming());
+             return TaskToPy(*t);
+           })
+      .def("enable_task_events", [](PyCore& c) { return c.core().EnableTaskEvents(); })
+      // Non-blocking: None if nothing is queued, False if the worker must exit.
+      .def("try_next_task",
+           [](PyCore& c) -> nb::object {
+             auto t = c.core().TryNextTask();
+             if (!t) return nb::none();
+             if (t->handle == UINT64_MAX) return nb::bool_(false);
+             return TaskToPy(*t);
            })
       .def("finish_task",
            [](PyCore& c, uint64_t handle, const std::vector<std::pair<nb::bytes, uint32_t>>& returns,

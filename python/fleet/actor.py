@@ -11,7 +11,6 @@ until their job ends, detached ones until ``fleet.kill``.
 
 from __future__ import annotations
 
-import inspect
 import pickle
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -45,6 +44,8 @@ def method(*args: Any, **kwargs: Any) -> Callable:
 
 
 def _method_table(cls: type) -> Dict[str, _MethodMeta]:
+    import inspect
+
     table: Dict[str, _MethodMeta] = {}
     for name, member in inspect.getmembers(cls):
         if not callable(member) or (name.startswith("__") and name != "__call__"):
@@ -62,6 +63,8 @@ def _method_table(cls: type) -> Dict[str, _MethodMeta]:
 
 
 def _is_async_class(cls: type) -> bool:
+    import inspect
+
     return any(
         inspect.iscoroutinefunction(m) or inspect.isasyncgenfunction(m)
         for _, m in inspect.getmembers(cls, predicate=inspect.isfunction)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Any, Callable, Dict, Optional
 
 from fleet._private import options as opts_mod
@@ -83,6 +82,8 @@ class RemoteFunction:
         env.update(((o["runtime_env"] or {}).get("env_vars")) or {})
         name = o["name"] or self._name
         num_returns = o["num_returns"]
+        import inspect
+
         if "num_returns" not in self._options and inspect.isgeneratorfunction(self._function):
             num_returns = "streaming"  # a generator function streams its values (as Ray)
         streaming = num_returns == "streaming"

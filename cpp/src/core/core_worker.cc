@@ -3,6 +3,7 @@
 
 #include <malloc.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -77,6 +78,7 @@ Status CoreWorker::Init() {
           std::lock_guard<std::mutex> lk(exec_mu_);
           exiting_ = true;
           exec_cv_.notify_all();
+          SignalTaskEventLocked();
         } else if (!shut_down_) {
           FLEET_LOG(WARNING) << "lost the connection to the local fleet-node: " << s.message();
         }
@@ -288,6 +290,7 @@ void CoreWorker::HandlePushTask(const rpc::ConnectionPtr& conn, rpc::Envelope& m
   executing_[handle] = Pending{conn, msg.request_id(), {}, t.spec.task_id()};
   exec_queue_.push_back(std::move(t));
   exec_cv_.notify_one();
+  SignalTaskEventLocked();
 }
 
 void CoreWorker::HandleGetObject(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
@@ -359,6 +362,7 @@ void CoreWorker::HandleCancelTask(rpc::Envelope& msg) {
         notice.spec.set_task_id(task_id);
         exec_queue_.push_front(std::move(notice));
         exec_cv_.notify_one();
+        SignalTaskEventLocked();
       } else if (in_task_ && current_task_id_ == task_id) {
         // Running on the main thread. A task gets KeyboardInterrupt there;
         // an actor call is not interrupted (the actor has state), it only
@@ -484,6 +488,7 @@ void CoreWorker::OnNodeMessage(const rpc::ConnectionPtr&, rpc::Envelope& msg) {
       std::lock_guard<std::mutex> lk(exec_mu_);
       exiting_ = true;
       exec_cv_.notify_all();
+      SignalTaskEventLocked();
       break;
     }
     default:
@@ -510,6 +515,37 @@ void CoreWorker::FlushHeldReplies() {
     num_held_ = 0;
   }
   for (auto& c : held) c->Flush();
+}
+
+void CoreWorker::SignalTaskEventLocked() {
+  if (task_event_fd_ < 0) return;
+  uint64_t one = 1;
+  ssize_t n = ::write(task_event_fd_, &one, sizeof(one));
+  (void)n;  // a full counter still leaves the fd readable
+}
+
+int CoreWorker::EnableTaskEvents() {
+  std::lock_guard<std::mutex> lk(exec_mu_);
+  if (task_event_fd_ < 0) task_event_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (!exec_queue_.empty() || exiting_) SignalTaskEventLocked();
+  return task_event_fd_;
+}
+
+std::optional<ExecutableTask> CoreWorker::TryNextTask() {
+  std::lock_guard<std::mutex> lk(exec_mu_);
+  if (exec_queue_.empty()) {
+    if (!exiting_) return std::nullopt;
+    ExecutableTask exit;
+    exit.handle = UINT64_MAX;
+    return exit;
+  }
+  ExecutableTask t = std::move(exec_queue_.front());
+  exec_queue_.pop_front();
+  if (t.handle != 0) {
+    auto it = executing_.find(t.handle);
+    if (it != executing_.end()) it->second.started = std::chrono::steady_clock::now();
+  }
+  return t;
 }
 
 std::optional<ExecutableTask> CoreWorker::NextTask() {

@@ -73,6 +73,14 @@ class CoreWorker {
   std::vector<std::string> SubmitTask(TaskSubmission&& task);
   // Worker: blocks until a task arrives; nullopt once the worker must exit.
   std::optional<ExecutableTask> NextTask();
+  // Worker, event-loop mode (async actors): from now on every task pushed
+  // here (and the exit) also makes `fd` (an eventfd) readable, so an event
+  // loop can wait on it and take tasks with TryNextTask, without a thread
+  // of its own blocked in NextTask. Returns the fd.
+  int EnableTaskEvents();
+  // Non-blocking NextTask: nullopt if nothing is queued; a task with
+  // handle == UINT64_MAX means the worker must exit.
+  std::optional<ExecutableTask> TryNextTask();
   // Worker: sends the reply for `handle`.
   // `worker_exiting`: this worker leaves after the reply (max_calls reached).
   void FinishTask(uint64_t handle, std::vector<std::pair<std::string, uint32_t>>&& returns,
@@ -176,6 +184,8 @@ class CoreWorker {
   std::string current_task_id_;     // run by the main thread; guarded by exec_mu_
   pthread_t main_thread_{};         // the thread that calls NextTask; guarded by exec_mu_
   bool concurrent_ = false;                                  // guarded by exec_mu_
+  int task_event_fd_ = -1;                                   // guarded by exec_mu_
+  void SignalTaskEventLocked();
   bool current_is_actor_call_ = false;                       // guarded by exec_mu_
   std::string cancel_requested_;                             // guarded by exec_mu_
   // Replies held back while more tasks are queued here, so several go out in

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Optional
 
 from fleet._private import state
@@ -62,6 +61,8 @@ class ObjectRefGenerator:
         return self
 
     async def __anext__(self) -> ObjectRef:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(None, self._next, None)

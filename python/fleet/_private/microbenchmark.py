@@ -1,11 +1,12 @@
-"""``fleet microbenchmark``: Ray's ``ray microbenchmark`` task workloads, run on fleet.
+"""``fleet microbenchmark``: Ray's ``ray microbenchmark`` workloads, run on fleet.
 
 The workloads and metric names are those of Ray's ``ray/_private/ray_perf.py``
-(the task and object parts; fleet has no actors yet), and the harness follows
+(tasks, objects and actors), and the harness follows
 Ray's ``timeit`` (``ray/_private/ray_microbenchmark_helpers.py``): warm up, then
 several timed trials, reporting ``name per second MEAN +- STD``. Beside them it
-measures ``init()`` time to ready, an idle worker's memory, and a 100k-task
-submission with the driver's memory before and after.
+measures ``init()`` time to ready, an idle worker's and an idle actor's
+memory, a 100k-task submission with the driver's memory before and after, and
+how fast 1,000 actors are created and answer a first call.
 
 Every workload is written once against an ``api`` module (``fleet`` or
 ``ray``). ``--compare-ray`` runs this same file under Ray's interpreter in a
@@ -46,6 +47,23 @@ TASKS_AND_GET_BATCH = "single client tasks and get batch"
 WAIT_1K_REFS = "single client wait 1k refs"
 TASKS_SYNC = "single client tasks sync"
 TASKS_ASYNC = "single client tasks async"
+ACTOR_SYNC = "1:1 actor calls sync"
+ACTOR_ASYNC = "1:1 actor calls async"
+ACTOR_CONCURRENT = "1:1 actor calls concurrent"
+ACTOR_1N_ASYNC = "1:n actor calls async"
+ACTOR_NN_ASYNC = "n:n actor calls async"
+ACTOR_NN_ARG_ASYNC = "n:n actor calls with arg async"
+ASYNC_ACTOR_SYNC = "1:1 async-actor calls sync"
+ASYNC_ACTOR_ASYNC = "1:1 async-actor calls async"
+ASYNC_ACTOR_ARGS_ASYNC = "1:1 async-actor calls with args async"
+MULTI_CLIENT_TASKS = "multi client tasks async"
+ACTOR_METRICS = (
+    ACTOR_SYNC, ACTOR_ASYNC, ACTOR_CONCURRENT, ACTOR_1N_ASYNC, ACTOR_NN_ASYNC,
+    ACTOR_NN_ARG_ASYNC, ASYNC_ACTOR_SYNC, ASYNC_ACTOR_ASYNC, ASYNC_ACTOR_ARGS_ASYNC,
+    MULTI_CLIENT_TASKS,
+)
+ACTOR_CREATION = "actor creation"
+ACTOR_RSS = "idle actor RSS"
 # Names of the extra measurements (also matched by --only).
 INIT_TIME = "init time to ready"
 WORKER_RSS = "idle worker RSS"
@@ -77,6 +95,9 @@ class Config:
     only: str = ""
     init_cycles: int = 5
     many_tasks: int = 100_000
+    actors: int = 1000  # of the actor creation measure
+    ray_actors: Optional[int] = None  # the same for Ray (None: as actors)
+    clients: int = 4  # actors submitting in the multi-client workloads
 
     def wants(self, name: str) -> bool:
         """Whether the metric `name` passes the --only filter."""
@@ -109,6 +130,66 @@ def _pid_after(seconds: float) -> int:
     """Holds a worker for `seconds` and returns its pid (to find the workers)."""
     time.sleep(seconds)
     return os.getpid()
+
+
+class BenchActor:
+    """The actor of ray_perf.py's actor workloads."""
+
+    def small_value(self) -> bytes:
+        return b"ok"
+
+    def small_value_arg(self, x: Any) -> bytes:
+        return b"ok"
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class BenchAsyncActor:
+    """The async actor of ray_perf.py's async-actor workloads."""
+
+    async def small_value(self) -> bytes:
+        return b"ok"
+
+    async def small_value_with_arg(self, x: Any) -> bytes:
+        return b"ok"
+
+
+class BenchClient:
+    """Calls its servers (actors) in batches, from inside an actor."""
+
+    def __init__(self, servers: Any):
+        if not isinstance(servers, list):
+            servers = [servers]
+        self.servers = servers
+
+    def small_value_batch(self, n: int) -> None:
+        import importlib
+
+        api = importlib.import_module(self.api_name())
+        api.get([self.servers[i % len(self.servers)].small_value.remote() for i in range(n)])
+
+    def small_value_batch_arg(self, n: int) -> None:
+        import importlib
+
+        api = importlib.import_module(self.api_name())
+        x = api.put(0)
+        api.get(
+            [self.servers[i % len(self.servers)].small_value_arg.remote(x) for i in range(n)]
+        )
+
+    @staticmethod
+    def api_name() -> str:
+        return "ray" if "ray" in sys.modules and "fleet" not in sys.modules else "fleet"
+
+
+class BenchTaskClient:
+    """Submits batches of tasks from inside an actor (multi client tasks)."""
+
+    def small_value_batch(self, n: int) -> None:
+        api = importlib.import_module(BenchClient.api_name())
+        f = api.remote(_small_value)
+        api.get([f.remote() for _ in range(n)])
 
 
 # ---------------------------------------------------------------------------
@@ -235,6 +316,106 @@ def task_workloads(api: ModuleType) -> List[Workload]:
         (TASKS_SYNC, small_task, 1),
         (TASKS_ASYNC, small_task_async, BATCH),
     ]
+
+
+def actor_workloads(api: ModuleType, cfg: Config) -> List[Workload]:
+    """ray_perf.py's actor workloads (names and shapes), n = the client count."""
+    actor_cls = api.remote(BenchActor)
+    async_cls = api.remote(BenchAsyncActor)
+    client_cls = api.remote(BenchClient)
+    task_client_cls = api.remote(BenchTaskClient)
+    n = cfg.clients
+    a = actor_cls.remote()
+    conc = actor_cls.options(max_concurrency=16).remote()
+    aa = async_cls.remote()
+    servers = [actor_cls.remote() for _ in range(n)]
+    one_client = client_cls.remote(servers)
+    clients = [client_cls.remote(s) for s in servers]
+    task_clients = [task_client_cls.remote() for _ in range(n)]
+    batch = 1000
+    api.get([x.pid.remote() for x in [a, conc, *servers]])
+
+    def sync_call() -> None:
+        api.get(a.small_value.remote())
+
+    def async_calls() -> None:
+        api.get([a.small_value.remote() for _ in range(batch)])
+
+    def concurrent_calls() -> None:
+        api.get([conc.small_value.remote() for _ in range(batch)])
+
+    def one_to_n() -> None:
+        api.get(one_client.small_value_batch.remote(batch))
+
+    def n_to_n() -> None:
+        api.get([c.small_value_batch.remote(batch) for c in clients])
+
+    def n_to_n_arg() -> None:
+        api.get([c.small_value_batch_arg.remote(batch) for c in clients])
+
+    def async_sync() -> None:
+        api.get(aa.small_value.remote())
+
+    def async_async() -> None:
+        api.get([aa.small_value.remote() for _ in range(batch)])
+
+    def async_args() -> None:
+        api.get([aa.small_value_with_arg.remote(i) for i in range(batch)])
+
+    def multi_client_tasks() -> None:
+        api.get([c.small_value_batch.remote(batch) for c in task_clients])
+
+    return [
+        (ACTOR_SYNC, sync_call, 1),
+        (ACTOR_ASYNC, async_calls, batch),
+        (ACTOR_CONCURRENT, concurrent_calls, batch),
+        (ACTOR_1N_ASYNC, one_to_n, batch),
+        (ACTOR_NN_ASYNC, n_to_n, batch * n),
+        (ACTOR_NN_ARG_ASYNC, n_to_n_arg, batch * n),
+        (ASYNC_ACTOR_SYNC, async_sync, 1),
+        (ASYNC_ACTOR_ASYNC, async_async, batch),
+        (ASYNC_ACTOR_ARGS_ASYNC, async_args, batch),
+        (MULTI_CLIENT_TASKS, multi_client_tasks, batch * n),
+    ]
+
+
+def measure_actor_creation(api: ModuleType, cfg: Config) -> Dict[str, Any]:
+    """Creates ``cfg.actors`` actors (num_cpus=0) and waits for each one's first answer."""
+    actor_cls = api.remote(BenchActor).options(num_cpus=0)
+    n = cfg.actors
+    t0 = time.perf_counter()
+    actors = [actor_cls.remote() for _ in range(n)]
+    t1 = time.perf_counter()
+    pids = api.get([a.pid.remote() for a in actors])
+    t2 = time.perf_counter()
+    assert len(set(pids)) == n, "every actor must run in its own process"
+    out = {
+        "actors": n,
+        "create_calls_s": t1 - t0,
+        "total_s": t2 - t0,
+        "actors_per_s": n / (t2 - t0),
+    }
+    print(
+        f"{ACTOR_CREATION}: {n} actors created and answering in {out['total_s']:.2f} s "
+        f"({out['actors_per_s']:.1f} actors/s; the .remote() calls took "
+        f"{out['create_calls_s']:.2f} s)",
+        flush=True,
+    )
+    for a in actors:
+        api.kill(a)
+    return out
+
+
+def measure_actor_rss(api: ModuleType, cfg: Config) -> Dict[str, Any]:
+    """RSS (and PSS) of an idle actor one second after its last call."""
+    a = api.remote(BenchActor).remote()
+    pid = api.get(a.pid.remote())
+    time.sleep(1.0)
+    out = {"pid": pid, "rss_mb": rss_mb(pid), "pss_mb": pss_mb(pid)}
+    pss_txt = f", PSS {out['pss_mb']:.1f} MB" if out["pss_mb"] is not None else ""
+    print(f"{ACTOR_RSS}: {out['rss_mb']:.1f} MB{pss_txt}", flush=True)
+    api.kill(a)
+    return out
 
 
 def measure_init(api: ModuleType, cfg: Config) -> Dict[str, Any]:
@@ -370,7 +551,8 @@ def run_suite(api: ModuleType, cfg: Config) -> Dict[str, Any]:
     if cfg.wants(INIT_TIME) and cfg.init_cycles > 0:
         result["init"] = measure_init(api, cfg)
     names = [GET_CALLS, PUT_CALLS, TASKS_AND_GET_BATCH, WAIT_1K_REFS, TASKS_SYNC, TASKS_ASYNC]
-    if not any(cfg.wants(n) for n in [*names, WORKER_RSS, MANY_TASKS]):
+    extra = [WORKER_RSS, MANY_TASKS, *ACTOR_METRICS, ACTOR_CREATION, ACTOR_RSS]
+    if not any(cfg.wants(n) for n in [*names, *extra]):
         return result
     api.init(**init_kwargs(cfg))
     try:
@@ -382,8 +564,19 @@ def run_suite(api: ModuleType, cfg: Config) -> Dict[str, Any]:
             result["worker_rss"]["after"] = measure_worker_rss(api, cfg, "after the benchmarks")
         if cfg.wants(MANY_TASKS) and cfg.many_tasks > 0:
             result["tasks_100k"] = measure_many_tasks(api, cfg)
+        if any(cfg.wants(n) for n in ACTOR_METRICS):
+            stats = run_workloads(actor_workloads(api, cfg), cfg)
+            result["metrics"].update({name: asdict(s) for name, s in stats.items()})
+        if cfg.wants(ACTOR_RSS):
+            result["actor_rss"] = measure_actor_rss(api, cfg)
     finally:
         api.shutdown()
+    if cfg.wants(ACTOR_CREATION) and cfg.actors > 0:
+        api.init(**init_kwargs(cfg))  # a fresh cluster: creation from a cold start
+        try:
+            result["actor_creation"] = measure_actor_creation(api, cfg)
+        finally:
+            api.shutdown()
     return result
 
 
@@ -459,6 +652,8 @@ def child_args(cfg: Config, api_name: str) -> List[str]:
         "--only", cfg.only,
         "--init-cycles", str(cfg.init_cycles),
         "--many-tasks", str(cfg.many_tasks),
+        "--actors", str(cfg.actors if cfg.ray_actors is None else cfg.ray_actors),
+        "--clients", str(cfg.clients),
     ]  # fmt: skip
 
 
@@ -586,6 +781,10 @@ def print_ray_table(fleet_res: Dict[str, Any], ray_res: Dict[str, Any]) -> None:
         ("100k tasks: tasks/s", ("tasks_100k", "tasks_per_s")),
         ("100k tasks: driver RSS held, MB", ("tasks_100k", "driver_rss_mb_held")),
         ("100k tasks: driver RSS growth, MB", ("tasks_100k", "driver_rss_mb_growth")),
+        ("actor creation: actors/s", ("actor_creation", "actors_per_s")),
+        ("actor creation: actors created", ("actor_creation", "actors")),
+        ("idle actor RSS, MB", ("actor_rss", "rss_mb")),
+        ("idle actor PSS, MB", ("actor_rss", "pss_mb")),
     ]
     print(
         f"\n{'measure (lower is better except tasks/s)':<{w}} {'fleet':>14} {'Ray':>14} "
@@ -659,6 +858,24 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         help="tasks of the '100k tasks' check (default 100000; 0 skips)",
     )
     p.add_argument(
+        "--actors",
+        type=int,
+        default=1000,
+        help="actors of the actor creation measure (default 1000; 0 skips)",
+    )
+    p.add_argument(
+        "--ray-actors",
+        type=int,
+        default=None,
+        help="actors of Ray's actor creation measure (default: as --actors)",
+    )
+    p.add_argument(
+        "--clients",
+        type=int,
+        default=4,
+        help="client actors of the n:n and multi client workloads (default 4)",
+    )
+    p.add_argument(
         "--compare-ray",
         action="store_true",
         help="also run the workloads under Ray, in a child process",
@@ -695,6 +912,9 @@ def main(argv: list[str] | None = None) -> int:
         only=args.only,
         init_cycles=args.init_cycles,
         many_tasks=args.many_tasks,
+        actors=args.actors,
+        ray_actors=args.ray_actors,
+        clients=args.clients,
     )
     if args.child_api:
         api = importlib.import_module(args.child_api)

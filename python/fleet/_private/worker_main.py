@@ -11,14 +11,10 @@ async one.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import os
 import pickle
 import signal
 import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Tuple
 
 from fleet import _core
@@ -57,9 +53,11 @@ class Executor:
         self.actor: Any = None
         self.actor_id: Optional[bytes] = None
         self.class_name = ""
-        self.pools: Dict[str, ThreadPoolExecutor] = {}  # threaded actor: group -> pool
-        self.loop: Optional[asyncio.AbstractEventLoop] = None  # async actor
-        self.semaphores: Dict[str, asyncio.Semaphore] = {}
+        # asyncio and thread pools are imported only by actors that use them
+        # (they cost every worker's start otherwise).
+        self.pools: Dict[str, Any] = {}  # threaded actor: group -> ThreadPoolExecutor
+        self.loop: Any = None  # async actor: its asyncio event loop
+        self.semaphores: Dict[str, Any] = {}
         self.running_async: Dict[bytes, Any] = {}  # task id -> asyncio.Task
         self.concurrent = False
 
@@ -119,6 +117,8 @@ class Executor:
 
     def _stream(self, handle: int, fn_name: str, result: Any) -> Returns:
         """Sends a generator's values one by one; the final return is the count."""
+        import inspect
+
         if not inspect.isgenerator(result):
             raise TypeError(
                 f"'{fn_name}' has num_returns='streaming' but returned "
@@ -149,7 +149,7 @@ class Executor:
             return [(self._dump_return(fn_name, result), 0)]
         if num_returns == 0:
             return []
-        if inspect.isgenerator(result):
+        if type(result).__name__ == "generator":
             result = list(result)
         if not isinstance(result, (tuple, list)) or len(result) != num_returns:
             raise ValueError(
@@ -207,6 +207,9 @@ class Executor:
             self._create_actor(handle, task_id, job_id, fn_key, fn_name, args_blob, deps,
                                env_vars, gpu_ids, resources, actor_id, actor_options, attempt)
         elif kind == ACTOR_EXIT:
+            if self.loop is not None:
+                self.loop.create_task(self._exit_when_idle())
+                return
             self._drain()
             self._exit_actor("all references to it went out of scope", graceful=True)
 
@@ -274,14 +277,17 @@ class Executor:
         max_concurrency = opts["max_concurrency"]
         groups = opts["concurrency_groups"]
         if opts["is_async"]:
+            import asyncio
+
+            # The main thread runs this loop from now on (serve_async).
             self.loop = asyncio.new_event_loop()
-            threading.Thread(target=self.loop.run_forever, name="fleet-actor-loop",
-                             daemon=True).start()
             self.semaphores = {"": asyncio.Semaphore(max_concurrency)}
             for g, n in groups.items():
                 self.semaphores[g] = asyncio.Semaphore(n)
             self.concurrent = True
         elif max_concurrency > 1 or groups:
+            from concurrent.futures import ThreadPoolExecutor
+
             if max_concurrency > 1:
                 self.pools[""] = ThreadPoolExecutor(max_concurrency, "fleet-actor")
             for g, n in groups.items():
@@ -304,7 +310,7 @@ class Executor:
                 return
             coro = self._call_async(handle, task_id, fn_name, method_name, args_blob, deps,
                                     num_returns, streaming, group)
-            asyncio.run_coroutine_threadsafe(coro, self.loop)
+            self.loop.create_task(coro)  # we are on the loop's thread (serve_async)
             return
         pool = self.pools.get(group)
         if pool is None and group:
@@ -339,6 +345,8 @@ class Executor:
     async def _call_async(self, handle: int, task_id: bytes, fn_name: str, method_name: str,
                           args_blob: bytes, deps: list, num_returns: int, streaming: bool,
                           group: str) -> None:
+        import asyncio
+
         me = asyncio.current_task()
         self.running_async[task_id] = me
         try:
@@ -354,6 +362,9 @@ class Executor:
     async def _run_async(self, handle: int, task_id: bytes, fn_name: str, method_name: str,
                          args_blob: bytes, deps: list, num_returns: int,
                          streaming: bool) -> Returns:
+        import asyncio
+        import inspect
+
         try:
             fn = getattr(self.actor, method_name)
             if args_blob:
@@ -393,18 +404,50 @@ class Executor:
     def _cancel_running(self, task_id: bytes) -> None:
         _canceled.add(task_id)
         t = self.running_async.get(task_id)
-        if t is not None and self.loop is not None:
-            self.loop.call_soon_threadsafe(t.cancel)
+        if t is not None:
+            t.cancel()  # on the loop's thread
 
     def _drain(self) -> None:
-        """Waits for the calls running concurrently (before an orderly exit)."""
+        """Waits for the calls running on thread pools (before an orderly exit)."""
         for pool in self.pools.values():
             pool.shutdown(wait=True)
-        if self.loop is not None:
-            import time
 
-            while self.running_async:
-                time.sleep(0.01)
+    async def _exit_when_idle(self) -> None:
+        import asyncio
+
+        while self.running_async:
+            await asyncio.sleep(0.01)
+        self._exit_actor("all references to it went out of scope", graceful=True)
+
+    def serve_async(self) -> None:
+        """Async actor: the main thread runs the event loop; tasks arrive via
+        an eventfd the core signals, so no thread hop sits between the socket
+        and the loop."""
+        import asyncio
+
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        core = self.core
+        fd = core.enable_task_events()
+        try_next = core.try_next_task
+        run = self.run
+
+        def on_ready() -> None:
+            try:
+                os.read(fd, 8)
+            except BlockingIOError:
+                pass
+            while True:
+                t = try_next()
+                if t is None:
+                    return
+                if t is False:  # the worker must exit
+                    loop.stop()
+                    return
+                run(t)
+
+        loop.add_reader(fd, on_ready)
+        loop.run_forever()
 
     def _exit_actor(self, reason: str, graceful: bool = False) -> None:
         """Ends this actor's process; fleet-gcs marks it dead (no restart)."""
@@ -481,6 +524,9 @@ def main() -> None:
             if t is None:
                 break
             run(t)
+            if ex.loop is not None:  # became an async actor: the event loop takes over
+                ex.serve_async()
+                break
         except KeyboardInterrupt:
             # A cancel that arrived just as its task finished: not for us.
             continue
