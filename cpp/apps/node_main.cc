@@ -31,6 +31,8 @@ int main(int argc, char** argv) {
   opts.node_ip = apps::Flag(flags, "node-ip", "127.0.0.1");
   opts.python = apps::Flag(flags, "python", "/usr/bin/python3");
   opts.num_prestart = std::atoi(apps::Flag(flags, "prestart", "-1").c_str());
+  // FLEET_NO_ZYGOTE=1: start every worker with fork + exec (debugging, comparisons).
+  opts.use_zygote = std::getenv("FLEET_NO_ZYGOTE") == nullptr;
   opts.idle_worker_timeout_ms = std::atoi(apps::Flag(flags, "idle-worker-timeout-ms", "1000").c_str());
   opts.infeasible_warning_ms = std::atoi(apps::Flag(flags, "infeasible-warning-ms", "3000").c_str());
   std::stringstream rs(apps::Flag(flags, "resources", ""));

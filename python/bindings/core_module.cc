@@ -428,6 +428,8 @@ NB_MODULE(_core, m) {
             return c.core().TakeCancelRequest(Str(task_id), keep);
           },
           nb::arg("task_id"), nb::arg("keep") = false)
+      .def("actor_call_pending",
+           [](PyCore& c, const nb::bytes& task_id) { return c.core().actors().IsPending(Str(task_id)); })
       .def("set_concurrent", [](PyCore& c, bool v) { c.core().SetConcurrent(v); })
       .def("send_generator_item",
            [](PyCore& c, uint64_t handle, int index, const nb::bytes& data, uint32_t flags) {

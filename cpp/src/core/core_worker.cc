@@ -119,6 +119,7 @@ Status CoreWorker::Init() {
 void CoreWorker::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
+  FlushHeldReplies();  // replies held for batching must not be lost (actor exit)
   {
     std::lock_guard<std::mutex> lk(exec_mu_);
     exiting_ = true;

@@ -21,6 +21,7 @@ struct TaskSubmitter::Task {
   int retries_left = 0;
   bool cancelled = false;      // fleet.cancel: never retried; fails as TaskCancelledError
   bool force = false;          // ... with force=True: its worker was killed
+  bool finished = false;       // FinishTask ran
   std::weak_ptr<Lease> lease;  // where it runs, once pushed
   std::string key;
   const rpc::TaskSpec& spec() const { return push.push_task().spec(); }
@@ -425,10 +426,14 @@ void TaskSubmitter::FailTask(const TaskPtr& task, uint32_t flags, const std::str
 }
 
 void TaskSubmitter::FinishTask(const TaskPtr& task) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (task->finished) return;  // a cancelled task can be failed twice
+    task->finished = true;
+    num_pending_--;
+    tasks_by_id_.erase(task->spec().task_id());
+  }
   for (const auto& id : task->dep_ids) store_.RemoveSubmittedRef(id);
-  std::lock_guard<std::mutex> lk(mu_);
-  num_pending_--;
-  tasks_by_id_.erase(task->spec().task_id());
 }
 
 std::string TaskSubmitter::CancelledMessage(const Task& task) {
@@ -469,7 +474,7 @@ bool TaskSubmitter::Cancel(const std::string& task_id, bool force, bool recursiv
           notify = lease->conn;
         }
       }
-      // Otherwise its arguments are still resolving: Enqueue fails it.
+      if (!lease) to_fail = task;  // its arguments are still resolving: fail it now
     }
   }
   if (to_fail) FailTask(to_fail, kFlagTaskCancelled, CancelledMessage(*to_fail));

@@ -100,6 +100,18 @@ Status NodeServer::Start() {
   if (!done) return Status::TimedOut("fleet-gcs at " + options_.gcs_address + " did not answer");
   if (!result.ok()) return result;
 
+  // The fork server becomes ready in ~100 ms; workers wanted before then
+  // (the prestarted ones) start with fork + exec, so startup does not wait.
+  if (options_.use_zygote) {
+    zygote_ = std::make_unique<Zygote>(io_, [this](int pid, int status) { OnProcessExit(pid, status); });
+    Status zs = zygote_->Start({options_.python, "-m", "fleet._private.zygote"},
+                               {{"PYTHONUNBUFFERED", "1"}});
+    if (!zs.ok()) {
+      FLEET_LOG(WARNING) << "cannot start the worker zygote (" << zs.message()
+                         << "); workers start with fork + exec";
+      zygote_.reset();
+    }
+  }
   int prestart = options_.num_prestart >= 0 ? options_.num_prestart : NumCpus(options_.resources);
   StartWorkers(prestart);
   Tick();
@@ -110,7 +122,8 @@ void NodeServer::Stop() {
   if (stopped_) return;
   stopped_ = true;
   for (int pid : pool_.Pids()) ::kill(pid, SIGKILL);
-  for (int pid : pool_.Pids()) ::waitpid(pid, nullptr, 0);
+  for (int pid : pool_.Pids()) ::waitpid(pid, nullptr, 0);  // ECHILD for the zygote's
+  if (zygote_) zygote_->Stop();
   if (listener_) listener_->Close();
   io_.stop();
 }
@@ -350,7 +363,14 @@ void NodeServer::StartWorkers(int n) {
         {"FLEET_NODE_IP", options_.node_ip},
         {"PYTHONUNBUFFERED", "1"},
     };
-    auto p = SpawnWorker({options_.python, "-m", "fleet._private.worker_main"}, env);
+    Result<SpawnedProcess> p = Status::Internal("no zygote");
+    if (zygote_ && zygote_->ready()) {
+      p = zygote_->Spawn(env);
+      if (!p.ok()) {
+        FLEET_LOG(WARNING) << "zygote spawn failed: " << p.status().message();
+      }
+    }
+    if (!p.ok()) p = SpawnWorker({options_.python, "-m", "fleet._private.worker_main"}, env);
     if (!p.ok()) {
       FLEET_LOG(ERROR) << "cannot start a worker: " << p.status().message();
       last_start_failure_ = p.status().message();
@@ -500,34 +520,36 @@ void NodeServer::FailPendingRequests(const std::string& why) {
 void NodeServer::OnSigchld() {
   int status;
   pid_t pid;
-  while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
-    auto id = pool_.IdOfPid(pid);
-    std::ostringstream why;
-    if (WIFEXITED(status)) {
-      why << "exited with code " << WEXITSTATUS(status);
-    } else if (WIFSIGNALED(status)) {
-      int sig = WTERMSIG(status);
-      why << "was killed by signal " << sig;
-      if (sig == SIGKILL) why << " (SIGKILL: killed by a user or another process, or out of memory)";
-      if (sig == SIGSEGV) why << " (SIGSEGV: a crash in native code)";
-    }
-    if (id) {
-      FLEET_LOG(INFO) << "worker pid " << pid << " " << why.str();
-      OnWorkerGone(*id, why.str());
-    }
-    for (auto& [wid, wio] : worker_io_) {
-      if (wio->pid == pid) {
-        wio->exited = true;
-        wio->exit_reason = why.str();
-        auto keep = wio;
-        MaybeFinalizeExit(keep);
-        break;
-      }
-    }
-  }
+  while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) OnProcessExit(pid, status);
   sigchld_.async_wait([this](const asio::error_code& ec, int) {
     if (!ec) OnSigchld();
   });
+}
+
+void NodeServer::OnProcessExit(int pid, int status) {
+  auto id = pool_.IdOfPid(pid);
+  std::ostringstream why;
+  if (WIFEXITED(status)) {
+    why << "exited with code " << WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    int sig = WTERMSIG(status);
+    why << "was killed by signal " << sig;
+    if (sig == SIGKILL) why << " (SIGKILL: killed by a user or another process, or out of memory)";
+    if (sig == SIGSEGV) why << " (SIGSEGV: a crash in native code)";
+  }
+  if (id) {
+    FLEET_LOG(INFO) << "worker pid " << pid << " " << why.str();
+    OnWorkerGone(*id, why.str());
+  }
+  for (auto& [wid, wio] : worker_io_) {
+    if (wio->pid == pid) {
+      wio->exited = true;
+      wio->exit_reason = why.str();
+      auto keep = wio;
+      MaybeFinalizeExit(keep);
+      break;
+    }
+  }
 }
 
 void NodeServer::Tick() {

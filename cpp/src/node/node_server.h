@@ -23,6 +23,7 @@
 #include "fleet.pb.h"
 #include "node/resources.h"
 #include "node/worker_pool.h"
+#include "node/zygote.h"
 #include "rpc/connection.h"
 #include "rpc/listener.h"
 
@@ -40,6 +41,7 @@ struct NodeOptions {
   int idle_worker_timeout_ms = 1000;
   int infeasible_warning_ms = 3000;
   int worker_start_failures_before_error = 3;
+  bool use_zygote = true;            // fork workers from a pre-imported process
 };
 
 class NodeServer {
@@ -76,6 +78,8 @@ class NodeServer {
   void OnWorkerGone(const std::string& worker_id, const std::string& why);
   void KillWorker(const std::string& worker_id);
   void OnSigchld();
+  // A worker (or the zygote) ended with `status` (from waitpid).
+  void OnProcessExit(int pid, int status);
   void Tick();
   void MarkResourcesDirty();
   void ReportResources();
@@ -91,6 +95,7 @@ class NodeServer {
   std::string node_id_;
   NodeResources resources_;
   WorkerPool pool_;
+  std::unique_ptr<Zygote> zygote_;
   std::unique_ptr<rpc::Listener> listener_;
   rpc::ConnectionPtr gcs_;
   asio::signal_set sigchld_;

@@ -64,10 +64,17 @@ class ObjectRefGenerator:
         import asyncio
 
         loop = asyncio.get_running_loop()
+        ref = await loop.run_in_executor(None, self._next_or_none)
+        if ref is None:
+            raise StopAsyncIteration
+        return ref
+
+    def _next_or_none(self) -> Optional[ObjectRef]:
+        # StopIteration cannot cross a Future: the end is None here.
         try:
-            return await loop.run_in_executor(None, self._next, None)
+            return self._next(None)
         except StopIteration:
-            raise StopAsyncIteration from None
+            return None
 
     def completed(self) -> ObjectRef:
         """A ref that is ready when the generator has finished."""

@@ -169,18 +169,19 @@ def error_from(data: bytes, flags: int) -> BaseException:
             return err.as_instanceof_cause()
         return err
     message = data.decode("utf-8", "replace")
-    if flags & _core.FLAG_WORKER_CRASHED:
-        return WorkerCrashedError(message)
-    if flags & _core.FLAG_OWNER_DIED:
-        return OwnerDiedError(message)
-    if flags & _core.FLAG_OBJECT_LOST:
-        return ObjectLostError(message)
     if flags & _core.FLAG_TASK_CANCELLED:
         if flags & _core.FLAG_WORKER_CRASHED:
             from fleet.exceptions import _ForceCancelledError
 
             return _ForceCancelledError(message)
         return TaskCancelledError(message)
+    if flags & _core.FLAG_WORKER_CRASHED:
+        return WorkerCrashedError(message)
+    if flags & _core.FLAG_OWNER_DIED:
+        return OwnerDiedError(message)
+    if flags & _core.FLAG_OBJECT_LOST:
+        return ObjectLostError(message)
+
     return RaySystemError(message)
 
 
