@@ -1,5 +1,41 @@
-"""Utilities on top of the core API (scheduling strategies, ...)."""
+"""Utilities on top of the core API, with Ray's names.
+
+- ``fleet.util.ActorPool``: spread work over a fixed set of actors.
+- ``fleet.util.queue.Queue``: a FIFO queue shared by tasks and actors.
+- ``fleet.util.multiprocessing.Pool``: ``multiprocessing.Pool`` on actors.
+- ``fleet.util.scheduling_strategies``: where tasks run.
+
+The submodules load on first use, so ``import fleet`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from fleet.util import scheduling_strategies
 
-__all__ = ["scheduling_strategies"]
+if TYPE_CHECKING:  # pragma: no cover
+    from fleet.util import multiprocessing, queue
+    from fleet.util.actor_pool import ActorPool
+
+_LAZY_ATTRS = {"ActorPool": "fleet.util.actor_pool"}
+_LAZY_MODULES = ("actor_pool", "multiprocessing", "queue")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_ATTRS:
+        value = getattr(importlib.import_module(_LAZY_ATTRS[name]), name)
+    elif name in _LAZY_MODULES:
+        value = importlib.import_module(f"fleet.util.{name}")
+    else:
+        raise AttributeError(f"module 'fleet.util' has no attribute '{name}'")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY_ATTRS) | set(_LAZY_MODULES))
+
+
+__all__ = ["ActorPool", "multiprocessing", "queue", "scheduling_strategies"]
