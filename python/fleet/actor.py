@@ -59,6 +59,10 @@ def _method_table(cls: type) -> Dict[str, _MethodMeta]:
             "concurrency_group": o.get("concurrency_group") or "",
             "max_task_retries": o.get("max_task_retries"),
         }
+    # Built in, as in Ray: __ray_ready__ answers once the actor is up;
+    # __ray_terminate__ ends it after the calls made before.
+    for name in ("__ray_ready__", "__ray_terminate__"):
+        table[name] = {"num_returns": 1, "concurrency_group": "", "max_task_retries": 0}
     return table
 
 

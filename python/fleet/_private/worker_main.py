@@ -208,7 +208,8 @@ class Executor:
                                env_vars, gpu_ids, resources, actor_id, actor_options, attempt)
         elif kind == ACTOR_EXIT:
             if self.loop is not None:
-                self.loop.create_task(self._exit_when_idle())
+                self.loop.create_task(
+                    self._exit_when_idle("all references to it went out of scope"))
                 return
             self._drain()
             self._exit_actor("all references to it went out of scope", graceful=True)
@@ -304,6 +305,16 @@ class Executor:
             err = RuntimeError(f"this worker hosts no actor (call {fn_name})")
             self.core.finish_task(handle, [(self._error(fn_name, err), FLAG_PICKLED_ERROR)], False)
             return
+        if method_name == "__ray_ready__":
+            self.core.finish_task(handle, [(_pickle_dumps(True), 0)], False)
+            return
+        if method_name == "__ray_terminate__":
+            reason = "it was terminated by __ray_terminate__()"
+            if self.loop is not None:
+                self.loop.create_task(self._exit_when_idle(reason))
+                return
+            self._drain()
+            self._exit_actor(reason, graceful=True)
         if self.loop is not None:
             if group and group not in self.semaphores:
                 self._bad_group(handle, fn_name, group, num_returns)
@@ -412,12 +423,12 @@ class Executor:
         for pool in self.pools.values():
             pool.shutdown(wait=True)
 
-    async def _exit_when_idle(self) -> None:
+    async def _exit_when_idle(self, reason: str) -> None:
         import asyncio
 
         while self.running_async:
             await asyncio.sleep(0.01)
-        self._exit_actor("all references to it went out of scope", graceful=True)
+        self._exit_actor(reason, graceful=True)
 
     def serve_async(self) -> None:
         """Async actor: the main thread runs the event loop; tasks arrive via
