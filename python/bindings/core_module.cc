@@ -430,6 +430,10 @@ NB_MODULE(_core, m) {
           nb::arg("task_id"), nb::arg("keep") = false)
       .def("actor_call_pending",
            [](PyCore& c, const nb::bytes& task_id) { return c.core().actors().IsPending(Str(task_id)); })
+      .def("actor_pending_calls",
+           [](PyCore& c, const nb::bytes& actor_id) {
+             return c.core().actors().NumPendingCalls(Str(actor_id));
+           })
       .def("set_concurrent", [](PyCore& c, bool v) { c.core().SetConcurrent(v); })
       .def("send_generator_item",
            [](PyCore& c, uint64_t handle, int index, const nb::bytes& data, uint32_t flags) {

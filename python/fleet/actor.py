@@ -153,6 +153,7 @@ class ActorClass:
             "class_name": self._name,
             "methods": self._methods,
             "max_task_retries": max_task_retries,
+            "max_pending_calls": o["max_pending_calls"],
         }
         meta_blob = pickle.dumps(meta)
         actor_id = _core.random_id()
@@ -371,6 +372,15 @@ class ActorMethod:
             blob, deps = serialization.serialize_args(self._name, args, kwargs, ObjectRef)
         else:
             blob, deps = b"", []
+        limit = self._handle._fleet_meta.get("max_pending_calls", -1)
+        if limit > 0 and core.actor_pending_calls(self._handle._fleet_actor_id) >= limit:
+            from fleet.exceptions import PendingCallsLimitExceeded
+
+            raise PendingCallsLimitExceeded(
+                f"The actor {self._handle._fleet_meta['class_name']} already has {limit} calls "
+                f"from this process waiting or running (max_pending_calls={limit}); wait for "
+                "some to finish before calling it again."
+            )
         ids = core.submit_actor_task(template, blob, deps)
         num_returns = self._options.get("num_returns", self._meta["num_returns"])
         if num_returns == 1:

@@ -51,6 +51,15 @@ class RuntimeContext:
     def actor_id(self) -> Optional[str]:
         return self.get_actor_id()
 
+    @property
+    def current_actor(self) -> Any:
+        """A handle to the actor this code runs in."""
+        if state.mode != "worker" or state.current_actor_id is None:
+            raise RuntimeError("current_actor is only available inside an actor")
+        from fleet.actor import ActorHandle
+
+        return ActorHandle(state.current_actor_id, state.actor_meta)
+
     def get_actor_name(self) -> Optional[str]:
         """The current actor's name, if it has one."""
         if state.mode != "worker" or state.current_actor_id is None:

@@ -386,6 +386,15 @@ bool ActorSubmitter::Cancel(const std::string& task_id, bool recursive) {
   return true;
 }
 
+size_t ActorSubmitter::NumPendingCalls(const std::string& actor_id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = actors_.find(actor_id);
+  if (it == actors_.end()) return 0;
+  size_t n = it->second->in_flight.size();
+  for (auto& c : it->second->queue) n += c->done ? 0 : 1;
+  return n;
+}
+
 bool ActorSubmitter::IsPending(const std::string& task_id) {
   std::lock_guard<std::mutex> lk(mu_);
   return calls_by_id_.count(task_id) > 0;

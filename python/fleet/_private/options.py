@@ -183,12 +183,9 @@ def _concurrency_groups(v: Any) -> Optional[str]:
 
 
 def _max_pending_calls(v: Any) -> Optional[str]:
-    if v == -1:
+    if isinstance(v, int) and not isinstance(v, bool) and (v == -1 or v > 0):
         return None
-    return (
-        "max_pending_calls is not implemented in fleet yet (only the default, -1, "
-        f"is accepted); got {v!r}"
-    )
+    return f"max_pending_calls must be -1 (no limit) or a positive integer, got {v!r}"
 
 
 def _bool(name: str) -> Callable[[Any], Optional[str]]:

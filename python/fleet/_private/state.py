@@ -29,3 +29,4 @@ current_job_id: int = 0
 current_actor_id: Optional[bytes] = None
 actor_restarts: int = 0  # > 0: this actor instance is a restart
 actor_name: str = ""
+actor_meta: Dict[str, Any] = {}  # the actor's method table (for current_actor)

@@ -269,6 +269,10 @@ class Executor:
                 args, kwargs = serialization.deserialize_args(args_blob, deps)
             else:
                 args, kwargs = (), {}
+            from fleet.actor import _method_table
+
+            state.actor_meta = {"class_name": self.class_name, "methods": _method_table(cls),
+                                "max_task_retries": 0}
             self.actor = cls(*args, **kwargs)
         except _actor_exit_type():
             self._exit_actor("it called fleet.actor.exit_actor() in its constructor")
