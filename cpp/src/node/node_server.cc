@@ -341,6 +341,7 @@ void NodeServer::Schedule() {
     g->set_node_id(node_id_);
     for (int id : lease.alloc.GpuIds()) g->add_gpu_ids(id);
     leases_[worker->id] = std::move(lease);
+    if (it->key.rfind("actor:", 0) == 0) pool_.MarkDedicated(worker->id);
     conn->Reply(it->request_id, reply);
     it = pending_.erase(it);
     MarkResourcesDirty();

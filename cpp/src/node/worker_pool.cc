@@ -30,6 +30,7 @@ std::optional<WorkerInfo> WorkerPool::Remove(const std::string& id) {
   if (it == workers_.end()) return std::nullopt;
   WorkerInfo w = it->second;
   if (w.state == WorkerState::kStarting) num_starting_--;
+  if (w.dedicated) num_dedicated_--;
   if (w.state == WorkerState::kIdle) idle_.erase(std::remove(idle_.begin(), idle_.end(), id), idle_.end());
   workers_.erase(it);
   return w;
@@ -66,7 +67,7 @@ int WorkerPool::NumToStart(int wanted) const {
 
 std::vector<WorkerInfo> WorkerPool::ReapCandidates(Clock::time_point now) const {
   std::vector<WorkerInfo> out;
-  int surplus = size() - soft_limit_;
+  int surplus = size() - num_dedicated_ - soft_limit_;
   // Oldest idle first.
   for (const auto& id : idle_) {
     if (surplus <= 0) break;
@@ -77,6 +78,13 @@ std::vector<WorkerInfo> WorkerPool::ReapCandidates(Clock::time_point now) const 
     }
   }
   return out;
+}
+
+void WorkerPool::MarkDedicated(const std::string& id) {
+  auto it = workers_.find(id);
+  if (it == workers_.end() || it->second.dedicated) return;
+  it->second.dedicated = true;
+  num_dedicated_++;
 }
 
 const WorkerInfo* WorkerPool::Find(const std::string& id) const {

@@ -2,8 +2,8 @@
 //
 // A worker is Starting (spawned, not yet connected), Idle or Leased. The pool
 // decides how many to start (at most `max_starting` at once) and which idle
-// ones to reap: only idle workers beyond `soft_limit` alive workers, idle for
-// at least `idle_timeout_ms`. Process spawning and killing are done by the
+// ones to reap: only idle workers beyond `soft_limit` alive workers (not
+// counting those dedicated to an actor), idle for at least `idle_timeout_ms`. Process spawning and killing are done by the
 // caller from the pool's answers. Not thread-safe (fleet-node's io thread).
 #pragma once
 
@@ -23,6 +23,7 @@ struct WorkerInfo {
   std::string id;  // binary worker id
   int pid = 0;
   WorkerState state = WorkerState::kStarting;
+  bool dedicated = false;  // hosts an actor: leased for its life, never idle again
   std::string address;
   std::chrono::steady_clock::time_point idle_since;
 };
@@ -43,6 +44,8 @@ class WorkerPool {
   // Takes an idle worker (most recently idle first: warm caches), marking it leased.
   std::optional<WorkerInfo> PopIdle();
   void PushIdle(const std::string& id, Clock::time_point now);
+  // The leased worker now hosts an actor (it does not count toward soft_limit).
+  void MarkDedicated(const std::string& id);
 
   // How many more to start so that `wanted` leases could be served.
   int NumToStart(int wanted) const;
@@ -62,6 +65,7 @@ class WorkerPool {
   std::map<std::string, WorkerInfo> workers_;
   std::deque<std::string> idle_;  // back = most recently idle
   int num_starting_ = 0;
+  int num_dedicated_ = 0;
 };
 
 }  // namespace fleet::node

@@ -257,3 +257,32 @@ TEST(WorkerPoolTest, IdOfPidAndPids) {
 
 }  // namespace
 }  // namespace fleet::node
+
+namespace fleet::node {
+namespace {
+
+TEST(WorkerPoolTest, ActorWorkersDoNotCountTowardTheIdleLimit) {
+  // soft limit 2: two idle workers stay even while three others host actors.
+  WorkerPool pool(2, 8, 0);
+  auto now = std::chrono::steady_clock::now();
+  for (int i = 0; i < 5; ++i) {
+    std::string id = "w" + std::to_string(i);
+    pool.AddStarting(id, 100 + i);
+    ASSERT_TRUE(pool.OnRegistered(id, "addr", now));
+  }
+  for (int i = 0; i < 3; ++i) {
+    auto w = pool.PopIdle();
+    ASSERT_TRUE(w);
+    pool.MarkDedicated(w->id);
+  }
+  EXPECT_TRUE(pool.ReapCandidates(now + std::chrono::seconds(5)).empty());
+  // A dedicated worker that exits is no longer counted either.
+  auto gone = pool.Find("w4") && pool.Find("w4")->dedicated ? std::string("w4") : std::string();
+  ASSERT_FALSE(gone.empty());
+  pool.Remove(gone);
+  EXPECT_TRUE(pool.ReapCandidates(now + std::chrono::seconds(5)).empty());
+  EXPECT_EQ(pool.size(), 4);
+}
+
+}  // namespace
+}  // namespace fleet::node
