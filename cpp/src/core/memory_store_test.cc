@@ -1,4 +1,5 @@
-// Tests of MemoryStore: values, blocking gets, reference counting, borrowing.
+// Tests of MemoryStore (values, blocking gets, reference counting, borrowing,
+// generator items) and of ResolveDependencies.
 //
 // Threads only complete objects; every wait has a generous timeout so a bug
 // fails instead of hanging.
@@ -13,6 +14,9 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "core/dependency_resolver.h"
+#include "core/object_flags.h"
 
 #include "core/object_flags.h"
 
@@ -483,6 +487,72 @@ TEST(MemoryStoreTest, EntryFreedAfterTimedOutWaiterLeaves) {
   auto r = getter.get();
   EXPECT_EQ(r.status().code(), StatusCode::kTimedOut);
   EXPECT_FALSE(store.Contains(Id("y"))) << "entry leaked after its waiter timed out";
+}
+
+// Streaming generator items: whichever side comes first (the item, or the
+// reader waiting for it), the entry holds exactly one ref for the reader's
+// ObjectRef, and dropping it frees the entry.
+TEST(MemoryStoreTest, GeneratorItemArrivingBeforeTheReader) {
+  MemoryStore store(NoFetch());
+  store.PutOrComplete(Id("g1"), "v1", 0);
+  EXPECT_TRUE(store.Contains(Id("g1"))) << "an unread item must be kept";
+  store.CreatePendingIfAbsent(Id("g1"));  // the reader: takes the existing ref
+  auto r = store.Get({Id("g1")}, 0, nullptr);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.value()[0].data, "v1");
+  store.RemoveLocalRef(Id("g1"));
+  EXPECT_FALSE(store.Contains(Id("g1")));
+}
+
+TEST(MemoryStoreTest, GeneratorItemArrivingAfterTheReader) {
+  MemoryStore store(NoFetch());
+  store.CreatePendingIfAbsent(Id("g2"));
+  store.PutOrComplete(Id("g2"), "v2", 0);
+  store.PutOrComplete(Id("g2"), "duplicate", 0);  // a retried generator
+  auto r = store.Get({Id("g2")}, 0, nullptr);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.value()[0].data, "v2");
+  store.RemoveLocalRef(Id("g2"));
+  EXPECT_FALSE(store.Contains(Id("g2")));
+}
+
+TEST(DependencyResolverTest, InlinesReadyAndLateValuesAndReportsFailure) {
+  MemoryStore store(NoFetch());
+  store.PutReady(Id("a"), "A", 0, 1);
+  store.CreatePending(Id("b"), 1);
+  auto spec = std::make_shared<rpc::TaskSpec>();
+  std::atomic<int> calls{0};
+  const StoredObject* seen = reinterpret_cast<const StoredObject*>(1);
+  ResolveDependencies(store, spec.get(), {Id("a"), Id("b")}, spec,
+                      [&](const StoredObject* failure) {
+                        seen = failure;
+                        calls++;
+                      });
+  EXPECT_EQ(calls.load(), 0) << "done before every argument was ready";
+  ASSERT_TRUE(store.Complete(Id("b"), "B", 0));
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(seen, nullptr);
+  EXPECT_EQ(spec->deps(0).data(), "A");
+  EXPECT_EQ(spec->deps(1).data(), "B");
+  EXPECT_TRUE(spec->deps(1).is_inline());
+
+  auto spec2 = std::make_shared<rpc::TaskSpec>();
+  store.CreatePending(Id("c"), 1);
+  std::string failed_data;
+  ResolveDependencies(store, spec2.get(), {Id("c")}, spec2, [&](const StoredObject* failure) {
+    ASSERT_NE(failure, nullptr);
+    failed_data = failure->data;
+  });
+  ASSERT_TRUE(store.Complete(Id("c"), "boom", kFlagSystemError));
+  EXPECT_EQ(failed_data, "boom");
+
+  int none_calls = 0;
+  rpc::TaskSpec empty;
+  ResolveDependencies(store, &empty, {}, nullptr, [&](const StoredObject* f) {
+    EXPECT_EQ(f, nullptr);
+    none_calls++;
+  });
+  EXPECT_EQ(none_calls, 1) << "no arguments: done at once";
 }
 
 }  // namespace
