@@ -112,17 +112,10 @@ void ActorSubmitter::Create(TaskSubmission&& creation) {
   for (const auto& id : deps) store_.AddSubmittedRef(id);
   ResolveDependencies(
       store_, holder->mutable_spec(), deps, holder,
-      [this, holder, deps](const StoredObject* failure) {
-        if (failure) {
-          // The constructor can never run: report it as the actor's death.
-          rpc::Envelope kill;
-          kill.mutable_kill_actor()->set_actor_id(holder->spec().actor_id());
-          kill.mutable_kill_actor()->set_no_restart(true);
-          kill.mutable_kill_actor()->set_reason(
-              "an argument of its constructor could not be resolved (its task failed or the "
-              "object was lost)");
-          if (auto gcs = gcs_(); gcs.ok()) gcs.value()->Send(kill);
-        } else if (auto gcs = gcs_(); gcs.ok()) {
+      [this, holder, deps](const StoredObject*) {
+        // A failed argument travels inline like any value: the constructor
+        // raises it, so the actor dies with that error as its cause.
+        if (auto gcs = gcs_(); gcs.ok()) {
           rpc::Envelope m;
           *m.mutable_create_actor() = std::move(*holder);
           gcs.value()->Send(m);

@@ -60,6 +60,11 @@ class Executor:
         self.semaphores: Dict[str, Any] = {}
         self.running_async: Dict[bytes, Any] = {}  # task id -> asyncio.Task
         self.concurrent = False
+        self.actor_exiting = False  # exit_actor() called: start no more calls
+        import threading
+
+        self.running_lock = threading.Lock()
+        self.running_calls = 0  # threaded actor: calls running on the pools
 
     # ---- shared -------------------------------------------------------------------
 
@@ -309,6 +314,8 @@ class Executor:
             err = RuntimeError(f"this worker hosts no actor (call {fn_name})")
             self.core.finish_task(handle, [(self._error(fn_name, err), FLAG_PICKLED_ERROR)], False)
             return
+        if self.actor_exiting:
+            return  # exit_actor() was called: this call fails when the process ends
         if method_name == "__ray_ready__":
             self.core.finish_task(handle, [(_pickle_dumps(True), 0)], False)
             return
@@ -338,6 +345,12 @@ class Executor:
             self._call_method(handle, task_id, fn_name, method_name, args_blob, deps,
                               num_returns, streaming)
 
+    @staticmethod
+    def _on_pool_thread() -> bool:
+        import threading
+
+        return threading.current_thread() is not threading.main_thread()
+
     def _bad_group(self, handle: int, fn_name: str, group: str, num_returns: int) -> None:
         err = ValueError(f"'{fn_name}' asked for concurrency group '{group}', which the actor "
                          "class does not define (concurrency_groups=...)")
@@ -347,15 +360,22 @@ class Executor:
 
     def _call_method(self, handle: int, task_id: bytes, fn_name: str, method_name: str,
                      args_blob: bytes, deps: list, num_returns: int, streaming: bool) -> None:
+        with self.running_lock:
+            self.running_calls += 1
         try:
-            fn = getattr(self.actor, method_name)
-        except AttributeError as e:
-            returns: Returns = [(self._error(fn_name, e), FLAG_PICKLED_ERROR)] * max(1, num_returns)
-        else:
-            returns, _ = self._call(handle, task_id, fn_name, fn, args_blob, deps, num_returns,
-                                    streaming, b"")
-        _canceled.discard(task_id)
-        self.core.finish_task(handle, returns, False)
+            try:
+                fn = getattr(self.actor, method_name)
+            except AttributeError as e:
+                returns: Returns = [(self._error(fn_name, e), FLAG_PICKLED_ERROR)] * max(
+                    1, num_returns)
+            else:
+                returns, _ = self._call(handle, task_id, fn_name, fn, args_blob, deps,
+                                        num_returns, streaming, b"")
+            _canceled.discard(task_id)
+            self.core.finish_task(handle, returns, False)
+        finally:
+            with self.running_lock:
+                self.running_calls -= 1
 
     async def _call_async(self, handle: int, task_id: bytes, fn_name: str, method_name: str,
                           args_blob: bytes, deps: list, num_returns: int, streaming: bool,
@@ -372,11 +392,12 @@ class Executor:
             returns = self._cancelled(fn_name, task_id, num_returns)
         finally:
             self.running_async.pop(task_id, None)
-        self.core.finish_task(handle, returns, False)
+        if returns is not None:
+            self.core.finish_task(handle, returns, False)
 
     async def _run_async(self, handle: int, task_id: bytes, fn_name: str, method_name: str,
                          args_blob: bytes, deps: list, num_returns: int,
-                         streaming: bool) -> Returns:
+                         streaming: bool) -> Optional[Returns]:
         import asyncio
         import inspect
 
@@ -411,8 +432,11 @@ class Executor:
         except asyncio.CancelledError:
             raise
         except _actor_exit_type():
-            self._exit_actor("it called fleet.actor.exit_actor()")
-            raise  # not reached
+            # The calls already running finish first (as Ray); this call gets
+            # no reply: its caller sees the actor's death.
+            self.actor_exiting = True
+            self.loop.create_task(self._exit_when_idle("it called fleet.actor.exit_actor()"))
+            return None
         except BaseException as e:
             return [(self._error(fn_name, e), FLAG_PICKLED_ERROR)] * max(1, num_returns)
 
@@ -465,7 +489,20 @@ class Executor:
         loop.run_forever()
 
     def _exit_actor(self, reason: str, graceful: bool = False) -> None:
-        """Ends this actor's process; fleet-gcs marks it dead (no restart)."""
+        """Ends this actor's process; fleet-gcs marks it dead (no restart).
+
+        Calls already running on other threads finish first; calls not
+        started fail (the process is gone) with an ActorDiedError."""
+        self.actor_exiting = True
+        if self.pools:
+            import time
+
+            me = 1 if self._on_pool_thread() else 0
+            while True:
+                with self.running_lock:
+                    if self.running_calls <= me:
+                        break
+                time.sleep(0.005)
         if self.actor_id is not None:
             shutdown = getattr(self.actor, "__ray_shutdown__", None)
             if graceful and callable(shutdown):
