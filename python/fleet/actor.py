@@ -113,22 +113,7 @@ class ActorClass:
 
     def _export(self, core: Any) -> str:
         root = getattr(self, "_root", None) or self
-        if root._exported_to is not core:
-            if root._pickled is None:
-                try:
-                    root._pickled = serialization._cp().dumps(root._cls, protocol=5)
-                except Exception as e:
-                    raise TypeError(
-                        f"Could not serialize the actor class '{self._name}': {e}. "
-                        "Classes must be picklable by cloudpickle (check what they capture)."
-                    ) from e
-            from fleet import _core
-
-            key = f"cls:{core.job_id}:{_core.random_id().hex()[:16]}:{self._name}"
-            core.kv_put(key, root._pickled, True)
-            root._key = key
-            root._exported_to = core
-        return root._key  # type: ignore[return-value]
+        return serialization.export(root, root._cls, core, "cls", "actor class", self._name)
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         """Creates the actor; returns its handle at once (creation is asynchronous)."""
@@ -193,22 +178,9 @@ class ActorClass:
 
 def _actor_resources(o: Dict[str, Any]) -> Tuple[Dict[str, float], Dict[str, float]]:
     """(held while alive, needed to be placed) for an actor's resolved options."""
-    held: Dict[str, float] = {}
-    if o["num_cpus"]:
-        held["CPU"] = float(o["num_cpus"])
-    gpus = o["num_gpus"] or 0
-    if gpus:
-        if gpus > 1 and gpus != int(gpus):
-            raise ValueError(f"num_gpus must be an integer when greater than 1, got {gpus}")
-        held["GPU"] = float(gpus)
-    if o["memory"]:
-        held["memory"] = float(o["memory"])
-    for k, v in (o["resources"] or {}).items():
-        if v:
-            held[k] = float(v)
-    placement: Dict[str, float] = {}
-    if o["num_cpus"] is None and not held:
-        placement["CPU"] = 1.0  # Ray's default: 1 CPU to be placed, 0 while running
+    held = opts_mod.resource_request(o, default_cpus=0)
+    # Ray's default: an actor needs 1 CPU to be placed but holds none.
+    placement = {"CPU": 1.0} if o["num_cpus"] is None and not held else {}
     return held, placement
 
 

@@ -53,20 +53,8 @@ class RemoteFunction:
 
     def _export(self, core: Any) -> str:
         root = getattr(self, "_parent", None) or self
-        if root._exported_to is not core:
-            if root._pickled is None:
-                try:
-                    root._pickled = serialization._cp().dumps(root._function, protocol=5)
-                except Exception as e:
-                    raise TypeError(
-                        f"Could not serialize the remote function '{self._name}': {e}. "
-                        "Functions must be picklable by cloudpickle (check what they capture)."
-                    ) from e
-            key = f"fn:{core.job_id}:{_core_random_hex()}:{self._name}"
-            core.kv_put(key, root._pickled, True)
-            root._key = key
-            root._exported_to = core
-        return root._key
+        return serialization.export(root, root._function, core, "fn", "remote function",
+                                    self._name)
 
     def _prepare(self, core: Any):
         o = opts_mod.resolved(self._options)
@@ -128,12 +116,6 @@ class RemoteFunction:
         if num_returns == 0:
             return None
         return [ObjectRef(i, "", False) for i in ids]
-
-
-def _core_random_hex() -> str:
-    from fleet import _core
-
-    return _core.random_id().hex()[:16]
 
 
 def _name(function: Callable) -> str:

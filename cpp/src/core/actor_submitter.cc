@@ -229,16 +229,7 @@ void ActorSubmitter::OnReply(const std::string& actor_id, const CallPtr& call, c
     if (f == it->second->in_flight.end() || f->second != call) return;  // already resolved
     it->second->in_flight.erase(f);
   }
-  auto* r = reply.mutable_push_task_reply();
-  int n = std::min<int>(r->returns_size(), static_cast<int>(call->return_ids.size()));
-  for (int i = 0; i < n; ++i) {
-    auto* ret = r->mutable_returns(i);
-    store_.Complete(call->return_ids[i], std::move(*ret->mutable_data()), ret->flags());
-  }
-  for (size_t i = n; i < call->return_ids.size(); ++i) {
-    store_.Complete(call->return_ids[i], "actor call returned fewer values than num_returns",
-                    kFlagSystemError);
-  }
+  StoreReturns(store_, call->return_ids, reply.mutable_push_task_reply(), "actor call");
   FinishCall(call);
 }
 

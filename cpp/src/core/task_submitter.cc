@@ -59,6 +59,19 @@ struct TaskSubmitter::Outbox {
   std::vector<TaskPtr> enqueue_failed;
 };
 
+void StoreReturns(MemoryStore& store, const std::vector<std::string>& return_ids,
+                  rpc::PushTaskReply* reply, const char* what) {
+  int n = std::min<int>(reply->returns_size(), static_cast<int>(return_ids.size()));
+  for (int i = 0; i < n; ++i) {
+    auto* ret = reply->mutable_returns(i);
+    store.Complete(return_ids[i], std::move(*ret->mutable_data()), ret->flags());
+  }
+  for (size_t i = n; i < return_ids.size(); ++i) {
+    store.Complete(return_ids[i], std::string(what) + " returned fewer values than num_returns",
+                   kFlagSystemError);
+  }
+}
+
 std::string TaskSubmitter::EncodeResources(const std::map<std::string, double>& resources) {
   std::ostringstream os;
   os.precision(17);
@@ -400,16 +413,7 @@ void TaskSubmitter::OnTaskReply(const LeasePtr& lease, const TaskPtr& task, cons
       FailTask(task, kFlagWorkerCrashed, message);
     });
   } else {
-    auto* r = reply.mutable_push_task_reply();
-    int n = std::min<int>(r->returns_size(), static_cast<int>(task->return_ids.size()));
-    for (int i = 0; i < n; ++i) {
-      auto* ret = r->mutable_returns(i);
-      store_.Complete(task->return_ids[i], std::move(*ret->mutable_data()), ret->flags());
-    }
-    for (size_t i = n; i < task->return_ids.size(); ++i) {
-      store_.Complete(task->return_ids[i], "task returned fewer values than num_returns",
-                      kFlagSystemError);
-    }
+    StoreReturns(store_, task->return_ids, reply.mutable_push_task_reply(), "task");
     FinishTask(task);
   }
   Outbox out;

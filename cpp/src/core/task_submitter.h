@@ -45,6 +45,11 @@ struct TaskSubmission {
   std::string scheduling_key;       // from SchedulingKey(spec); computed if empty
 };
 
+// Stores a PushTaskReply's returns into `return_ids` (moving the bytes); ids
+// the reply has no value for get a system error naming `what`.
+void StoreReturns(MemoryStore& store, const std::vector<std::string>& return_ids,
+                  rpc::PushTaskReply* reply, const char* what);
+
 class TaskSubmitter {
  public:
   // `node` is the connection to the local fleet-node; `hello` is what this

@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,8 +13,6 @@
 #include <cstring>
 
 #include "common/logging.h"
-
-extern char** environ;
 
 namespace fleet::node {
 
@@ -54,41 +51,16 @@ Status Zygote::Start(const std::vector<std::string>& argv,
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
     return Status::IoError(std::string("socketpair: ") + strerror(errno));
   }
-  std::map<std::string, std::string> merged;
-  for (char** e = environ; *e; ++e) {
-    std::string s(*e);
-    auto eq = s.find('=');
-    if (eq != std::string::npos) merged[s.substr(0, eq)] = s.substr(eq + 1);
-  }
-  for (auto& [k, v] : env) merged[k] = v;
-  std::vector<std::string> env_strings;
-  for (auto& [k, v] : merged) env_strings.push_back(k + "=" + v);
-  std::vector<char*> cargv, cenv;
-  for (auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-  cargv.push_back(nullptr);
-  for (auto& e : env_strings) cenv.push_back(const_cast<char*>(e.c_str()));
-  cenv.push_back(nullptr);
-  pid_t parent = getpid();
-  pid_t pid = fork();
-  if (pid < 0) {
-    int e = errno;
+  SpawnOptions spawn;
+  spawn.pipe_output = false;  // the zygote's own output goes to fleet-node's log
+  spawn.pass_as_fd3 = sv[1];
+  auto p = SpawnWorker(argv, env, spawn);
+  if (!p.ok()) {
     ::close(sv[0]);
     ::close(sv[1]);
-    return Status::IoError(std::string("fork: ") + strerror(e));
+    return p.status();
   }
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(1);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    signal(SIGPIPE, SIG_DFL);
-    int devnull = open("/dev/null", O_RDONLY);
-    if (devnull >= 0) dup2(devnull, 0);
-    dup2(sv[1], 3);  // dup2 clears FD_CLOEXEC on the copy
-    execve(cargv[0], cargv.data(), cenv.data());
-    _exit(127);
-  }
+  pid_t pid = p->pid;
   ::close(sv[1]);
   fd_ = sv[0];
   pid_ = pid;

@@ -372,8 +372,16 @@ def wait(
             f"{num_returns} > {len(ids)}"
         )
     flags = core.wait(ids, num_returns, ms, fetch_local, _interruptible())
-    ready, not_ready = [], []
-    for r, ok in zip(object_refs, flags):
+    return _split_ready(object_refs, flags, num_returns)
+
+
+def _split_ready(items: Sequence[Any], flags: Sequence[bool], num_returns: int) -> Tuple[
+    List[Any], List[Any]
+]:
+    """(ready, not_ready) in the order of `items`, at most num_returns ready."""
+    ready: List[Any] = []
+    not_ready: List[Any] = []
+    for r, ok in zip(items, flags):
         if ok and len(ready) < num_returns:
             ready.append(r)
         else:
@@ -416,13 +424,7 @@ def _wait_with_generators(
         if sum(ready_flags) >= num_returns or expired:
             break
         time.sleep(0.005)
-    ready, not_ready = [], []
-    for r, ok in zip(items, ready_flags):
-        if ok and len(ready) < num_returns:
-            ready.append(r)
-        else:
-            not_ready.append(r)
-    return ready, not_ready
+    return _split_ready(items, ready_flags, num_returns)
 
 
 def get_actor(name: str, namespace: Optional[str] = None) -> Any:

@@ -256,10 +256,10 @@ def resolved(options: Dict[str, Any], table: Optional[Dict[str, Option]] = None)
     return out
 
 
-def resource_request(opts: Dict[str, Any]) -> Dict[str, float]:
-    """The resource shape of a task from its resolved options."""
+def resource_request(opts: Dict[str, Any], default_cpus: float = 1) -> Dict[str, float]:
+    """The resource shape of a task (or an actor) from its resolved options."""
     req: Dict[str, float] = {}
-    cpus = opts["num_cpus"] if opts["num_cpus"] is not None else 1
+    cpus = opts["num_cpus"] if opts["num_cpus"] is not None else default_cpus
     if cpus:
         req["CPU"] = float(cpus)
     gpus = opts["num_gpus"] or 0

@@ -59,6 +59,27 @@ def dumps(value: Any) -> bytes:
 MAX_INLINE_BYTES = (1 << 30) - (1 << 20)
 
 
+def export(root: Any, obj: Any, core: Any, prefix: str, what: str, name: str) -> str:
+    """Stores `obj` (a remote function or an actor class), pickled by value
+    with cloudpickle, in the control store's KV once per core (job), and
+    returns its key. `root` caches the pickle and the key (_pickled,
+    _exported_to, _key) for every copy made by ``.options()``."""
+    if root._exported_to is not core:
+        if root._pickled is None:
+            try:
+                root._pickled = _cp().dumps(obj, protocol=5)
+            except Exception as e:
+                raise TypeError(
+                    f"Could not serialize the {what} '{name}': {e}. It must be picklable "
+                    "by cloudpickle (check what it captures)."
+                ) from e
+        key = f"{prefix}:{core.job_id}:{_core.random_id().hex()[:16]}:{name}"
+        core.kv_put(key, root._pickled, True)
+        root._key = key
+        root._exported_to = core
+    return root._key
+
+
 def check_inline_size(data: bytes, what: str) -> None:
     """Raises ValueError if `data` cannot travel inline in a message."""
     if len(data) > MAX_INLINE_BYTES:
