@@ -100,22 +100,29 @@ Status NodeServer::Start() {
   if (!done) return Status::TimedOut("fleet-gcs at " + options_.gcs_address + " did not answer");
   if (!result.ok()) return result;
 
-  // The fork server becomes ready in ~100 ms; workers wanted before then
-  // (the prestarted ones) start with fork + exec, so startup does not wait.
-  if (options_.use_zygote) {
-    zygote_ = std::make_unique<Zygote>(io_, [this](int pid, int status) { OnProcessExit(pid, status); });
-    Status zs = zygote_->Start({options_.python, "-m", "fleet._private.zygote"},
-                               {{"PYTHONUNBUFFERED", "1"}});
-    if (!zs.ok()) {
-      FLEET_LOG(WARNING) << "cannot start the worker zygote (" << zs.message()
-                         << "); workers start with fork + exec";
-      zygote_.reset();
-    }
-  }
   int prestart = options_.num_prestart >= 0 ? options_.num_prestart : NumCpus(options_.resources);
+  started_at_ = std::chrono::steady_clock::now();
   StartWorkers(prestart);
+  MaybeStartZygote(false);  // nothing to prestart: start it now
   Tick();
   return Status::OK();
+}
+
+void NodeServer::MaybeStartZygote(bool force) {
+  // The prestarted workers start with fork + exec; the fork server starts
+  // once they are up (or after a second), so it does not compete with them
+  // for the CPU while init() waits for its first task.
+  if (!options_.use_zygote || zygote_started_) return;
+  if (!force && pool_.num_starting() > 0) return;
+  zygote_started_ = true;
+  zygote_ = std::make_unique<Zygote>(io_, [this](int pid, int status) { OnProcessExit(pid, status); });
+  Status zs = zygote_->Start({options_.python, "-m", "fleet._private.zygote"},
+                             {{"PYTHONUNBUFFERED", "1"}});
+  if (!zs.ok()) {
+    FLEET_LOG(WARNING) << "cannot start the worker zygote (" << zs.message()
+                       << "); workers start with fork + exec";
+    zygote_.reset();
+  }
 }
 
 void NodeServer::Stop() {
@@ -146,6 +153,7 @@ void NodeServer::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
         worker_conns_[conn.get()] = h.worker_id();
         worker_conn_by_id_[h.worker_id()] = conn;
         Schedule();
+        MaybeStartZygote(false);
       } else if (h.role() == "driver" && h.log_to_driver()) {
         log_subscribers_.insert(conn);
       }
@@ -555,6 +563,7 @@ void NodeServer::OnProcessExit(int pid, int status) {
 
 void NodeServer::Tick() {
   auto now = std::chrono::steady_clock::now();
+  if (now - started_at_ > std::chrono::seconds(1)) MaybeStartZygote(true);
   // Surplus idle workers exit.
   for (auto& w : pool_.ReapCandidates(now)) {
     auto c = worker_conn_by_id_.find(w.id);

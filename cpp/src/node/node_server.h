@@ -78,6 +78,8 @@ class NodeServer {
   void OnWorkerGone(const std::string& worker_id, const std::string& why);
   void KillWorker(const std::string& worker_id);
   void OnSigchld();
+  // Starts the worker zygote once the prestarted workers are up (or `force`).
+  void MaybeStartZygote(bool force);
   // A worker (or the zygote) ended with `status` (from waitpid).
   void OnProcessExit(int pid, int status);
   void Tick();
@@ -96,6 +98,8 @@ class NodeServer {
   NodeResources resources_;
   WorkerPool pool_;
   std::unique_ptr<Zygote> zygote_;
+  bool zygote_started_ = false;
+  std::chrono::steady_clock::time_point started_at_;
   std::unique_ptr<rpc::Listener> listener_;
   rpc::ConnectionPtr gcs_;
   asio::signal_set sigchld_;

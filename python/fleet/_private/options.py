@@ -132,6 +132,15 @@ def _any(_: Any) -> Optional[str]:
     return None
 
 
+def _not_implemented(what: str) -> Callable[[Any], Optional[str]]:
+    def check(v: Any) -> Optional[str]:
+        if v is None:
+            return None
+        return f"{what} is not implemented in fleet yet; leave it unset"
+
+    return check
+
+
 TASK_OPTIONS: Dict[str, Option] = {
     "num_cpus": Option(1, _number("num_cpus")),
     "num_gpus": Option(0, _number("num_gpus")),
@@ -226,7 +235,8 @@ METHOD_OPTIONS: Dict[str, Option] = {
     "max_task_retries": Option(None, lambda v: v and _restarts("max_task_retries")(v)),
     "retry_exceptions": Option(False, _retry_exceptions),
     "name": Option(None, _str_or_none("name")),
-    "_generator_backpressure_num_objects": Option(None, _any),
+    "_generator_backpressure_num_objects": Option(None, _not_implemented(
+        "_generator_backpressure_num_objects (generator backpressure)")),
     "_metadata": Option(None, _any),
 }
 
