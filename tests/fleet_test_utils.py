@@ -91,6 +91,8 @@ def cluster_procs() -> List[Proc]:
     stats = state.core.node_stats()
     for pid in stats["worker_pids"]:
         procs.append(Proc(pid, "worker"))
+    if stats.get("zygote_pid"):
+        procs.append(Proc(stats["zygote_pid"], "worker zygote"))
     return procs
 
 

@@ -234,3 +234,53 @@ fleet.shutdown()
         res.stdout + res.stderr
     )
     assert all(float(ln.split()[1]) < 10 for ln in lines), lines
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+class _Probe:
+    def pid(self):
+        return os.getpid()
+
+    def rand(self):
+        import random
+
+        return random.random()
+
+
+def test_workers_are_forked_from_the_zygote_and_it_ends_with_the_cluster(fresh):
+    from fleet_test_utils import Proc, wait_dead
+
+    fleet = fresh
+    fleet.init(num_cpus=1)
+    core = state.core
+    assert wait_until(lambda: core.node_stats()["zygote_pid"] > 0, 15), core.node_stats()
+    zygote = core.node_stats()["zygote_pid"]
+    probe = fleet.remote(_Probe).options(num_cpus=0)
+    actors = [probe.remote() for _ in range(3)]
+    pids = fleet.get([a.pid.remote() for a in actors], timeout=T)
+    # One may run on the prestarted worker (fork + exec, before the zygote was
+    # up); the workers started for the others come from the zygote.
+    assert sum(_ppid(p) == zygote for p in pids) >= 2, "new workers must be forked by the zygote"
+    # Each forked worker reseeds: no two share the zygote's random sequence.
+    values = fleet.get([a.rand.remote() for a in actors], timeout=T)
+    assert len(set(values)) == 3, values
+    fleet.shutdown()
+    assert not wait_dead([Proc(zygote, "zygote"), *(Proc(p, "actor") for p in pids)], 10)
+
+
+def test_workers_still_start_when_the_zygote_dies(fresh):
+    fleet = fresh
+    fleet.init(num_cpus=1)
+    core = state.core
+    assert wait_until(lambda: core.node_stats()["zygote_pid"] > 0, 15)
+    zygote = core.node_stats()["zygote_pid"]
+    os.kill(zygote, 9)
+    assert wait_until(lambda: core.node_stats()["zygote_pid"] == 0, 10)
+    probe = fleet.remote(_Probe).options(num_cpus=0)
+    a = probe.remote()
+    pid = fleet.get(a.pid.remote(), timeout=T)
+    assert _ppid(pid) == state.cluster.pids[1], "fleet-node starts workers itself then"

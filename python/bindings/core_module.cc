@@ -585,6 +585,7 @@ NB_MODULE(_core, m) {
         d["worker_pids"] = std::vector<int>(s.worker_pids().begin(), s.worker_pids().end());
         d["pending_leases"] = s.pending_leases();
         d["node_id"] = fleet::ToHex(s.node_id());
+        d["zygote_pid"] = s.zygote_pid();
         return d;
       });
 }

@@ -267,6 +267,7 @@ void NodeServer::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
       for (int pid : pool_.Pids()) s->add_worker_pids(pid);
       s->set_pending_leases(static_cast<int>(pending_.size()));
       s->set_node_id(node_id_);
+      if (zygote_ && zygote_->ready()) s->set_zygote_pid(zygote_->pid());
       break;
     }
     default:
