@@ -1225,3 +1225,20 @@ def test_unknown_concurrency_group_is_a_clear_error():
                 return 1
 
         fleet.get(NoGroups.remote().f.remote(), timeout=T)
+
+
+def test_state_api_lists_actors_with_their_state():
+    from fleet.util.state import get_actor, list_actors
+
+    c = Counter.options(name="listed").remote()
+    fleet.get(c.inc.remote(), timeout=T)
+    hexid = c._actor_id.hex()
+    mine = [a for a in list_actors() if a.actor_id == hexid]
+    assert len(mine) == 1 and mine[0].state == "ALIVE" and mine[0]["name"] == "listed"
+    assert mine[0].class_name == "Counter" and mine[0].pid > 0
+    assert any(a.actor_id == hexid for a in list_actors(filters=[("state", "=", "ALIVE")]))
+    fleet.kill(c)
+    assert wait_until(lambda: get_actor(hexid).state == "DEAD", 10)
+    assert "fleet.kill" in get_actor(hexid).death_cause
+    with pytest.raises(ValueError, match="unknown field"):
+        list_actors(filters=[("no_such_field", "=", 1)])

@@ -4,6 +4,7 @@
 - ``fleet.util.queue.Queue``: a FIFO queue shared by tasks and actors.
 - ``fleet.util.multiprocessing.Pool``: ``multiprocessing.Pool`` on actors.
 - ``fleet.util.scheduling_strategies``: where tasks run.
+- ``fleet.util.state``: what the cluster runs (``list_actors``).
 
 The submodules load on first use, so ``import fleet`` stays fast.
 """
@@ -16,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 from fleet.util import scheduling_strategies
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fleet.util import multiprocessing, queue
+    from fleet.util import multiprocessing, queue, state
     from fleet.util.actor_pool import ActorPool
 
 _LAZY_ATTRS = {"ActorPool": "fleet.util.actor_pool"}
-_LAZY_MODULES = ("actor_pool", "multiprocessing", "queue")
+_LAZY_MODULES = ("actor_pool", "multiprocessing", "queue", "state")
 
 
 def __getattr__(name: str) -> Any:
@@ -38,4 +39,4 @@ def __dir__() -> list:
     return sorted(set(globals()) | set(_LAZY_ATTRS) | set(_LAZY_MODULES))
 
 
-__all__ = ["ActorPool", "multiprocessing", "queue", "scheduling_strategies"]
+__all__ = ["ActorPool", "multiprocessing", "queue", "scheduling_strategies", "state"]

@@ -1,0 +1,86 @@
+"""State API (Ray's ``ray.util.state``): what the cluster runs, as records.
+
+Today: :func:`list_actors` and :func:`get_actor` (by id), from the control
+store's actor directory.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from fleet._private import state as _state
+
+
+class ActorState(dict):
+    """One actor: a dict that also reads as attributes (``a.state``).
+
+    Fields (Ray's names): actor_id, class_name, state (PENDING_CREATION,
+    ALIVE, RESTARTING, DEAD), name, ray_namespace, pid, node_id, job_id,
+    num_restarts, is_detached, death_cause, required_resources.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _record(raw: Dict[str, Any]) -> ActorState:
+    return ActorState(
+        actor_id=raw["actor_id"].hex(),
+        class_name=raw["class_name"],
+        state=raw["state"],
+        name=raw["name"],
+        ray_namespace=raw["namespace"],
+        pid=raw["pid"],
+        node_id=raw["node_id"],
+        job_id=int(raw["job_id"]).to_bytes(4, "little").hex(),
+        num_restarts=raw["num_restarts"],
+        is_detached=raw["detached"],
+        death_cause=raw["death_reason"] or None,
+        required_resources=dict(raw["resources"]),
+    )
+
+
+def _matches(record: ActorState, filters: Iterable[Tuple[str, str, Any]]) -> bool:
+    for key, op, value in filters:
+        if key not in record:
+            raise ValueError(f"unknown field '{key}' in filters; fields: {sorted(record)}")
+        have = record[key]
+        if op == "=":
+            ok = str(have) == str(value)
+        elif op == "!=":
+            ok = str(have) != str(value)
+        else:
+            raise ValueError(f"unsupported filter operator {op!r} (use '=' or '!=')")
+        if not ok:
+            return False
+    return True
+
+
+def list_actors(
+    filters: Optional[List[Tuple[str, str, Any]]] = None,
+    limit: int = 10_000,
+    detail: bool = False,
+    **_: Any,
+) -> List[ActorState]:
+    """Every actor the cluster knows (dead ones too), optionally filtered by
+    ``(field, "=" | "!=", value)`` tuples, e.g. ``[("state", "=", "ALIVE")]``."""
+    core = _state.core
+    if core is None:
+        raise RuntimeError("fleet is not initialized; call fleet.init() first")
+    records = [_record(a) for a in core.list_actors()]
+    out = [r for r in records if _matches(r, filters or [])]
+    return out[:limit]
+
+
+def get_actor(id: str, **_: Any) -> Optional[ActorState]:  # noqa: A002 (Ray's name)
+    """The actor with this hex id, or None."""
+    for r in list_actors():
+        if r["actor_id"] == id:
+            return r
+    return None
+
+
+__all__ = ["ActorState", "get_actor", "list_actors"]
