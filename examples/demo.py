@@ -51,7 +51,36 @@ def main() -> None:
 
     pids = set(fleet.get([_pid.remote() for _ in range(50)]))
     print(f"50 tasks ran in {len(pids)} reused worker processes: {sorted(pids)}")
+
+    # An actor holds state; workers (tasks) update it through its handle.
+    board = Scoreboard.remote()
+    fleet.get([play.remote(board, player) for player in ("ann", "bob", "cy", "dee")])
+    print("scoreboard kept by an actor:", fleet.get(board.standings.remote()))
+    t0 = time.perf_counter()
+    fleet.get([board.record.remote("bench", 0) for _ in range(10_000)])
+    print(f"10,000 actor calls in {time.perf_counter() - t0:.2f} s")
     fleet.shutdown()
+
+
+@fleet.remote
+class Scoreboard:
+    """An actor: one process, its state, calls run in the order each caller made them."""
+
+    def __init__(self):
+        self.points = {}
+
+    def record(self, player, points):
+        self.points[player] = self.points.get(player, 0) + points
+        return self.points[player]
+
+    def standings(self):
+        return sorted(self.points.items(), key=lambda kv: -kv[1])
+
+
+@fleet.remote
+def play(board, player):
+    # A task that calls the actor it was handed.
+    return fleet.get([board.record.remote(player, len(player) * k) for k in range(1, 4)])
 
 
 @fleet.remote
