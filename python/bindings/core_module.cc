@@ -439,6 +439,13 @@ NB_MODULE(_core, m) {
            [](PyCore& c, uint64_t handle, int index, const nb::bytes& data, uint32_t flags) {
              c.core().SendGeneratorItem(handle, index, Str(data), flags);
            })
+      // A dropped ObjectRefGenerator: frees the items it never handed out
+      // (those that have arrived; later ones are dropped on arrival).
+      .def("generator_release",
+           [](PyCore& c, const nb::bytes& task_id, uint32_t from_index) {
+             if (!c.core_) return;
+             c.core_->ReleaseGenerator(Str(task_id), from_index);
+           })
       // Streaming generators: waits until item `index` of `task_id` exists
       // (returns its id; the caller's ObjectRef takes over one ref) or the
       // stream has ended (None).
@@ -460,12 +467,10 @@ NB_MODULE(_core, m) {
                                   }();
                                   if (!r.ok()) throw std::runtime_error(r.status().message());
                                   if (r.value()[0]) return nb::object(Bytes(item));
-                                  if (r.value()[1]) {
-                                    store.RemoveLocalRef(item);
-                                    return nb::none();
-                                  }
-                                  if (last) {
-                                    store.RemoveLocalRef(item);
+                                  if (r.value()[1] || last) {
+                                    // Atomically: the item may have come just now.
+                                    if (!store.DropPendingRef(item)) return nb::object(Bytes(item));
+                                    if (r.value()[1]) return nb::none();
                                     PyErr_SetString(PyExc_TimeoutError,
                                                     "the generator's next item did not arrive in time");
                                     throw nb::python_error();

@@ -140,14 +140,6 @@ class ActorClass:
             "max_task_retries": max_task_retries,
             "max_pending_calls": o["max_pending_calls"],
         }
-        meta_blob = pickle.dumps(meta)
-        actor_id = _core.random_id()
-        actor_id, existed, existing_meta = core.register_actor(
-            actor_id, name, namespace, self._name, o["max_restarts"], detached, meta_blob,
-            resources, placement, bool(o["get_if_exists"]),
-        )
-        if existed:
-            return ActorHandle(actor_id, pickle.loads(existing_meta) if existing_meta else meta)
         key = self._export(core)
         env = dict((state.job_runtime_env or {}).get("env_vars") or {})
         env.update(((o["runtime_env"] or {}).get("env_vars")) or {})
@@ -170,6 +162,14 @@ class ActorClass:
                 "is_async": self._is_async,
             }
         )
+        meta_blob = pickle.dumps(meta)
+        actor_id = _core.random_id()
+        actor_id, existed, existing_meta = core.register_actor(
+            actor_id, name, namespace, self._name, o["max_restarts"], detached, meta_blob,
+            resources, placement, bool(o["get_if_exists"]),
+        )
+        if existed:
+            return ActorHandle(actor_id, pickle.loads(existing_meta) if existing_meta else meta)
         core.create_actor(template, actor_id, blob, deps, actor_options)
         # Named and detached actors are looked up by name: not tied to this handle.
         owned = not name and not detached

@@ -268,7 +268,10 @@ void ActorSubmitter::OnUpdate(const rpc::ActorInfo& info) {
       // Calls the old incarnation never answered: resend while retries allow.
       for (auto it = lost.rbegin(); it != lost.rend(); ++it) {
         CallPtr c = *it;
-        if (c->spec().kind() == rpc::ACTOR_EXIT) continue;
+        if (c->spec().kind() == rpc::ACTOR_EXIT) {
+          a.queue.push_front(c);  // the restarted actor still has to leave
+          continue;
+        }
         if (c->retries_left != 0 && !c->cancelled) {
           if (c->retries_left > 0) c->retries_left--;
           c->mutable_spec()->set_attempt(c->spec().attempt() + 1);
@@ -368,6 +371,18 @@ bool ActorSubmitter::Cancel(const std::string& task_id, bool recursive) {
     notify->Send(m);
   }
   return true;
+}
+
+void ActorSubmitter::CancelChildren(const std::string& parent_task_id) {
+  std::vector<std::string> children;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (auto& [id, weak] : calls_by_id_) {
+      auto c = weak.lock();
+      if (c && !c->cancelled && c->spec().parent_task_id() == parent_task_id) children.push_back(id);
+    }
+  }
+  for (auto& id : children) Cancel(id, /*recursive=*/true);
 }
 
 size_t ActorSubmitter::NumPendingCalls(const std::string& actor_id) {

@@ -59,6 +59,8 @@ class ActorSubmitter {
   // fleet.cancel of an actor call. False if it is not pending here.
   bool Cancel(const std::string& task_id, bool recursive);
 
+  // Cancels the pending calls submitted by `parent_task_id` (recursive cancel).
+  void CancelChildren(const std::string& parent_task_id);
   // Calls of this process to the actor not finished yet (max_pending_calls).
   size_t NumPendingCalls(const std::string& actor_id);
   // Whether `task_id` is an actor call still pending here.

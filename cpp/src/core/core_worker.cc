@@ -283,12 +283,22 @@ void CoreWorker::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
 }
 
 void CoreWorker::HandlePushTask(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
-  std::lock_guard<std::mutex> lk(exec_mu_);
+  std::unique_lock<std::mutex> lk(exec_mu_);
   uint64_t handle = next_handle_++;
   ExecutableTask t;
   t.handle = handle;
   t.spec = std::move(*msg.mutable_push_task()->mutable_spec());
   executing_[handle] = Pending{conn, msg.request_id(), {}, t.spec.task_id()};
+  if (!early_cancels_.empty()) {
+    auto c = std::find(early_cancels_.begin(), early_cancels_.end(), t.spec.task_id());
+    if (c != early_cancels_.end()) {
+      early_cancels_.erase(c);
+      rpc::TaskSpec spec = std::move(t.spec);
+      lk.unlock();
+      ReplyCancelled(handle, spec);
+      return;
+    }
+  }
   exec_queue_.push_back(std::move(t));
   exec_cv_.notify_one();
   SignalTaskEventLocked();
@@ -355,7 +365,16 @@ void CoreWorker::HandleCancelTask(rpc::Envelope& msg) {
         break;
       }
     }
-    if (!dropped) {
+    bool running_here = executing_.end() != std::find_if(executing_.begin(), executing_.end(),
+                                                          [&](const auto& e) {
+                                                            return e.second.task_id == task_id;
+                                                          });
+    if (!dropped && !running_here) {
+      // Not here yet (the cancel overtook the push) or already done:
+      // remember it, so a push that comes later is answered as cancelled.
+      early_cancels_.push_back(task_id);
+      if (early_cancels_.size() > 256) early_cancels_.pop_front();
+    } else if (!dropped) {
       if (concurrent_) {
         // Running on a pool thread or the event loop: the Python loop cancels it.
         ExecutableTask notice;
@@ -374,7 +393,10 @@ void CoreWorker::HandleCancelTask(rpc::Envelope& msg) {
     }
   }
   if (dropped) ReplyCancelled(dropped->handle, dropped->spec);
-  if (msg.cancel_task().recursive()) submitter_->CancelChildren(task_id, /*force=*/false);
+  if (msg.cancel_task().recursive()) {
+    submitter_->CancelChildren(task_id, /*force=*/false);
+    actor_submitter_->CancelChildren(task_id);
+  }
 }
 
 bool CoreWorker::TakeCancelRequest(const std::string& task_id, bool keep) {
@@ -604,6 +626,9 @@ void CoreWorker::FinishTask(uint64_t handle,
   constexpr size_t kMaxHeldReplies = 32;
   bool hold = false;
   bool arm_timer = false;
+  // Queued before it is registered as held: a flush that runs in between
+  // (the timer) then takes it along instead of leaving it stranded.
+  conn->Reply(p.request_id, reply, /*flush=*/false);
   {
     std::lock_guard<std::mutex> lk(exec_mu_);
     hold = more_queued && !worker_exiting && !concurrent_ && num_held_ < kMaxHeldReplies;
@@ -616,8 +641,8 @@ void CoreWorker::FinishTask(uint64_t handle,
       hold_timer_armed_ = true;
     }
   }
-  conn->Reply(p.request_id, reply, /*flush=*/!hold);
   if (!hold) {
+    conn->Flush();
     FlushHeldReplies();
   } else if (arm_timer) {
     asio::post(io_, [this] {

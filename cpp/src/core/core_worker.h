@@ -107,6 +107,10 @@ class CoreWorker {
   // True if a cancel arrived for `task_id` while it ran on the main thread
   // (cleared unless `keep`).
   bool TakeCancelRequest(const std::string& task_id, bool keep = false);
+  // A dropped ObjectRefGenerator (see MemoryStore::ReleaseGenerator).
+  void ReleaseGenerator(const std::string& task_id, uint32_t from_index) {
+    store_.ReleaseGenerator(task_id, from_index);
+  }
   // Streaming generator: sends item `index` of the task behind `handle`.
   void SendGeneratorItem(uint64_t handle, int index, std::string data, uint32_t flags);
 
@@ -188,6 +192,7 @@ class CoreWorker {
   void SignalTaskEventLocked();
   bool current_is_actor_call_ = false;                       // guarded by exec_mu_
   std::string cancel_requested_;                             // guarded by exec_mu_
+  std::deque<std::string> early_cancels_;  // cancels of tasks not (yet) here; guarded by exec_mu_
   // Replies held back while more tasks are queued here, so several go out in
   // one write: at most 32 of them, flushed before this worker waits for work
   // and by the io thread at most 1 ms after the first was held (a queued task

@@ -40,6 +40,9 @@ void MemoryStore::PutOrComplete(const std::string& id, std::string data, uint32_
   StoredObject copy;
   {
     std::lock_guard<std::mutex> lk(mu_);
+    if (!released_streams_.empty() && released_streams_.count(id.substr(0, kUniqueIdSize))) {
+      return;  // its generator was dropped: nobody will read it
+    }
     auto [it, inserted] = objects_.try_emplace(id);
     if (it->second.ready) return;
     if (inserted) it->second.local_refs = 1;
@@ -52,6 +55,34 @@ void MemoryStore::CreatePendingIfAbsent(const std::string& id) {
   std::lock_guard<std::mutex> lk(mu_);
   auto [it, inserted] = objects_.try_emplace(id);
   if (inserted) it->second.local_refs = 1;
+}
+
+void MemoryStore::ReleaseGenerator(const std::string& task_id, uint32_t from_index) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!released_streams_.count(task_id)) {
+    released_streams_[task_id] = true;
+    released_order_.push_back(task_id);
+    if (released_order_.size() > 4096) {  // bounded: the oldest streams have ended long ago
+      released_streams_.erase(released_order_.front());
+      released_order_.erase(released_order_.begin());
+    }
+  }
+  for (uint32_t i = from_index;; ++i) {
+    auto it = objects_.find(GeneratorItemId(task_id, i));
+    if (it == objects_.end()) break;
+    it->second.local_refs--;
+    MaybeFreeLocked(it);
+  }
+}
+
+bool MemoryStore::DropPendingRef(const std::string& id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = objects_.find(id);
+  if (it == objects_.end()) return true;
+  if (it->second.ready) return false;
+  it->second.local_refs--;
+  MaybeFreeLocked(it);
+  return true;
 }
 
 void MemoryStore::FinishCompleteLocked(std::unordered_map<std::string, Entry>::iterator it,

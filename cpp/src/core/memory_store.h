@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/ids.h"
 #include "common/status.h"
 
 namespace fleet {
@@ -53,6 +54,13 @@ class MemoryStore {
   // The reader's side: a pending entry holding one local ref, unless the
   // entry exists already (then its ref is the one to take over).
   void CreatePendingIfAbsent(const std::string& id);
+  // The reader gives up waiting: drops its ref if the entry is still pending
+  // and returns true; false if the item arrived meanwhile (the ref stays,
+  // for the reader to take).
+  bool DropPendingRef(const std::string& id);
+  // The generator of task `task_id` was dropped by its reader: frees its
+  // unread items from `from_index` on, and drops those that arrive later.
+  void ReleaseGenerator(const std::string& task_id, uint32_t from_index);
   // Records a borrowed ref; no-op if known.
   void RegisterBorrowed(const std::string& id, const std::string& owner_address);
 
@@ -108,6 +116,8 @@ class MemoryStore {
 
   FetchFn fetch_;
   mutable std::mutex mu_;
+  std::unordered_map<std::string, bool> released_streams_;  // task ids; guarded by mu_
+  std::vector<std::string> released_order_;                 // oldest first; guarded by mu_
   std::unordered_map<std::string, Entry> objects_;  // guarded by mu_
 };
 

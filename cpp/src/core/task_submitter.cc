@@ -22,6 +22,7 @@ struct TaskSubmitter::Task {
   bool cancelled = false;      // fleet.cancel: never retried; fails as TaskCancelledError
   bool force = false;          // ... with force=True: its worker was killed
   bool finished = false;       // FinishTask ran
+  bool free_retry = false;     // its worker was killed to force-cancel another task
   std::weak_ptr<Lease> lease;  // where it runs, once pushed
   std::string key;
   const rpc::TaskSpec& spec() const { return push.push_task().spec(); }
@@ -362,6 +363,9 @@ void TaskSubmitter::OnTaskReply(const LeasePtr& lease, const TaskPtr& task, cons
     }
     if (task->cancelled && (!s.ok() || reply.push_task_reply().retryable_error())) {
       cancelled = true;
+    } else if (!s.ok() && task->free_retry && !shutdown_) {
+      task->free_retry = false;
+      retry = true;
     } else if (!s.ok() || reply.push_task_reply().retryable_error()) {
       if (task->retries_left > 0 && !shutdown_) {
         task->retries_left--;
@@ -471,6 +475,11 @@ bool TaskSubmitter::Cancel(const std::string& task_id, bool force, bool recursiv
         if (force) {
           // Kill the worker: its reply never comes, the task fails as cancelled.
           task->force = true;
+          // Tasks pipelined behind it die with the worker: not their fault,
+          // so their retry is free.
+          for (auto& [other_id, other] : lease->in_flight) {
+            if (other != task) other->free_retry = true;
+          }
           lease->dead = true;
           if (kit != keys_.end()) std::erase(kit->second->leases, lease);
           to_kill = lease;

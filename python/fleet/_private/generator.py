@@ -96,6 +96,16 @@ class ObjectRefGenerator:
             return False
         return True
 
+    def __del__(self) -> None:
+        # Items never handed out are freed (and later ones dropped on arrival).
+        core = state.core
+        if core is None or self._done:
+            return
+        try:  # (a peeked item is an ObjectRef already: it frees itself)
+            core.generator_release(self._task_id, self._index)
+        except Exception:  # interpreter shutdown
+            pass
+
     def __reduce__(self) -> Any:
         raise TypeError(
             "ObjectRefGenerator is not serializable: iterate it in the process that "

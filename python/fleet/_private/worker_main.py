@@ -30,6 +30,25 @@ NORMAL_TASK, ACTOR_CREATION, ACTOR_TASK, ACTOR_EXIT = 0, 1, 2, 3
 Returns = List[Tuple[bytes, int]]
 
 _canceled: set = set()  # concurrent actors: calls fleet.cancel() was asked for
+# The task whose user code runs on the main thread now: the only time a
+# cancel's SIGINT may raise KeyboardInterrupt (a late signal must not hit the
+# loop, another task, or a reply on its way out).
+_interruptible_task: Optional[bytes] = None
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    task = _interruptible_task
+    core = state.core
+    if task is not None and core is not None and core.take_cancel_request(task, True):
+        raise KeyboardInterrupt
+    # Otherwise: a cancel that arrived too late, or the driver's Ctrl-C sent to
+    # the whole process group; the worker goes on.
 
 
 def is_canceled(task_id: bytes) -> bool:
@@ -65,6 +84,7 @@ class Executor:
 
         self.running_lock = threading.Lock()
         self.running_calls = 0  # threaded actor: calls running on the pools
+        self.exiting_calls = 0  # ... of which called exit_actor()
 
     # ---- shared -------------------------------------------------------------------
 
@@ -96,16 +116,25 @@ class Executor:
               deps: list, num_returns: int, streaming: bool,
               retry_blob: bytes) -> Tuple[Returns, bool]:
         """Runs fn on this thread; returns (returns, retryable)."""
+        global _interruptible_task
+        main = _is_main_thread()
         try:
+            if main:  # fleet.cancel may interrupt it from here on (see _on_sigint)
+                _interruptible_task = task_id
             if args_blob:
                 args, kwargs = serialization.deserialize_args(args_blob, deps)
                 result = fn(*args, **kwargs)
             else:
                 result = fn()
             if streaming:
-                return self._stream(handle, fn_name, result), False
-            return self._returns(fn_name, result, num_returns), False
+                returns = self._stream(handle, fn_name, result)
+            else:
+                returns = self._returns(fn_name, result, num_returns)
+            if main:
+                _interruptible_task = None
+            return returns, False
         except KeyboardInterrupt as e:
+            _interruptible_task = None
             if self.core.take_cancel_request(task_id):
                 return self._cancelled(fn_name, task_id, num_returns), False
             return [(self._error(fn_name, e), FLAG_PICKLED_ERROR)] * max(1, num_returns), False
@@ -113,6 +142,8 @@ class Executor:
             self._exit_actor("it called fleet.actor.exit_actor()")
             raise  # not reached
         except BaseException as e:  # every other failure goes back to the caller
+            if main:
+                _interruptible_task = None
             retryable = self._retryable(e, retry_blob)
             return [(self._error(fn_name, e), FLAG_PICKLED_ERROR)] * max(1, num_returns), retryable
 
@@ -360,6 +391,10 @@ class Executor:
 
     def _call_method(self, handle: int, task_id: bytes, fn_name: str, method_name: str,
                      args_blob: bytes, deps: list, num_returns: int, streaming: bool) -> None:
+        if task_id in _canceled:  # cancelled while it waited for a pool thread
+            _canceled.discard(task_id)
+            self.core.finish_task(handle, self._cancelled(fn_name, task_id, num_returns), False)
+            return
         with self.running_lock:
             self.running_calls += 1
         try:
@@ -386,12 +421,15 @@ class Executor:
         self.running_async[task_id] = me
         try:
             async with self.semaphores[group]:
+                if task_id in _canceled:  # cancelled while it waited for its turn
+                    raise asyncio.CancelledError
                 returns = await self._run_async(handle, task_id, fn_name, method_name,
                                                 args_blob, deps, num_returns, streaming)
         except asyncio.CancelledError:
             returns = self._cancelled(fn_name, task_id, num_returns)
         finally:
             self.running_async.pop(task_id, None)
+            _canceled.discard(task_id)
         if returns is not None:
             self.core.finish_task(handle, returns, False)
 
@@ -497,10 +535,12 @@ class Executor:
         if self.pools:
             import time
 
-            me = 1 if self._on_pool_thread() else 0
+            with self.running_lock:
+                if self._on_pool_thread():
+                    self.exiting_calls += 1  # calls that called exit_actor() do not finish
             while True:
                 with self.running_lock:
-                    if self.running_calls <= me:
+                    if self.running_calls <= self.exiting_calls:
                         break
                 time.sleep(0.005)
         if self.actor_id is not None:
@@ -546,8 +586,9 @@ def _actor_exit_type() -> type:
 
 
 def main() -> None:
-    # fleet.cancel interrupts a running task with SIGINT -> KeyboardInterrupt.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # fleet.cancel interrupts a running task with SIGINT -> KeyboardInterrupt,
+    # raised only while that task's code runs (_on_sigint).
+    signal.signal(signal.SIGINT, _on_sigint)
     session_dir = os.environ["FLEET_SESSION_DIR"]
     worker_hex = os.environ["FLEET_WORKER_ID"]
     core = _core.Core(

@@ -32,6 +32,7 @@ def main() -> None:
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
+    zygote_pid = os.getpid()
     sock.send(b"R")
 
     def reap() -> None:
@@ -60,6 +61,8 @@ def main() -> None:
                 os.close(wake_w)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the zygote
+                if os.getppid() != zygote_pid:  # it died before prctl
+                    os._exit(1)
                 os.dup2(fds[0], 1)
                 os.dup2(fds[1], 2)
                 for fd in fds:
