@@ -1242,3 +1242,45 @@ def test_state_api_lists_actors_with_their_state():
     assert "fleet.kill" in get_actor(hexid).death_cause
     with pytest.raises(ValueError, match="unknown field"):
         list_actors(filters=[("no_such_field", "=", 1)])
+
+
+def test_actor_output_reaches_the_driver_labelled_with_its_class():
+    code = """
+import time, fleet
+fleet.init(num_cpus=1)
+
+@fleet.remote
+class Greeter:
+    def hi(self):
+        print("hello from the greeter", flush=True)
+        return 1
+
+@fleet.remote
+def task():
+    print("hello from a task", flush=True)
+    return 1
+
+g = Greeter.remote()
+assert fleet.get([g.hi.remote(), task.remote()], timeout=30) == [1, 1]
+time.sleep(0.5)  # log lines travel on their own
+fleet.shutdown()
+"""
+    res = run_python(code, timeout=60)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    greeter = [ln for ln in lines if "hello from the greeter" in ln]
+    assert greeter and greeter[0].startswith("(Greeter pid="), lines
+    assert any(ln.startswith("(pid=") and "hello from a task" in ln for ln in lines), lines
+
+
+def test_list_named_actors():
+    from fleet.util import list_named_actors
+
+    a = Counter.options(name="listed-by-name").remote()
+    fleet.get(a.inc.remote(), timeout=T)
+    assert "listed-by-name" in list_named_actors()
+    assert {"name": "listed-by-name", "namespace": fleet.get_runtime_context().namespace} in (
+        list_named_actors(all_namespaces=True)
+    )
+    fleet.kill(a)
+    assert wait_until(lambda: "listed-by-name" not in list_named_actors(), 10)

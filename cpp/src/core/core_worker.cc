@@ -499,7 +499,9 @@ void CoreWorker::OnNodeMessage(const rpc::ConnectionPtr&, rpc::Envelope& msg) {
     case rpc::Envelope::kLogLines: {
       const auto& l = msg.log_lines();
       std::string out;
-      std::string prefix = "(pid=" + std::to_string(l.pid()) + ") ";
+      // As Ray: "(pid=N) ..." for tasks, "(Counter pid=N) ..." for an actor.
+      std::string prefix = "(" + (l.label().empty() ? std::string() : l.label() + " ") +
+                           "pid=" + std::to_string(l.pid()) + ") ";
       for (const auto& line : l.lines()) out += prefix + line + "\n";
       WriteAll(l.is_stderr() ? 2 : 1, out);
       break;

@@ -25,6 +25,7 @@ struct NodeServer::WorkerIo {
   bool err_eof = false;
   bool exited = false;
   std::string exit_reason;
+  std::string label;  // "Counter" while it hosts an actor of that class
   std::array<char, 8192> out_buf{}, err_buf{};
   WorkerIo(asio::io_context& io, int o, int e) : out(io, o), err(io, e) {}
   ~WorkerIo() {
@@ -350,7 +351,13 @@ void NodeServer::Schedule() {
     g->set_node_id(node_id_);
     for (int id : lease.alloc.GpuIds()) g->add_gpu_ids(id);
     leases_[worker->id] = std::move(lease);
-    if (it->key.rfind("actor:", 0) == 0) pool_.MarkDedicated(worker->id);
+    if (it->key.rfind("actor:", 0) == 0) {
+      pool_.MarkDedicated(worker->id);
+      auto wio = worker_io_.find(worker->id);
+      if (wio != worker_io_.end() && it->description.rfind("actor ", 0) == 0) {
+        wio->second->label = it->description.substr(6);  // its output reads "(Cls pid=N)"
+      }
+    }
     conn->Reply(it->request_id, reply);
     it = pending_.erase(it);
     MarkResourcesDirty();
@@ -424,6 +431,7 @@ void NodeServer::ReadWorkerOutput(std::shared_ptr<WorkerIo> wio, bool is_stderr)
     auto* l = msg.mutable_log_lines();
     l->set_pid(wio->pid);
     l->set_is_stderr(is_stderr);
+    if (!wio->label.empty()) l->set_label(wio->label);
     size_t start = 0, nl;
     while ((nl = partial.find('\n', start)) != std::string::npos) {
       std::string line = partial.substr(start, nl - start);

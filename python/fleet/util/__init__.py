@@ -19,8 +19,9 @@ from fleet.util import scheduling_strategies
 if TYPE_CHECKING:  # pragma: no cover
     from fleet.util import multiprocessing, queue, state
     from fleet.util.actor_pool import ActorPool
+    from fleet.util.state import list_named_actors
 
-_LAZY_ATTRS = {"ActorPool": "fleet.util.actor_pool"}
+_LAZY_ATTRS = {"ActorPool": "fleet.util.actor_pool", "list_named_actors": "fleet.util.state"}
 _LAZY_MODULES = ("actor_pool", "multiprocessing", "queue", "state")
 
 
@@ -39,4 +40,11 @@ def __dir__() -> list:
     return sorted(set(globals()) | set(_LAZY_ATTRS) | set(_LAZY_MODULES))
 
 
-__all__ = ["ActorPool", "multiprocessing", "queue", "scheduling_strategies", "state"]
+__all__ = [
+    "ActorPool",
+    "list_named_actors",
+    "multiprocessing",
+    "queue",
+    "scheduling_strategies",
+    "state",
+]

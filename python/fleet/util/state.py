@@ -75,6 +75,16 @@ def list_actors(
     return out[:limit]
 
 
+def list_named_actors(all_namespaces: bool = False) -> List[Any]:
+    """Names of the live named actors (``fleet.util.list_named_actors``): in
+    the current namespace, or with ``all_namespaces=True`` as dicts with
+    ``name`` and ``namespace``."""
+    live = [a for a in list_actors() if a.name and a.state != "DEAD"]
+    if all_namespaces:
+        return [{"name": a.name, "namespace": a.ray_namespace} for a in live]
+    return [a.name for a in live if a.ray_namespace == _state.namespace]
+
+
 def get_actor(id: str, **_: Any) -> Optional[ActorState]:  # noqa: A002 (Ray's name)
     """The actor with this hex id, or None."""
     for r in list_actors():
@@ -83,4 +93,4 @@ def get_actor(id: str, **_: Any) -> Optional[ActorState]:  # noqa: A002 (Ray's n
     return None
 
 
-__all__ = ["ActorState", "get_actor", "list_actors"]
+__all__ = ["ActorState", "get_actor", "list_actors", "list_named_actors"]
