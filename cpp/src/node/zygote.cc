@@ -70,18 +70,22 @@ Status Zygote::Start(const std::vector<std::string>& argv,
 }
 
 void Zygote::ReadAsync() {
-  if (!sd_ || broken_) return;
+  // Reads on after a stall (broken_): the exits of the workers it forked
+  // still have to be reported.
+  if (!sd_ || closed_) return;
   sd_->async_wait(asio::posix::stream_descriptor::wait_read, [this](const asio::error_code& ec) {
-    if (ec || broken_) return;
+    if (ec || closed_) return;
     std::string msg;
     while (RecvPacket(fd_, &msg, MSG_DONTWAIT)) {
       if (msg.empty()) {
+        closed_ = true;
         MarkBroken("it exited");
         return;
       }
       Dispatch(msg);
     }
     if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      closed_ = true;
       MarkBroken(std::string("recv: ") + strerror(errno));
       return;
     }
@@ -97,6 +101,11 @@ void Zygote::Dispatch(const std::string& msg) {
       break;
     case 'X':
       if (msg.size() >= 9) on_exit_(ReadI32(msg, 1), ReadI32(msg, 5));
+      break;
+    case 'P':
+      // The answer to a spawn request given up on (its worker was started
+      // with fork + exec instead, under the same id): that child must go.
+      if (msg.size() >= 5) ::kill(ReadI32(msg, 1), SIGKILL);
       break;
     default:
       FLEET_LOG(WARNING) << "unexpected message from the worker zygote: " << msg.substr(0, 64);
@@ -174,6 +183,7 @@ Result<SpawnedProcess> Zygote::Spawn(const std::map<std::string, std::string>& e
       break;
     }
     if (m.empty()) {
+      closed_ = true;
       MarkBroken("it exited");
       result = fail("the worker zygote exited");
       break;

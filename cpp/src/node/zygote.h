@@ -62,7 +62,8 @@ class Zygote {
   int fd_ = -1;
   std::unique_ptr<asio::posix::stream_descriptor> sd_;
   bool ready_ = false;
-  bool broken_ = false;
+  bool broken_ = false;  // not used for spawning any more (stalled, or gone)
+  bool closed_ = false;  // its socket reached EOF or failed
 };
 
 }  // namespace fleet::node
