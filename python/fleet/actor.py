@@ -16,10 +16,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from fleet._private import options as opts_mod
 from fleet._private import serialization, state
+from fleet._private.generator import refs_for
 from fleet.object_ref import ObjectRef
 
-# Method table entry: num_returns, concurrency_group, max_task_retries (None:
-# the actor's), is_generator.
+# Method table entry: num_returns ("streaming" for generators),
+# concurrency_group, max_task_retries (None: the actor's).
 _MethodMeta = Dict[str, Any]
 
 
@@ -293,6 +294,8 @@ class ActorMethod:
         self._options = options
         self._template: Any = None
         self._core: Any = None
+        self._num_returns: Any = None  # resolved by _prepare
+        self._pending_limit = -1  # max_pending_calls, resolved by _prepare
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -322,6 +325,8 @@ class ActorMethod:
         if retries is None:
             retries = meta.get("max_task_retries") or 0
         streaming = num_returns == "streaming"
+        self._num_returns = num_returns
+        self._pending_limit = meta.get("max_pending_calls", -1)
         self._template = _core.ActorCallTemplate(
             h._fleet_actor_id,
             self._name,
@@ -344,7 +349,7 @@ class ActorMethod:
             blob, deps = serialization.serialize_args(self._name, args, kwargs, ObjectRef)
         else:
             blob, deps = b"", []
-        limit = self._handle._fleet_meta.get("max_pending_calls", -1)
+        limit = self._pending_limit
         if limit > 0 and core.actor_pending_calls(self._handle._fleet_actor_id) >= limit:
             from fleet.exceptions import PendingCallsLimitExceeded
 
@@ -354,16 +359,9 @@ class ActorMethod:
                 "some to finish before calling it again."
             )
         ids = core.submit_actor_task(template, blob, deps)
-        num_returns = self._options.get("num_returns", self._meta["num_returns"])
-        if num_returns == 1:
+        if self._num_returns == 1:
             return ObjectRef(ids, "", False)
-        if num_returns == "streaming":
-            from fleet._private.generator import ObjectRefGenerator
-
-            return ObjectRefGenerator(ids)
-        if num_returns == 0:
-            return None
-        return [ObjectRef(i, "", False) for i in ids]
+        return refs_for(ids, self._num_returns)
 
 
 def make_actor_class(cls: type, actor_options: Dict[str, Any]) -> ActorClass:

@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, Optional
 
 from fleet._private import options as opts_mod
 from fleet._private import serialization, state
+from fleet._private.generator import refs_for
 from fleet.object_ref import ObjectRef
 
 
@@ -109,13 +110,7 @@ class RemoteFunction:
         # Return ids come with one local ref each, which the ObjectRefs take over.
         if num_returns == 1:
             return ObjectRef(ids, "", False)
-        if num_returns == "streaming":
-            from fleet._private.generator import ObjectRefGenerator
-
-            return ObjectRefGenerator(ids)
-        if num_returns == 0:
-            return None
-        return [ObjectRef(i, "", False) for i in ids]
+        return refs_for(ids, num_returns)
 
 
 def _name(function: Callable) -> str:

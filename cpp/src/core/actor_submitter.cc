@@ -364,12 +364,7 @@ bool ActorSubmitter::Cancel(const std::string& task_id, bool recursive) {
              "Actor task " + to_fail->spec().function_name() + " (id " + ToHex(task_id) +
                  ") was cancelled by fleet.cancel().");
   }
-  if (notify) {
-    rpc::Envelope m;
-    m.mutable_cancel_task()->set_task_id(task_id);
-    m.mutable_cancel_task()->set_recursive(recursive);
-    notify->Send(m);
-  }
+  if (notify) SendCancelTask(notify, task_id, recursive);
   return true;
 }
 

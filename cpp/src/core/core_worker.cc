@@ -437,11 +437,7 @@ bool CoreWorker::CancelTask(const std::string& task_id, bool force, bool recursi
 }
 
 std::vector<std::string> CoreWorker::SubmitActorTask(TaskSubmission&& call, int max_task_retries) {
-  call.spec.set_owner_address(address_);
-  if (options_.is_worker) {
-    std::lock_guard<std::mutex> lk(exec_mu_);
-    call.spec.set_parent_task_id(current_task_id_);
-  }
+  StampCaller(&call.spec);
   return actor_submitter_->Submit(std::move(call), max_task_retries);
 }
 
@@ -523,12 +519,16 @@ void CoreWorker::OnNodeMessage(const rpc::ConnectionPtr&, rpc::Envelope& msg) {
 
 // ---- tasks ----------------------------------------------------------------------
 
-std::vector<std::string> CoreWorker::SubmitTask(TaskSubmission&& task) {
-  task.spec.set_owner_address(address_);
-  if (options_.is_worker) {
+void CoreWorker::StampCaller(rpc::TaskSpec* spec) {
+  spec->set_owner_address(address_);
+  if (options_.is_worker) {  // a nested submission: its parent, for recursive cancel
     std::lock_guard<std::mutex> lk(exec_mu_);
-    task.spec.set_parent_task_id(current_task_id_);
+    spec->set_parent_task_id(current_task_id_);
   }
+}
+
+std::vector<std::string> CoreWorker::SubmitTask(TaskSubmission&& task) {
+  StampCaller(&task.spec);
   return submitter_->Submit(std::move(task));
 }
 

@@ -141,6 +141,8 @@ class CoreWorker {
   void HandlePushTask(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
   void HandleGetObject(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
   void HandleCancelTask(rpc::Envelope& msg);
+  // Sets who submits `spec`: this process as owner, and the task it runs.
+  void StampCaller(rpc::TaskSpec* spec);
   void OnGcsMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
   void ReplyCancelled(uint64_t handle, const rpc::TaskSpec& spec);
   void FetchFromOwner(const std::string& id, const std::string& owner_address);

@@ -73,6 +73,13 @@ void StoreReturns(MemoryStore& store, const std::vector<std::string>& return_ids
   }
 }
 
+void SendCancelTask(const rpc::ConnectionPtr& conn, const std::string& task_id, bool recursive) {
+  rpc::Envelope m;
+  m.mutable_cancel_task()->set_task_id(task_id);
+  m.mutable_cancel_task()->set_recursive(recursive);
+  conn->Send(m);
+}
+
 std::string TaskSubmitter::EncodeResources(const std::map<std::string, double>& resources) {
   std::ostringstream os;
   os.precision(17);
@@ -497,12 +504,7 @@ bool TaskSubmitter::Cancel(const std::string& task_id, bool force, bool recursiv
     ret.mutable_return_lease()->set_worker_failed(true);
     node_->Send(ret);
   }
-  if (notify) {
-    rpc::Envelope m;
-    m.mutable_cancel_task()->set_task_id(task_id);
-    m.mutable_cancel_task()->set_recursive(recursive);
-    notify->Send(m);
-  }
+  if (notify) SendCancelTask(notify, task_id, recursive);
   return true;
 }
 

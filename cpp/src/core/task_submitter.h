@@ -50,6 +50,9 @@ struct TaskSubmission {
 void StoreReturns(MemoryStore& store, const std::vector<std::string>& return_ids,
                   rpc::PushTaskReply* reply, const char* what);
 
+// Asks the executor on `conn` to cancel `task_id` (see CoreWorker's CancelTask).
+void SendCancelTask(const rpc::ConnectionPtr& conn, const std::string& task_id, bool recursive);
+
 class TaskSubmitter {
  public:
   // `node` is the connection to the local fleet-node; `hello` is what this

@@ -250,6 +250,7 @@ void ActorManager::Schedule(Actor& a) {
   *r->mutable_placement() = a.info.placement();
   r->set_description("actor " + a.info.class_name());
   r->set_scheduling_key("actor:" + a.info.actor_id());
+  r->set_actor_class(a.info.class_name());
   a.lease_pending = true;
   a.lease_node_id = best->node_id();
   uint64_t inc = ++a.incarnation;

@@ -167,6 +167,7 @@ void NodeServer::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
       e.request_id = msg.request_id();
       e.resources = FromDoubles({r.resources().begin(), r.resources().end()});
       e.placement = FromDoubles({r.placement().begin(), r.placement().end()});
+      e.actor_class = r.actor_class();
       e.description = r.description();
       e.key = r.scheduling_key();
       e.since = std::chrono::steady_clock::now();
@@ -312,6 +313,10 @@ void NodeServer::OnClose(const rpc::ConnectionPtr& conn, const Status&) {
 
 // ---- scheduling -------------------------------------------------------------
 
+bool NodeServer::Feasible(const LeaseRequestEntry& e) const {
+  return resources_.Feasible(e.resources) && resources_.Feasible(e.placement);
+}
+
 void NodeServer::Schedule() {
   if (stopped_) return;
   int need_workers = 0;
@@ -324,7 +329,7 @@ void NodeServer::Schedule() {
       it = pending_.erase(it);
       continue;
     }
-    if (!resources_.Feasible(it->resources) || !resources_.Feasible(it->placement)) {
+    if (!Feasible(*it)) {
       ++it;
       continue;
     }
@@ -351,12 +356,10 @@ void NodeServer::Schedule() {
     g->set_node_id(node_id_);
     for (int id : lease.alloc.GpuIds()) g->add_gpu_ids(id);
     leases_[worker->id] = std::move(lease);
-    if (it->key.rfind("actor:", 0) == 0) {
+    if (!it->actor_class.empty()) {
       pool_.MarkDedicated(worker->id);
       auto wio = worker_io_.find(worker->id);
-      if (wio != worker_io_.end() && it->description.rfind("actor ", 0) == 0) {
-        wio->second->label = it->description.substr(6);  // its output reads "(Cls pid=N)"
-      }
+      if (wio != worker_io_.end()) wio->second->label = it->actor_class;  // "(Cls pid=N) ..."
     }
     conn->Reply(it->request_id, reply);
     it = pending_.erase(it);
@@ -590,7 +593,7 @@ void NodeServer::Tick() {
   }
   // Requests no node can satisfy: tell the requester, once.
   for (auto& e : pending_) {
-    if (e.warned || (resources_.Feasible(e.resources) && resources_.Feasible(e.placement))) continue;
+    if (e.warned || Feasible(e)) continue;
     if (now - e.since < std::chrono::milliseconds(options_.infeasible_warning_ms)) continue;
     e.warned = true;
     std::string text = "The task '" + e.description + "' requires " + Describe(e.resources) +

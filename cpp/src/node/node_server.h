@@ -61,6 +61,7 @@ class NodeServer {
     ResourceSet placement;   // must fit the node's total, not held (actors)
     std::string description;
     std::string key;
+    std::string actor_class;  // non-empty: the worker will host this actor
     std::chrono::steady_clock::time_point since;
     bool warned = false;
   };
@@ -74,6 +75,8 @@ class NodeServer {
   void OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
   void OnClose(const rpc::ConnectionPtr& conn, const Status& s);
   void Schedule();
+  // Whether this node could ever serve the request (its totals cover it).
+  bool Feasible(const LeaseRequestEntry& e) const;
   void StartWorkers(int n);
   void OnWorkerGone(const std::string& worker_id, const std::string& why);
   void KillWorker(const std::string& worker_id);

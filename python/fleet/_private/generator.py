@@ -116,4 +116,16 @@ class ObjectRefGenerator:
         return f"ObjectRefGenerator({self._task_id.hex()})"
 
 
-__all__ = ["ObjectRefGenerator"]
+def refs_for(ids: Any, num_returns: Any) -> Any:
+    """What ``.remote()`` returns for a task or actor call's return ids: a
+    list of ObjectRefs, None (num_returns=0) or an ObjectRefGenerator. (The
+    single-ref case is handled inline by the callers: it is the hot path.)
+    Each id comes with one local ref, which the ObjectRef takes over."""
+    if num_returns == "streaming":
+        return ObjectRefGenerator(ids)
+    if num_returns == 0:
+        return None
+    return [ObjectRef(i, "", False) for i in ids]
+
+
+__all__ = ["ObjectRefGenerator", "refs_for"]

@@ -159,8 +159,10 @@ TASK_OPTIONS: Dict[str, Option] = {
 }
 
 
-def _restarts(name: str) -> Callable[[Any], Optional[str]]:
+def _restarts(name: str, allow_none: bool = False) -> Callable[[Any], Optional[str]]:
     def check(v: Any) -> Optional[str]:
+        if v is None and allow_none:
+            return None
         if isinstance(v, bool) or not isinstance(v, int) or v < -1:
             return f"{name} must be an integer >= -1 (-1: without limit), got {v!r}"
         return None
@@ -232,7 +234,7 @@ ACTOR_OPTIONS: Dict[str, Option] = {
 METHOD_OPTIONS: Dict[str, Option] = {
     "num_returns": Option(1, _num_returns),
     "concurrency_group": Option(None, _str_or_none("concurrency_group")),
-    "max_task_retries": Option(None, lambda v: v and _restarts("max_task_retries")(v)),
+    "max_task_retries": Option(None, _restarts("max_task_retries", allow_none=True)),
     "retry_exceptions": Option(False, _retry_exceptions),
     "name": Option(None, _str_or_none("name")),
     "_generator_backpressure_num_objects": Option(None, _not_implemented(

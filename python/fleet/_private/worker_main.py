@@ -78,7 +78,6 @@ class Executor:
         self.loop: Any = None  # async actor: its asyncio event loop
         self.semaphores: Dict[str, Any] = {}
         self.running_async: Dict[bytes, Any] = {}  # task id -> asyncio.Task
-        self.concurrent = False
         self.actor_exiting = False  # exit_actor() called: start no more calls
         import threading
 
@@ -112,6 +111,10 @@ class Executor:
     def _error(self, fn_name: str, e: BaseException) -> bytes:
         return serialization.serialize_task_error(fn_name, e, self.pid, self.ip, self.node_id)
 
+    def _errors(self, fn_name: str, e: BaseException, num_returns: int) -> Returns:
+        """`e` as the value of every return (at least one)."""
+        return [(self._error(fn_name, e), FLAG_PICKLED_ERROR)] * max(1, num_returns)
+
     def _call(self, handle: int, task_id: bytes, fn_name: str, fn: Any, args_blob: bytes,
               deps: list, num_returns: int, streaming: bool,
               retry_blob: bytes) -> Tuple[Returns, bool]:
@@ -137,7 +140,7 @@ class Executor:
             _interruptible_task = None
             if self.core.take_cancel_request(task_id):
                 return self._cancelled(fn_name, task_id, num_returns), False
-            return [(self._error(fn_name, e), FLAG_PICKLED_ERROR)] * max(1, num_returns), False
+            return self._errors(fn_name, e, num_returns), False
         except _actor_exit_type():
             self._exit_actor("it called fleet.actor.exit_actor()")
             raise  # not reached
@@ -145,7 +148,7 @@ class Executor:
             if main:
                 _interruptible_task = None
             retryable = self._retryable(e, retry_blob)
-            return [(self._error(fn_name, e), FLAG_PICKLED_ERROR)] * max(1, num_returns), retryable
+            return self._errors(fn_name, e, num_returns), retryable
 
     def _cancelled(self, fn_name: str, task_id: bytes, num_returns: int) -> Returns:
         text = f"Task {fn_name} (id {task_id.hex()}) was cancelled by fleet.cancel() while running."
@@ -264,7 +267,7 @@ class Executor:
             returns, retryable = self._call(handle, task_id, fn_name, fn, args_blob, deps,
                                             num_returns, streaming, retry_blob)
         except BaseException as e:  # the function could not even be loaded
-            returns = [(self._error(fn_name, e), FLAG_PICKLED_ERROR)] * max(1, num_returns)
+            returns = self._errors(fn_name, e, num_returns)
             retryable = False
         finally:
             if changed_env:
@@ -313,7 +316,7 @@ class Executor:
         except _actor_exit_type():
             self._exit_actor("it called fleet.actor.exit_actor() in its constructor")
         except BaseException as e:  # the actor is dead; fleet-gcs ends this process
-            self.core.finish_task(handle, [(self._error(fn_name, e), FLAG_PICKLED_ERROR)], False)
+            self.core.finish_task(handle, self._errors(fn_name, e, 1), False)
             return
         max_concurrency = opts["max_concurrency"]
         groups = opts["concurrency_groups"]
@@ -325,7 +328,6 @@ class Executor:
             self.semaphores = {"": asyncio.Semaphore(max_concurrency)}
             for g, n in groups.items():
                 self.semaphores[g] = asyncio.Semaphore(n)
-            self.concurrent = True
         elif max_concurrency > 1 or groups:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -333,8 +335,7 @@ class Executor:
                 self.pools[""] = ThreadPoolExecutor(max_concurrency, "fleet-actor")
             for g, n in groups.items():
                 self.pools[g] = ThreadPoolExecutor(n, f"fleet-actor-{g}")
-            self.concurrent = True
-        if self.concurrent:
+        if self.loop is not None or self.pools:  # calls may run concurrently
             self.core.set_concurrent(True)
         self.core.finish_task(handle, [(_pickle_dumps(None), 0)], False)
 
@@ -343,7 +344,7 @@ class Executor:
                     group: str) -> None:
         if self.actor is None:
             err = RuntimeError(f"this worker hosts no actor (call {fn_name})")
-            self.core.finish_task(handle, [(self._error(fn_name, err), FLAG_PICKLED_ERROR)], False)
+            self.core.finish_task(handle, self._errors(fn_name, err, 1), False)
             return
         if self.actor_exiting:
             return  # exit_actor() was called: this call fails when the process ends
@@ -386,7 +387,7 @@ class Executor:
         err = ValueError(f"'{fn_name}' asked for concurrency group '{group}', which the actor "
                          "class does not define (concurrency_groups=...)")
         self.core.finish_task(
-            handle, [(self._error(fn_name, err), FLAG_PICKLED_ERROR)] * max(1, num_returns), False
+            handle, self._errors(fn_name, err, num_returns), False
         )
 
     def _call_method(self, handle: int, task_id: bytes, fn_name: str, method_name: str,
@@ -401,8 +402,7 @@ class Executor:
             try:
                 fn = getattr(self.actor, method_name)
             except AttributeError as e:
-                returns: Returns = [(self._error(fn_name, e), FLAG_PICKLED_ERROR)] * max(
-                    1, num_returns)
+                returns: Returns = self._errors(fn_name, e, num_returns)
             else:
                 returns, _ = self._call(handle, task_id, fn_name, fn, args_blob, deps,
                                         num_returns, streaming, b"")
@@ -476,7 +476,7 @@ class Executor:
             self.loop.create_task(self._exit_when_idle("it called fleet.actor.exit_actor()"))
             return None
         except BaseException as e:
-            return [(self._error(fn_name, e), FLAG_PICKLED_ERROR)] * max(1, num_returns)
+            return self._errors(fn_name, e, num_returns)
 
     def _cancel_running(self, task_id: bytes) -> None:
         _canceled.add(task_id)
