@@ -1,7 +1,10 @@
 // fleet-node: the node daemon. Flags: --gcs-address host:port, --session-dir,
 // --socket (Unix socket path), --node-ip, --resources "CPU=2,GPU=1,foo=3",
-// --python (worker interpreter), --parent-pid. Token: FLEET_CLUSTER_TOKEN.
+// --python (worker interpreter), --parent-pid, --object-store-memory BYTES
+// (default 30% of RAM), --spill-dir (default <session-dir>/spill/<node>),
+// --object-store-full-timeout-ms. Token: FLEET_CLUSTER_TOKEN.
 #include <signal.h>
+#include <unistd.h>
 
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
@@ -35,6 +38,12 @@ int main(int argc, char** argv) {
   opts.use_zygote = std::getenv("FLEET_NO_ZYGOTE") == nullptr;
   opts.idle_worker_timeout_ms = std::atoi(apps::Flag(flags, "idle-worker-timeout-ms", "1000").c_str());
   opts.infeasible_warning_ms = std::atoi(apps::Flag(flags, "infeasible-warning-ms", "3000").c_str());
+  uint64_t mem = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+  opts.store.capacity = std::strtoull(
+      apps::Flag(flags, "object-store-memory", std::to_string(mem / 10 * 3)).c_str(), nullptr, 10);
+  opts.store.spill_dir = apps::Flag(flags, "spill-dir", "");
+  opts.store.full_timeout_ms =
+      std::atoi(apps::Flag(flags, "object-store-full-timeout-ms", "10000").c_str());
   std::stringstream rs(apps::Flag(flags, "resources", ""));
   std::string item;
   while (std::getline(rs, item, ',')) {

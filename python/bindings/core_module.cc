@@ -27,6 +27,91 @@ namespace {
 std::string Str(const nb::bytes& b) { return std::string(b.c_str(), b.size()); }
 nb::bytes Bytes(const std::string& s) { return nb::bytes(s.data(), s.size()); }
 
+// A pinned object of the node's store, seen from Python as a read-only
+// buffer (memoryview(b), numpy arrays over it). Every view made from it keeps
+// it, and so the pin, alive.
+struct StoreBuffer {
+  std::shared_ptr<fleet::StoreView> view;
+};
+
+int StoreBufferGetBuffer(PyObject* self, Py_buffer* out, int flags) {
+  StoreBuffer* b = nb::inst_ptr<StoreBuffer>(self);
+  return PyBuffer_FillInfo(out, self, const_cast<uint8_t*>(b->view->data()),
+                           static_cast<Py_ssize_t>(b->view->size()), /*readonly=*/1, flags);
+}
+
+PyType_Slot kStoreBufferSlots[] = {{Py_bf_getbuffer, reinterpret_cast<void*>(StoreBufferGetBuffer)},
+                                   {0, nullptr}};
+
+// Raises the fleet.exceptions class for a store error, else RuntimeError.
+[[noreturn]] void RaiseStatus(const Status& s) {
+  const char* cls = nullptr;
+  if (s.code() == StatusCode::kObjectStoreFull) cls = "ObjectStoreFullError";
+  if (s.code() == StatusCode::kObjectLost) cls = "ObjectLostError";
+  if (cls != nullptr) {
+    nb::object type = nb::module_::import_("fleet.exceptions").attr(cls);
+    PyErr_SetString(type.ptr(), s.message().c_str());
+    throw nb::python_error();
+  }
+  throw std::runtime_error(s.message());
+}
+
+// The Py_buffer views of a list of bytes-like objects, released on scope exit.
+class BufferViews {
+ public:
+  explicit BufferViews(const nb::list& objs) {
+    views_.reserve(nb::len(objs));
+    for (nb::handle o : objs) {
+      Py_buffer v;
+      if (PyObject_GetBuffer(o.ptr(), &v, PyBUF_C_CONTIGUOUS) != 0) throw nb::python_error();
+      views_.push_back(v);
+      spans_.push_back({static_cast<const uint8_t*>(v.buf), static_cast<uint64_t>(v.len)});
+    }
+  }
+  ~BufferViews() {
+    for (auto& v : views_) PyBuffer_Release(&v);
+  }
+  const std::vector<fleet::ByteSpan>& spans() const { return spans_; }
+
+ private:
+  std::vector<Py_buffer> views_;
+  std::vector<fleet::ByteSpan> spans_;
+};
+
+// Replaces each (descriptor, kFlagInStore) value by (StoreBuffer, flags), or
+// by an ObjectLost error value, with one round trip to the node.
+void ResolveStoreValues(CoreWorker& core, const std::vector<std::string>& ids,
+                        std::vector<std::pair<nb::object, uint32_t>>* values) {
+  std::vector<std::string> want;
+  std::vector<size_t> where;
+  for (size_t i = 0; i < values->size(); i++) {
+    if ((*values)[i].second & fleet::kFlagInStore) {
+      want.push_back(ids[i]);
+      where.push_back(i);
+    }
+  }
+  if (want.empty()) return;
+  fleet::Result<std::vector<fleet::StoreRead>> r = [&] {
+    nb::gil_scoped_release release;
+    return core.ReadStore(want);
+  }();
+  for (size_t k = 0; k < where.size(); k++) {
+    auto& v = (*values)[where[k]];
+    std::string error;
+    if (!r.ok()) {
+      error = r.status().message();
+    } else if (!r.value()[k].view) {
+      error = r.value()[k].error;
+    }
+    if (error.empty()) {
+      v.first = nb::cast(StoreBuffer{r.value()[k].view});
+    } else {
+      v.first = Bytes("Object " + fleet::ToHex(want[k]) + " is lost: " + error);
+      v.second = fleet::kFlagObjectLost;
+    }
+  }
+}
+
 
 struct TaskTemplate {
   fleet::rpc::TaskSpec spec;
@@ -113,9 +198,14 @@ class PyCore {
   std::unique_ptr<CoreWorker> core_;
 };
 
-nb::list ToPyObjects(const std::vector<fleet::StoredObject>& objs) {
+nb::list ToPyObjects(CoreWorker& core, const std::vector<std::string>& ids,
+                     const std::vector<fleet::StoredObject>& objs) {
+  std::vector<std::pair<nb::object, uint32_t>> values;
+  values.reserve(objs.size());
+  for (const auto& o : objs) values.emplace_back(Bytes(o.data), o.flags);
+  ResolveStoreValues(core, ids, &values);
   nb::list out;
-  for (const auto& o : objs) out.append(nb::make_tuple(Bytes(o.data), o.flags));
+  for (auto& [d, f] : values) out.append(nb::make_tuple(d, f));
   return out;
 }
 
@@ -149,11 +239,20 @@ auto WaitInSlices(int64_t timeout_ms, bool interruptible, Attempt&& attempt) {
 
 // What the worker's Python loop gets for one task: a flat tuple (cheaper
 // to build and unpack than an object); (0, task_id) is a cancel notice.
-nb::object TaskToPy(const fleet::ExecutableTask& t) {
+nb::object TaskToPy(CoreWorker& core, const fleet::ExecutableTask& t) {
   const auto& s = t.spec;
   if (t.handle == 0) return nb::make_tuple(0, Bytes(s.task_id()));
   nb::list deps;
-  for (const auto& d : s.deps()) deps.append(nb::make_tuple(Bytes(d.data()), d.flags()));
+  if (s.deps_size() > 0) {
+    std::vector<std::string> ids;
+    std::vector<std::pair<nb::object, uint32_t>> values;
+    for (const auto& d : s.deps()) {
+      ids.push_back(d.object_id());
+      values.emplace_back(Bytes(d.data()), d.flags());
+    }
+    ResolveStoreValues(core, ids, &values);
+    for (auto& [d, f] : values) deps.append(nb::make_tuple(d, f));
+  }
   nb::dict env;
   for (const auto& [k, v] : s.env_vars()) env[nb::str(k.c_str())] = nb::str(v.c_str());
   nb::list gpus;
@@ -177,9 +276,30 @@ NB_MODULE(_core, m) {
   m.attr("FLAG_SYSTEM_ERROR") = static_cast<int>(fleet::kFlagSystemError);
   m.attr("FLAG_ACTOR_DIED") = static_cast<int>(fleet::kFlagActorDied);
   m.attr("FLAG_GENERATOR_END") = static_cast<int>(fleet::kFlagGeneratorEnd);
+  m.attr("FLAG_IN_STORE") = static_cast<int>(fleet::kFlagInStore);
   m.attr("ERROR_FLAGS") = static_cast<int>(fleet::kErrorFlags);
+  m.attr("INLINE_THRESHOLD") = CoreWorker::kInlineThreshold;
+
+  nb::class_<StoreBuffer>(m, "StoreBuffer", nb::type_slots(kStoreBufferSlots))
+      .def("__len__", [](const StoreBuffer& b) { return b.view->size(); })
+      .def_prop_ro("object_id", [](const StoreBuffer& b) { return Bytes(b.view->id()); });
 
   m.def("random_id", [] { return Bytes(fleet::RandomId()); });
+  m.def("return_object_id", [](const nb::bytes& task_id, uint32_t index) {
+    return Bytes(fleet::ReturnObjectId(Str(task_id), index));
+  });
+  // A small value with out-of-band buffers as one inline bytes object.
+  m.def("frame", [](const nb::bytes& inband, const nb::list& buffers) {
+    BufferViews views(buffers);
+    uint64_t size = fleet::FramedSize(inband.size(), views.spans());
+    std::string out(size, '\0');
+    fleet::WriteFramed(reinterpret_cast<uint8_t*>(out.data()),
+                       std::string_view(inband.c_str(), inband.size()), views.spans());
+    return Bytes(out);
+  });
+  m.def("generator_item_id", [](const nb::bytes& task_id, uint32_t index) {
+    return Bytes(fleet::GeneratorItemId(Str(task_id), index));
+  });
 
   // What stays the same across calls of one remote function with one set of
   // options, converted once: the per-call work is then args + deps only.
@@ -237,6 +357,70 @@ NB_MODULE(_core, m) {
            [](PyCore& c, const nb::bytes& data, uint32_t flags) {
              return Bytes(c.core().Put(Str(data), flags));
            })
+      // put() of a value pickled with out-of-band buffers (or too large to
+      // travel inline): inline if small, else into the node's store.
+      .def(
+          "put_value",
+          [](PyCore& c, const nb::bytes& inband, const nb::list& buffers,
+             const std::string& call_site) {
+            BufferViews views(buffers);
+            fleet::Result<std::string> r = [&] {
+              nb::gil_scoped_release release;
+              return c.core().PutValue(std::string_view(inband.c_str(), inband.size()),
+                                       views.spans(), call_site);
+            }();
+            if (!r.ok()) RaiseStatus(r.status());
+            return Bytes(r.value());
+          },
+          nb::arg("inband"), nb::arg("buffers"), nb::arg("call_site") = "")
+      // Return `index` (or generator item `index`) of the running task
+      // behind `handle`: (data, flags) for finish_task/send_generator_item.
+      .def(
+          "encode_return",
+          [](PyCore& c, uint64_t handle, uint32_t index, bool generator_item,
+             const nb::bytes& inband, const nb::list& buffers) {
+            BufferViews views(buffers);
+            fleet::Result<fleet::StoredObject> r = [&] {
+              nb::gil_scoped_release release;
+              return c.core().EncodeReturn(handle, index, generator_item,
+                                           std::string_view(inband.c_str(), inband.size()),
+                                           views.spans());
+            }();
+            if (!r.ok()) RaiseStatus(r.status());
+            return nb::make_tuple(Bytes(r.value().data), r.value().flags);
+          },
+          nb::arg("handle"), nb::arg("index"), nb::arg("generator_item"), nb::arg("inband"),
+          nb::arg("buffers"))
+      .def("store_list",
+           [](PyCore& c) {
+             fleet::Result<fleet::rpc::StoreListReply> r = [&] {
+               nb::gil_scoped_release release;
+               return c.core().StoreList();
+             }();
+             if (!r.ok()) RaiseStatus(r.status());
+             const auto& l = r.value();
+             nb::list objs;
+             for (const auto& o : l.objects()) {
+               nb::dict d;
+               d["object_id"] = fleet::ToHex(o.object_id());
+               d["size"] = o.size();
+               d["owner"] = o.owner_address();
+               d["call_site"] = o.call_site();
+               d["where"] = o.where();
+               d["pins"] = o.pins();
+               d["freed"] = o.freed();
+               objs.append(d);
+             }
+             nb::dict out;
+             out["objects"] = objs;
+             out["capacity"] = l.capacity();
+             out["used"] = l.used();
+             out["spilled_bytes"] = l.spilled_bytes();
+             out["spilled_total"] = l.spilled_total();
+             out["restored_total"] = l.restored_total();
+             out["spill_dir"] = l.spill_dir();
+             return out;
+           })
       .def(
           "get",
           [](PyCore& c, const std::vector<nb::bytes>& ids, int64_t timeout_ms, bool interruptible) {
@@ -249,7 +433,7 @@ NB_MODULE(_core, m) {
                                     nb::gil_scoped_release release;
                                     return c.core().Get(v, slice);
                                   }();
-                                  if (r.ok()) return ToPyObjects(r.value());
+                                  if (r.ok()) return ToPyObjects(c.core(), v, r.value());
                                   if (r.status().code() != StatusCode::kTimedOut) {
                                     throw std::runtime_error(r.status().message());
                                   }
@@ -488,7 +672,7 @@ NB_MODULE(_core, m) {
                t = c.core().NextTask();
              }
              if (!t) return nb::none();
-             return TaskToPy(*t);
+             return TaskToPy(c.core(), *t);
            })
       .def("enable_task_events", [](PyCore& c) { return c.core().EnableTaskEvents(); })
       // Non-blocking: None if nothing is queued, False if the worker must exit.
@@ -497,7 +681,7 @@ NB_MODULE(_core, m) {
              auto t = c.core().TryNextTask();
              if (!t) return nb::none();
              if (t->handle == UINT64_MAX) return nb::bool_(false);
-             return TaskToPy(*t);
+             return TaskToPy(c.core(), *t);
            })
       .def("finish_task",
            [](PyCore& c, uint64_t handle, const std::vector<std::pair<nb::bytes, uint32_t>>& returns,

@@ -37,7 +37,7 @@ def _start(args: argparse.Namespace) -> int:
     try:
         cluster = services.start_local_cluster(
             res, gcs_port=args.port, gcs_host=args.node_ip_address,
-            node_ip=args.node_ip_address, detached=True,
+            node_ip=args.node_ip_address, detached=True, spill_dir=args.spill_dir,
         )
     except RuntimeError as e:
         print(f"fleet start failed: {e}", file=sys.stderr)
@@ -118,7 +118,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     s.add_argument("--num-cpus", type=float, default=None)
     s.add_argument("--num-gpus", type=float, default=None)
     s.add_argument("--resources", default=None, help='custom resources as JSON: \'{"foo": 2}\'')
-    s.add_argument("--object-store-memory", type=int, default=None)
+    s.add_argument("--object-store-memory", type=int, default=None,
+                   help="bytes of shared memory for the object store (default: 30%% of RAM)")
+    s.add_argument("--spill-dir", default=None,
+                   help="where objects spill under memory pressure (default: the session dir)")
     s.add_argument("--node-ip-address", default="127.0.0.1")
     st = sub.add_parser("stop", help="stop fleet processes on this machine")
     st.add_argument("--grace-period", type=float, default=10.0)

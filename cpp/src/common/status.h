@@ -23,6 +23,8 @@ enum class StatusCode : int {
   kAlreadyExists = 7,
   kInternal = 8,
   kInfeasible = 9,
+  kObjectStoreFull = 10,  // no room even after spilling
+  kObjectLost = 11,       // e.g. its spill file is gone
 };
 
 class [[nodiscard]] Status {

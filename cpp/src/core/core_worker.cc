@@ -89,6 +89,8 @@ Status CoreWorker::Init() {
                   "cannot connect to the fleet-node: " + node.status().message());
   }
   node_ = node.value();
+  store_client_ = std::make_unique<StoreClient>(node_);
+  store_.SetFreeHook([this](const std::string& id) { store_client_->Free({id}); });
   auto stats = GetNodeStats();
   if (stats.ok()) node_id_ = stats->node_id();
 
@@ -168,6 +170,63 @@ std::string CoreWorker::Put(std::string data, uint32_t flags) {
   return id;
 }
 
+Result<StoredObject> CoreWorker::EncodeValue(const std::string& id,
+                                             const std::string& owner_address,
+                                             std::string_view inband,
+                                             const std::vector<ByteSpan>& buffers,
+                                             const std::string& call_site) {
+  StoredObject out;
+  if (buffers.empty() && inband.size() <= kInlineThreshold) {
+    out.data.assign(inband);
+    return out;
+  }
+  uint64_t size = FramedSize(inband.size(), buffers);
+  if (size <= kInlineThreshold) {
+    out.data.resize(size);
+    WriteFramed(reinterpret_cast<uint8_t*>(out.data.data()), inband, buffers);
+    return out;
+  }
+  Status s = store_client_->Put(id, size, owner_address.empty() ? address_ : owner_address,
+                                call_site,
+                                [&](uint8_t* dst) { WriteFramed(dst, inband, buffers); });
+  if (!s.ok()) return s;
+  out.data = StoreDescriptor(size, node_id_);
+  out.flags = kFlagInStore;
+  return out;
+}
+
+Result<StoredObject> CoreWorker::EncodeReturn(uint64_t handle, uint32_t index, bool generator_item,
+                                              std::string_view inband,
+                                              const std::vector<ByteSpan>& buffers) {
+  std::string task_id, owner;
+  {
+    std::lock_guard<std::mutex> lk(exec_mu_);
+    auto it = executing_.find(handle);
+    if (it == executing_.end()) return Status::NotFound("the task is no longer running here");
+    task_id = it->second.task_id;
+    owner = it->second.owner_address;
+  }
+  std::string id =
+      generator_item ? GeneratorItemId(task_id, index) : ReturnObjectId(task_id, index + 1);
+  return EncodeValue(id, owner, inband, buffers, "");
+}
+
+Result<std::string> CoreWorker::PutValue(std::string_view inband,
+                                         const std::vector<ByteSpan>& buffers,
+                                         const std::string& call_site) {
+  std::string id = ids_.NextPutId(job_id_);
+  auto v = EncodeValue(id, "", inband, buffers, call_site);
+  if (!v.ok()) return v.status();
+  store_.PutReady(id, std::move(v->data), v->flags, /*local_refs=*/1);
+  return id;
+}
+
+Result<std::vector<StoreRead>> CoreWorker::ReadStore(const std::vector<std::string>& ids) {
+  return store_client_->Get(ids);
+}
+
+Result<rpc::StoreListReply> CoreWorker::StoreList() { return store_client_->List(); }
+
 void CoreWorker::OnBlocked(bool blocked) {
   if (!options_.is_worker) return;
   {
@@ -214,7 +273,7 @@ void CoreWorker::FetchFromOwner(const std::string& id, const std::string& owner)
                       kFlagObjectLost);
       return;
     }
-    store_.Complete(id, std::move(*r->mutable_data()), r->flags());
+    store_.Complete(id, std::move(*r->mutable_data()), r->flags(), /*borrowed=*/true);
   });
 }
 
@@ -288,7 +347,7 @@ void CoreWorker::HandlePushTask(const rpc::ConnectionPtr& conn, rpc::Envelope& m
   ExecutableTask t;
   t.handle = handle;
   t.spec = std::move(*msg.mutable_push_task()->mutable_spec());
-  executing_[handle] = Pending{conn, msg.request_id(), {}, t.spec.task_id()};
+  executing_[handle] = Pending{conn, msg.request_id(), {}, t.spec.task_id(), t.spec.owner_address()};
   if (!early_cancels_.empty()) {
     auto c = std::find(early_cancels_.begin(), early_cancels_.end(), t.spec.task_id());
     if (c != early_cancels_.end()) {

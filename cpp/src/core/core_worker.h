@@ -27,6 +27,8 @@
 #include "common/status.h"
 #include "core/actor_submitter.h"
 #include "core/memory_store.h"
+#include "core/store_client.h"
+#include "core/value_format.h"
 #include "core/task_submitter.h"
 #include "rpc/connection.h"
 #include "rpc/listener.h"
@@ -67,6 +69,29 @@ class CoreWorker {
   Result<std::vector<bool>> Wait(const std::vector<std::string>& ids, int num_returns,
                                  int64_t timeout_ms, bool fetch_local);
   MemoryStore& store() { return store_; }
+
+  // ---- the node's shared-memory object store -------------------------------
+  // Serialized values up to this size travel inline (in messages and the
+  // owner's MemoryStore); larger ones go to the node's object store.
+  static constexpr uint64_t kInlineThreshold = 100 * 1024;
+  // Encodes a serialized value (pickle bytes + out-of-band buffers) as
+  // object `id` owned by `owner_address` (this process if empty): inline
+  // bytes (plain pickle, or framed with its buffers), or written to the
+  // node's store (then the value is a descriptor with kFlagInStore).
+  // kObjectStoreFull if it fits nowhere.
+  Result<StoredObject> EncodeValue(const std::string& id, const std::string& owner_address,
+                                   std::string_view inband, const std::vector<ByteSpan>& buffers,
+                                   const std::string& call_site);
+  // EncodeValue for return `index` (0-based; or generator item `index`) of the task
+  // behind `handle`, owned by its caller.
+  Result<StoredObject> EncodeReturn(uint64_t handle, uint32_t index, bool generator_item,
+                                    std::string_view inband, const std::vector<ByteSpan>& buffers);
+  // put() of a serialized value: a fresh id, owned here, holding one local ref.
+  Result<std::string> PutValue(std::string_view inband, const std::vector<ByteSpan>& buffers,
+                               const std::string& call_site);
+  // Pinned views of objects in this node's store (one round trip).
+  Result<std::vector<StoreRead>> ReadStore(const std::vector<std::string>& ids);
+  Result<rpc::StoreListReply> StoreList();
 
   // ---- tasks ----------------------------------------------------------------
   // Returns the return ids, each holding one local ref for the caller.
@@ -165,6 +190,7 @@ class CoreWorker {
   uint32_t job_id_ = 0;
 
   rpc::ConnectionPtr node_;
+  std::unique_ptr<StoreClient> store_client_;
   std::unique_ptr<rpc::Listener> listener_;
   std::unique_ptr<TaskSubmitter> submitter_;
   std::unique_ptr<ActorSubmitter> actor_submitter_;
@@ -181,6 +207,7 @@ class CoreWorker {
     uint64_t request_id;
     std::chrono::steady_clock::time_point started;
     std::string task_id;
+    std::string owner_address;  // the caller, who owns the returns
   };
   std::deque<ExecutableTask> exec_queue_;                    // guarded by exec_mu_
   std::map<uint64_t, Pending> executing_;                    // guarded by exec_mu_

@@ -1,6 +1,8 @@
 // MemoryStore implementation; see memory_store.h.
 #include "core/memory_store.h"
 
+#include "core/object_flags.h"
+
 #include <algorithm>
 
 #include "common/ids.h"
@@ -22,13 +24,17 @@ void MemoryStore::PutReady(const std::string& id, std::string data, uint32_t fla
   e.value.flags = flags;
 }
 
-bool MemoryStore::Complete(const std::string& id, std::string data, uint32_t flags) {
+bool MemoryStore::Complete(const std::string& id, std::string data, uint32_t flags,
+                           bool borrowed) {
   std::vector<ReadyCallback> callbacks;
   StoredObject copy;
   {
     std::lock_guard<std::mutex> lk(mu_);
     auto it = objects_.find(id);
-    if (it == objects_.end() || it->second.ready) return false;
+    if (it == objects_.end() || it->second.ready) {
+      if (it == objects_.end() && !borrowed && (flags & kFlagInStore) && free_hook_) free_hook_(id);
+      return false;
+    }
     FinishCompleteLocked(it, std::move(data), flags, &callbacks, &copy);
   }
   for (auto& cb : callbacks) cb(copy);
@@ -41,10 +47,11 @@ void MemoryStore::PutOrComplete(const std::string& id, std::string data, uint32_
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (!released_streams_.empty() && released_streams_.count(id.substr(0, kUniqueIdSize))) {
+      if ((flags & kFlagInStore) && free_hook_) free_hook_(id);
       return;  // its generator was dropped: nobody will read it
     }
     auto [it, inserted] = objects_.try_emplace(id);
-    if (it->second.ready) return;
+    if (it->second.ready) return;  // a duplicate: the store copy is the same object
     if (inserted) it->second.local_refs = 1;
     FinishCompleteLocked(it, std::move(data), flags, &callbacks, &copy);
   }
@@ -151,6 +158,7 @@ void MemoryStore::MaybeFreeLocked(std::unordered_map<std::string, Entry>::iterat
   const Entry& e = it->second;
   if (e.local_refs <= 0 && e.submitted_refs <= 0 && !e.escaped && e.waiters.empty() &&
       e.callbacks.empty()) {
+    if (e.owned && e.ready && (e.value.flags & kFlagInStore) && free_hook_) free_hook_(it->first);
     objects_.erase(it);
   }
 }

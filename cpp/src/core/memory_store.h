@@ -35,7 +35,12 @@ class MemoryStore {
   // yet is waited on: fetch it from `owner_address` and Complete() it.
   using FetchFn = std::function<void(const std::string& id, const std::string& owner_address)>;
 
+  // Called (under the lock: it must only queue a message) when an owned
+  // object whose value lives in the shared-memory store is let go.
+  using FreeFn = std::function<void(const std::string& id)>;
+
   explicit MemoryStore(FetchFn fetch) : fetch_(std::move(fetch)) {}
+  void SetFreeHook(FreeFn free_hook) { free_hook_ = std::move(free_hook); }
 
   // An owned object whose value comes later (a task return). `local_refs`
   // are held from the start, so the entry cannot be freed before the
@@ -44,8 +49,9 @@ class MemoryStore {
   // An owned object with its value now (a put). `id` must be fresh.
   void PutReady(const std::string& id, std::string data, uint32_t flags, int local_refs = 0);
   // Sets the value of a pending (or borrowed) entry and wakes its waiters.
-  // Dropped if the entry was freed meanwhile. Returns true if stored.
-  bool Complete(const std::string& id, std::string data, uint32_t flags);
+  // Dropped if the entry was freed meanwhile (then a value of ours in the
+  // shared-memory store is freed too, unless `borrowed`). Returns true if stored.
+  bool Complete(const std::string& id, std::string data, uint32_t flags, bool borrowed = false);
   // A streaming generator's item: creates the (owned) entry ready, holding
   // one local ref for the reader's ObjectRef to take over, or completes the
   // entry a reader already waits on (which holds that ref). Duplicates (a
@@ -115,6 +121,7 @@ class MemoryStore {
                             StoredObject* copy);
 
   FetchFn fetch_;
+  FreeFn free_hook_;
   mutable std::mutex mu_;
   std::unordered_map<std::string, bool> released_streams_;  // task ids; guarded by mu_
   std::vector<std::string> released_order_;                 // oldest first; guarded by mu_

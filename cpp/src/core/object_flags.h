@@ -22,6 +22,9 @@ enum ObjectFlags : uint32_t {
   // Not an error: the task is a streaming generator; its value is the count
   // of items it produced.
   kFlagGeneratorEnd = 1u << 7,
+  // Not an error: the value lives in a node's shared-memory object store;
+  // bytes = StoreDescriptor (core/value_format.h). Read it with StoreClient.
+  kFlagInStore = 1u << 8,
 };
 
 constexpr uint32_t kErrorFlags = kFlagPickledError | kFlagWorkerCrashed | kFlagObjectLost |

@@ -56,6 +56,11 @@ Status NodeServer::Start() {
   auto addr = listener_->ListenUnix(options_.unix_socket);
   if (!addr.ok()) return addr.status();
 
+  store::StoreOptions so = options_.store;
+  if (so.spill_dir.empty()) so.spill_dir = options_.session_dir + "/spill/" + ToHex(node_id_).substr(0, 12);
+  store_ = std::make_unique<store::ObjectStore>(io_, so);
+  if (Status ss = store_->Init(); !ss.ok()) return ss;
+
   sigchld_.async_wait([this](const asio::error_code& ec, int) {
     if (!ec) OnSigchld();
   });
@@ -133,6 +138,7 @@ void NodeServer::Stop() {
   for (int pid : pool_.Pids()) ::waitpid(pid, nullptr, 0);  // ECHILD for the zygote's
   if (zygote_) zygote_->Stop();
   if (listener_) listener_->Close();
+  if (store_) store_->Shutdown();
   io_.stop();
 }
 
@@ -141,8 +147,20 @@ void NodeServer::Stop() {
 void NodeServer::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
   rpc::Envelope reply;
   switch (msg.body_case()) {
+    case rpc::Envelope::kStoreInfo:
+    case rpc::Envelope::kStoreCreate:
+    case rpc::Envelope::kStoreSeal:
+    case rpc::Envelope::kStoreGet:
+    case rpc::Envelope::kStoreRelease:
+    case rpc::Envelope::kStoreFree:
+    case rpc::Envelope::kStoreList:
+      OnStoreMessage(conn, msg);
+      return;
     case rpc::Envelope::kHello: {
       const auto& h = msg.hello();
+      if ((h.role() == "worker" || h.role() == "driver") && !h.address().empty()) {
+        client_addresses_[conn.get()] = h.address();
+      }
       if (h.role() == "worker") {
         if (!pool_.OnRegistered(h.worker_id(), h.address(), std::chrono::steady_clock::now())) {
           FLEET_LOG(WARNING) << "unknown worker " << ToHex(h.worker_id()) << " (pid " << h.pid()
@@ -280,6 +298,16 @@ void NodeServer::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
 }
 
 void NodeServer::OnClose(const rpc::ConnectionPtr& conn, const Status&) {
+  if (store_) {
+    if (auto sc = store_clients_.find(conn.get()); sc != store_clients_.end()) {
+      store_->ClientGone(sc->second);
+      store_clients_.erase(sc);
+    }
+    if (auto a = client_addresses_.find(conn.get()); a != client_addresses_.end()) {
+      store_->OwnerGone(a->second);  // its objects die with it
+      client_addresses_.erase(a);
+    }
+  }
   log_subscribers_.erase(conn);
   auto w = worker_conns_.find(conn.get());
   if (w != worker_conns_.end()) {
@@ -309,6 +337,87 @@ void NodeServer::OnClose(const rpc::ConnectionPtr& conn, const Status&) {
     MarkResourcesDirty();
     Schedule();
   }
+}
+
+// ---- object store -----------------------------------------------------------
+
+store::ClientId NodeServer::StoreClientOf(const rpc::ConnectionPtr& conn) {
+  auto [it, added] = store_clients_.try_emplace(conn.get(), 0);
+  if (added) it->second = next_store_client_++;
+  return it->second;
+}
+
+void NodeServer::OnStoreMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
+  store::ClientId client = StoreClientOf(conn);
+  uint64_t rid = msg.request_id();
+  std::weak_ptr<rpc::Connection> weak = conn;
+  auto fail = [weak, rid](const Status& s) {
+    auto c = weak.lock();
+    if (!c || rid == 0) return;
+    rpc::Envelope reply;
+    reply.mutable_error()->set_code(static_cast<int>(s.code()));
+    reply.mutable_error()->set_message(s.message());
+    c->Reply(rid, reply);
+  };
+  rpc::Envelope reply;
+  switch (msg.body_case()) {
+    case rpc::Envelope::kStoreInfo: {
+      auto* r = reply.mutable_store_info_reply();
+      r->set_pid(getpid());
+      r->set_fd(store_->fd());
+      r->set_capacity(store_->capacity());
+      break;
+    }
+    case rpc::Envelope::kStoreCreate: {
+      const auto& c = msg.store_create();
+      store_->Create(client, c.object_id(), c.size(), c.owner_address(), c.call_site(),
+                     [weak, rid, fail](Result<std::pair<uint64_t, bool>> r) {
+                       if (!r.ok()) return fail(r.status());
+                       auto conn = weak.lock();
+                       if (!conn) return;
+                       rpc::Envelope reply;
+                       reply.mutable_store_create_reply()->set_offset(r.value().first);
+                       reply.mutable_store_create_reply()->set_exists(r.value().second);
+                       conn->Reply(rid, reply);
+                     });
+      return;
+    }
+    case rpc::Envelope::kStoreSeal: {
+      Status s = store_->Seal(client, msg.store_seal().object_id());
+      if (!s.ok()) return fail(s);
+      reply.mutable_store_seal_reply();
+      break;
+    }
+    case rpc::Envelope::kStoreGet: {
+      const auto& ids = msg.store_get().object_ids();
+      store_->Get(client, {ids.begin(), ids.end()}, [weak, rid](std::vector<store::ObjectLocation> locs) {
+        auto conn = weak.lock();
+        if (!conn) return;
+        rpc::Envelope reply;
+        auto* r = reply.mutable_store_get_reply();
+        for (auto& l : locs) {
+          auto* out = r->add_locations();
+          out->set_offset(l.offset);
+          out->set_size(l.size);
+          out->set_error(l.error);
+        }
+        conn->Reply(rid, reply);
+      });
+      return;
+    }
+    case rpc::Envelope::kStoreRelease:
+      for (const auto& id : msg.store_release().object_ids()) store_->Release(client, id);
+      return;
+    case rpc::Envelope::kStoreFree:
+      for (const auto& id : msg.store_free().object_ids()) store_->Free(id);
+      return;
+    case rpc::Envelope::kStoreList:
+      store_->List(reply.mutable_store_list_reply());
+      break;
+    default:
+      return;
+  }
+  if (rid != 0) conn->Reply(rid, reply);
 }
 
 // ---- scheduling -------------------------------------------------------------

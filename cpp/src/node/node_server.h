@@ -26,6 +26,7 @@
 #include "node/zygote.h"
 #include "rpc/connection.h"
 #include "rpc/listener.h"
+#include "store/object_store.h"
 
 namespace fleet::node {
 
@@ -42,6 +43,7 @@ struct NodeOptions {
   int infeasible_warning_ms = 3000;
   int worker_start_failures_before_error = 3;
   bool use_zygote = true;            // fork workers from a pre-imported process
+  store::StoreOptions store;         // spill_dir empty: <session_dir>/spill/<node id>
 };
 
 class NodeServer {
@@ -93,6 +95,9 @@ class NodeServer {
   // Records why a worker ended once it has exited and its stderr is drained,
   // and answers GetWorkerExit requests waiting for it.
   void MaybeFinalizeExit(const std::shared_ptr<WorkerIo>& wio);
+  // Object store requests (StoreCreate ... StoreList).
+  void OnStoreMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
+  store::ClientId StoreClientOf(const rpc::ConnectionPtr& conn);
   void AnswerExit(const rpc::ConnectionPtr& conn, uint64_t request_id, const std::string& worker_id);
 
   asio::io_context& io_;
@@ -128,6 +133,10 @@ class NodeServer {
     uint64_t request_id;
   };
   std::map<std::string, std::vector<ExitWaiter>> exit_waiters_;  // by worker id
+  std::unique_ptr<store::ObjectStore> store_;
+  std::map<const rpc::Connection*, store::ClientId> store_clients_;
+  store::ClientId next_store_client_ = 1;
+  std::map<const rpc::Connection*, std::string> client_addresses_;  // drivers and workers
   int consecutive_start_failures_ = 0;
   std::string last_start_failure_;
 };

@@ -107,7 +107,9 @@ def init(
             res = services.node_resources(
                 num_cpus, num_gpus, resources, "127.0.0.1", True, memory, object_store_memory
             )
-            cluster = services.start_local_cluster(res)
+            cluster = services.start_local_cluster(
+                res, system_config=kwargs.get("_system_config")
+            )
             gcs_address, node_socket = cluster.gcs_address, cluster.node_socket
             token, session_dir, node_ip = cluster.token, cluster.session_dir, cluster.node_ip
         else:
@@ -252,10 +254,19 @@ def put(value: Any, *, _owner: Any = None) -> ObjectRef:
         )
     core = state.core or _ensure_initialized()
     try:
-        data = serialization.dumps(value)
+        data, buffers = serialization.serialize(value)
     except TypeError as e:
         raise TypeError(f"fleet.put could not serialize the value: {e}") from None
-    return ObjectRef(core.put(data, 0), "", False)  # put's id comes with its ref
+    if serialization.is_inline(data, buffers):
+        return ObjectRef(core.put(data, 0), "", False)  # put's id comes with its ref
+    return put_serialized(data, buffers, serialization.call_site())
+
+
+def put_serialized(data: bytes, buffers: list, call_site: str) -> ObjectRef:
+    """put() of a value already serialized (pickle bytes + out-of-band
+    buffers): inline if small, else into the node's object store."""
+    core = state.core or _ensure_initialized()
+    return ObjectRef(core.put_value(data, buffers, call_site), "", False)
 
 
 def get(

@@ -3,11 +3,19 @@
 Values use pickle protocol 5; anything the standard pickler cannot handle, or
 that refers to ``__main__`` (which a worker cannot import), goes through
 cloudpickle, which pickles such functions and classes by value.
+
+Buffers (numpy arrays, anything pickled as a ``PickleBuffer``) are taken out
+of band: the C++ core writes them once, either framed beside the pickle bytes
+in a small inline value or straight into the node's shared-memory object
+store (layout in cpp/src/core/value_format.h). Reading a stored value hands
+the unpickler views of shared memory, so a numpy array comes back as a
+read-only view with no copy; the view keeps the object pinned while it lives.
 """
 
 from __future__ import annotations
 
 import pickle
+import struct
 import traceback
 from typing import Any, List, Tuple
 
@@ -23,7 +31,12 @@ from fleet.exceptions import (
 )
 
 FLAG_PICKLED_ERROR = _core.FLAG_PICKLED_ERROR
+FLAG_IN_STORE = _core.FLAG_IN_STORE
 ERROR_FLAGS = _core.ERROR_FLAGS
+# Values (pickle bytes + buffers) up to this size travel inline.
+INLINE_THRESHOLD = _core.INLINE_THRESHOLD
+_FRAMED_MAGIC = b"FL5\x00"
+_FRAMED_HEADER = struct.Struct("<4sIQQ")
 
 _cloudpickle = None
 
@@ -54,9 +67,59 @@ def dumps(value: Any) -> bytes:
         ) from e
 
 
-# Values travel inline in one wire frame (limit 1 GiB) until the shared-memory
-# object store exists; leave room for the rest of the message.
-MAX_INLINE_BYTES = (1 << 30) - (1 << 20)
+def serialize(value: Any) -> Tuple[bytes, list]:
+    """Pickles `value` (protocol 5) with its buffers out of band: returns the
+    pickle bytes and the buffers as contiguous memoryviews. Raises TypeError
+    naming the type if the value cannot be pickled."""
+    buffers: list = []
+    try:
+        data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        if b"__main__" not in data:
+            return data, [b.raw() for b in buffers]
+    except Exception:
+        pass
+    buffers = []
+    try:
+        data = _cp().dumps(value, protocol=5, buffer_callback=buffers.append)
+    except Exception as e:
+        raise TypeError(
+            f"Could not serialize the value {_short_repr(value)} of type "
+            f"{type(value).__module__}.{type(value).__qualname__}: {e}"
+        ) from e
+    return data, [b.raw() for b in buffers]
+
+
+def is_inline(data: bytes, buffers: list) -> bool:
+    """Whether a serialized value travels as plain pickle bytes."""
+    return not buffers and len(data) <= INLINE_THRESHOLD
+
+
+def loads_framed(buf: Any) -> Any:
+    """Unpickles a framed value (inline bytes or a StoreBuffer of shared
+    memory); its buffers become zero-copy views of `buf`."""
+    mv = memoryview(buf)
+    magic, nbuf, off, n = _FRAMED_HEADER.unpack_from(mv, 0)
+    if magic != _FRAMED_MAGIC:
+        raise RaySystemError("a stored value is damaged (bad header)")
+    buffers: Any = ()
+    if nbuf:
+        spans = struct.unpack_from(f"<{2 * nbuf}Q", mv, _FRAMED_HEADER.size)
+        buffers = [mv[spans[i] : spans[i] + spans[i + 1]] for i in range(0, 2 * nbuf, 2)]
+    return pickle.loads(mv[off : off + n], buffers=buffers)
+
+
+def call_site(skip: int = 2) -> str:
+    """'file:line in function' of the user's code that called into fleet."""
+    import sys
+
+    f = sys._getframe(skip)
+    while f is not None and "/fleet/" in f.f_code.co_filename:
+        if "/tests/" in f.f_code.co_filename:
+            break
+        f = f.f_back
+    if f is None:
+        return ""
+    return f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}"
 
 
 def export(root: Any, obj: Any, core: Any, prefix: str, what: str, name: str) -> str:
@@ -80,17 +143,10 @@ def export(root: Any, obj: Any, core: Any, prefix: str, what: str, name: str) ->
     return root._key
 
 
-def check_inline_size(data: bytes, what: str) -> None:
-    """Raises ValueError if `data` cannot travel inline in a message."""
-    if len(data) > MAX_INLINE_BYTES:
-        raise ValueError(
-            f"{what} is {len(data):,} bytes serialized; fleet sends values inline in one "
-            f"message of at most {MAX_INLINE_BYTES:,} bytes until its shared-memory object "
-            "store is implemented. Split the value into smaller pieces."
-        )
-
-
 def loads(data: bytes) -> Any:
+    """Unpickles an inline value (plain pickle bytes, or framed)."""
+    if data[:4] == _FRAMED_MAGIC:
+        return loads_framed(data)
     return pickle.loads(data)
 
 
@@ -130,7 +186,7 @@ def serialize_args(function_name: str, args: tuple, kwargs: dict, ref_type: type
     else:
         payload = (args, kwargs)
     try:
-        blob = dumps(payload)
+        blob, buffers = serialize(payload)
     except TypeError:
         # Name the argument that failed.
         for i, a in enumerate(args):
@@ -138,8 +194,58 @@ def serialize_args(function_name: str, args: tuple, kwargs: dict, ref_type: type
         for k, v in kwargs.items():
             _check_arg(function_name, f"keyword argument '{k}'", v)
         raise
-    check_inline_size(blob, f"The arguments of '{function_name}'")
-    return blob, deps
+    if not buffers and len(blob) <= INLINE_THRESHOLD:
+        return blob, deps
+    if len(blob) + sum(b.nbytes for b in buffers) <= INLINE_THRESHOLD:
+        return _core.frame(blob, buffers), deps
+    return _args_via_store(function_name, args, kwargs, positions, deps, ref_type)
+
+
+class _Deps(list):
+    """Dependency ids that also keep alive the refs of arguments put in the
+    object store for this call, until the caller has submitted it."""
+
+    __slots__ = ("refs",)
+
+
+def _args_via_store(function_name, args, kwargs, positions, deps, ref_type):
+    """Large arguments go to the object store (as in Ray: those over the
+    inline threshold); the task gets them as ObjectRef dependencies."""
+    from fleet._private import api
+
+    args = list(args)
+    kwargs = dict(kwargs)
+    positions = list(positions)
+    out = _Deps(deps)
+    out.refs = []
+    taken = set(positions)
+    site = call_site(3)
+    for kind, where, value in [(0, i, a) for i, a in enumerate(args)] + [
+        (1, k, v) for k, v in kwargs.items()
+    ]:
+        if (kind, where) in taken:
+            continue
+        data, bufs = serialize(value)
+        if len(data) + sum(b.nbytes for b in bufs) <= INLINE_THRESHOLD // 4:
+            continue  # small: stays in the inline blob
+        ref = api.put_serialized(data, bufs, site)
+        out.refs.append(ref)
+        positions.append((kind, where))
+        out.append(ref._id)
+        if kind == 0:
+            args[where] = None
+        else:
+            kwargs[where] = None
+    blob, buffers = serialize((tuple(args), kwargs, positions))
+    if buffers or len(blob) > INLINE_THRESHOLD:
+        blob = _core.frame(blob, buffers)
+        if len(blob) > INLINE_THRESHOLD * 16:
+            raise ValueError(
+                f"The arguments of '{function_name}' are {len(blob):,} bytes serialized even "
+                "after moving each large argument to the object store; pass fewer or smaller "
+                "arguments (or put() parts of them yourself)."
+            )
+    return blob, out
 
 
 def _check_arg(function_name: str, which: str, value: Any) -> None:
@@ -157,7 +263,7 @@ def deserialize_args(blob: bytes, deps: list) -> Tuple[tuple, dict]:
     """Inverse of serialize_args; `deps` are (data, flags) of the resolved refs."""
     if not blob:
         return (), {}
-    payload = pickle.loads(blob)
+    payload = loads(blob)
     if len(payload) == 2:
         return payload
     args, kwargs, positions = payload
@@ -171,11 +277,14 @@ def deserialize_args(blob: bytes, deps: list) -> Tuple[tuple, dict]:
     return tuple(args), kwargs
 
 
-def value_from(data: bytes, flags: int) -> Any:
-    """Deserializes an object; raises the stored error if it is one."""
+def value_from(data: Any, flags: int) -> Any:
+    """Deserializes an object (bytes, or a StoreBuffer with FLAG_IN_STORE);
+    raises the stored error if it is one."""
     if flags & ERROR_FLAGS:
         raise error_from(data, flags)
-    return pickle.loads(data)
+    if flags & FLAG_IN_STORE:
+        return loads_framed(data)
+    return loads(data)
 
 
 def error_from(data: bytes, flags: int) -> BaseException:

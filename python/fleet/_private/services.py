@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 FLEET_ROOT = os.environ.get("FLEET_TMPDIR", "/tmp/fleet")
 CLUSTER_FILE = os.path.join(FLEET_ROOT, "cluster.json")
@@ -170,6 +170,27 @@ class LocalCluster:
         self.procs.clear()
 
 
+def _store_flags(
+    resources: Dict[str, float], spill_dir: Optional[str], config: Dict[str, Any]
+) -> List[str]:
+    flags = []
+    if "object_store_memory" in resources:
+        flags += ["--object-store-memory", str(int(resources["object_store_memory"]))]
+    spilling = config.get("object_spilling_config")
+    if spill_dir is None and spilling:
+        spec = json.loads(spilling) if isinstance(spilling, str) else spilling
+        path = spec.get("params", {}).get("directory_path")
+        if isinstance(path, list):
+            path = path[0] if path else None
+        spill_dir = path
+    if spill_dir:
+        flags += ["--spill-dir", os.path.abspath(spill_dir)]
+    if "object_store_full_timeout_ms" in config:
+        timeout_ms = int(config["object_store_full_timeout_ms"])
+        flags += ["--object-store-full-timeout-ms", str(timeout_ms)]
+    return flags
+
+
 def start_local_cluster(
     resources: Dict[str, float],
     session_dir: Optional[str] = None,
@@ -179,8 +200,16 @@ def start_local_cluster(
     detached: bool = False,
     token: Optional[str] = None,
     timeout: float = 30.0,
+    spill_dir: Optional[str] = None,
+    system_config: Optional[Dict[str, Any]] = None,
 ) -> LocalCluster:
-    """Starts fleet-gcs and fleet-node; returns once both are serving."""
+    """Starts fleet-gcs and fleet-node; returns once both are serving.
+
+    The node's object store gets ``resources["object_store_memory"]`` bytes;
+    spilled objects go to `spill_dir` (default: under the session dir).
+    `system_config` may set ``object_spilling_config`` (Ray's JSON form:
+    ``{"type": "filesystem", "params": {"directory_path": ...}}``) and
+    ``object_store_full_timeout_ms``."""
     session_dir = session_dir or new_session_dir()
     token = token or secrets.token_hex(16)
     env = dict(os.environ)
@@ -225,6 +254,7 @@ def start_local_cluster(
                 "--node-ip", node_ip,
                 "--resources", _encode_resources(resources),
                 "--python", sys.executable,
+                *_store_flags(resources, spill_dir, system_config or {}),
                 *extra,
             ],
             node_log,

@@ -132,7 +132,7 @@ class Executor:
             if streaming:
                 returns = self._stream(handle, fn_name, result)
             else:
-                returns = self._returns(fn_name, result, num_returns)
+                returns = self._returns(handle, fn_name, result, num_returns)
             if main:
                 _interruptible_task = None
             return returns, False
@@ -166,7 +166,9 @@ class Executor:
         n = 0
         try:
             for value in result:
-                self.core.send_generator_item(handle, n, self._dump_return(fn_name, value), 0)
+                self.core.send_generator_item(
+                    handle, n, *self._dump_return(handle, n, True, fn_name, value)
+                )
                 n += 1
         except KeyboardInterrupt:
             raise
@@ -177,7 +179,7 @@ class Executor:
             n += 1
         return [(_pickle_dumps(n), FLAG_GENERATOR_END)]
 
-    def _returns(self, fn_name: str, result: Any, num_returns: int) -> Returns:
+    def _returns(self, handle: int, fn_name: str, result: Any, num_returns: int) -> Returns:
         if num_returns == 1:
             try:  # the common case, inlined: plain pickle of a small value
                 data = _pickle_dumps(result, 5)
@@ -185,7 +187,7 @@ class Executor:
                     return [(data, 0)]
             except Exception:
                 pass
-            return [(self._dump_return(fn_name, result), 0)]
+            return [self._dump_return(handle, 0, False, fn_name, result)]
         if num_returns == 0:
             return []
         if type(result).__name__ == "generator":
@@ -196,18 +198,22 @@ class Executor:
                 f"{type(result).__name__}"
                 + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else "")
             )
-        return [(self._dump_return(fn_name, r), 0) for r in result]
+        return [self._dump_return(handle, i, False, fn_name, r) for i, r in enumerate(result)]
 
-    @staticmethod
-    def _dump_return(fn_name: str, value: Any) -> bytes:
+    def _dump_return(
+        self, handle: int, index: int, generator_item: bool, fn_name: str, value: Any
+    ) -> Tuple[bytes, int]:
+        """(data, flags) of a return value or generator item: inline, or
+        written to the node's object store (owned by the caller)."""
         try:
-            data = serialization.dumps(value)
+            data, buffers = serialization.serialize(value)
         except TypeError as e:
             raise TypeError(
                 f"Could not serialize the return value of task '{fn_name}': {e}"
             ) from None
-        serialization.check_inline_size(data, f"The return value of task '{fn_name}'")
-        return data
+        if serialization.is_inline(data, buffers):
+            return data, 0
+        return self.core.encode_return(handle, index, generator_item, data, buffers)
 
     @staticmethod
     def _retryable(e: BaseException, retry_blob: bytes) -> bool:
@@ -450,8 +456,9 @@ class Executor:
                 n = 0
                 try:
                     async for value in result:
-                        self.core.send_generator_item(handle, n,
-                                                      self._dump_return(fn_name, value), 0)
+                        self.core.send_generator_item(
+                            handle, n, *self._dump_return(handle, n, True, fn_name, value)
+                        )
                         n += 1
                 except asyncio.CancelledError:
                     raise
@@ -466,7 +473,7 @@ class Executor:
                 result = await result
             if streaming:
                 return self._stream(handle, fn_name, result)
-            return self._returns(fn_name, result, num_returns)
+            return self._returns(handle, fn_name, result, num_returns)
         except asyncio.CancelledError:
             raise
         except _actor_exit_type():
@@ -617,6 +624,7 @@ def main() -> None:
             if t is None:
                 break
             run(t)
+            t = None  # its arguments may pin objects in the store: let go now
             if ex.loop is not None:  # became an async actor: the event loop takes over
                 ex.serve_async()
                 break
