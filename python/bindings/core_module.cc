@@ -102,6 +102,7 @@ void ResolveStoreValues(CoreWorker& core, const std::vector<std::string>& ids,
       error = r.status().message();
     } else if (!r.value()[k].view) {
       error = r.value()[k].error;
+      if (r.value()[k].full) RaiseStatus(Status(StatusCode::kObjectStoreFull, error));
     }
     if (error.empty()) {
       v.first = nb::cast(StoreBuffer{r.value()[k].view});

@@ -98,6 +98,22 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _memory(args: argparse.Namespace) -> int:
+    import fleet
+    from fleet.util.state import memory_summary
+
+    info = services.read_cluster_file()
+    if info is None and not args.address:
+        print("No fleet cluster is running on this machine (start one with `fleet start --head`).")
+        return 1
+    fleet.init(address=args.address or "auto", log_to_driver=False)
+    try:
+        print(memory_summary())
+    finally:
+        fleet.shutdown()
+    return 0
+
+
 def _microbenchmark(rest: List[str]) -> int:
     from fleet._private import microbenchmark
 
@@ -127,6 +143,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     st.add_argument("--grace-period", type=float, default=10.0)
     ss = sub.add_parser("status", help="show nodes and resources")
     ss.add_argument("--address", default=None)
+    sm = sub.add_parser("memory", help="list the objects in this node's object store")
+    sm.add_argument("--address", default=None)
     sub.add_parser("microbenchmark", help="run the microbenchmarks (see --help)")
     args = p.parse_args(argv)
     if args.cmd == "start":
@@ -135,6 +153,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _stop(args)
     if args.cmd == "status":
         return _status(args)
+    if args.cmd == "memory":
+        return _memory(args)
     return 2
 
 

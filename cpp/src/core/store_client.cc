@@ -121,6 +121,7 @@ Result<std::vector<StoreRead>> StoreClient::Get(const std::vector<std::string>& 
     const auto& l = locs[static_cast<int>(i)];
     if (!l.error().empty()) {
       out[i].error = l.error();
+      out[i].full = l.full();
     } else {
       out[i].view = std::make_shared<StoreView>(m.value(), node_, ids[i], l.offset(), l.size());
     }

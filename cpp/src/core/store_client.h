@@ -57,6 +57,7 @@ class StoreView {
 struct StoreRead {
   std::shared_ptr<StoreView> view;
   std::string error;
+  bool full = false;  // not lost: no room to restore it now
 };
 
 class StoreClient {

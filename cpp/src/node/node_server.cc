@@ -400,6 +400,7 @@ void NodeServer::OnStoreMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& m
           out->set_offset(l.offset);
           out->set_size(l.size);
           out->set_error(l.error);
+          out->set_full(l.full);
         }
         conn->Reply(rid, reply);
       });

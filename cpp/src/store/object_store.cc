@@ -481,7 +481,7 @@ void ObjectStore::StartRestore(Iter it) {
     if (!r.ok()) {
       o.state = State::kSpilled;  // may fit later
       auto waiting = std::move(o.waiting);
-      for (auto& [req, i] : waiting) Answer(req, i, {0, 0, r.status().message()});
+      for (auto& [req, i] : waiting) Answer(req, i, {0, 0, r.status().message(), true});
       MaybeDelete(it);
       return;
     }

@@ -57,7 +57,8 @@ struct StoreOptions {
 struct ObjectLocation {
   uint64_t offset = 0;
   uint64_t size = 0;
-  std::string error;  // non-empty: lost
+  std::string error;  // non-empty: lost, or (full) no room to restore it now
+  bool full = false;
 };
 
 class ObjectStore {
