@@ -13,6 +13,20 @@ cmake -S . -B build/test -G Ninja -DFLEET_BUILD_TESTS=ON -DFLEET_BUILD_PYTHON=OF
 ninja -C build/test -j "$JOBS" >/dev/null
 ctest --test-dir build/test --output-on-failure
 
+echo "== C++ micro-benchmarks (a short smoke run; bench/allocator.sh runs them fully)"
+cmake -S . -B build/bench -G Ninja -DFLEET_BUILD_BENCH=ON -DFLEET_BUILD_PYTHON=OFF \
+  -DCMAKE_BUILD_TYPE=Release >/dev/null
+ninja -C build/bench -j "$JOBS" allocator_bench >/dev/null
+# libbenchmark 1.7.1 (Debian 12) takes --benchmark_min_time as plain seconds
+# ("0.05s" needs 1.8+). A benchmark that stops with an error still exits 0,
+# so look for one in the output.
+bench_out=$(build/bench/allocator_bench --benchmark_min_time=0.05 2>&1) || { echo "$bench_out"; exit 1; }
+if grep -q "ERROR OCCURRED" <<<"$bench_out"; then
+  echo "$bench_out"
+  exit 1
+fi
+echo "allocator_bench: $(grep -c '^BM_' <<<"$bench_out") benchmarks ran"
+
 echo "== C++ unit tests under AddressSanitizer + UBSan"
 cmake -S . -B build/asan -G Ninja -DFLEET_BUILD_TESTS=ON -DFLEET_BUILD_PYTHON=OFF \
   -DFLEET_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null

@@ -79,9 +79,13 @@ class BufferViews {
 };
 
 // Replaces each (descriptor, kFlagInStore) value by (StoreBuffer, flags), or
-// by an ObjectLost error value, with one round trip to the node.
+// by an ObjectLost error value, with one round trip to the node. An object
+// that cannot be restored for lack of room raises ObjectStoreFullError, or
+// with `errors_as_values` becomes a pickled ObjectStoreFullError value (a
+// task's argument: the task fails with it, the worker carries on).
 void ResolveStoreValues(CoreWorker& core, const std::vector<std::string>& ids,
-                        std::vector<std::pair<nb::object, uint32_t>>* values) {
+                        std::vector<std::pair<nb::object, uint32_t>>* values,
+                        bool errors_as_values = false) {
   std::vector<std::string> want;
   std::vector<size_t> where;
   for (size_t i = 0; i < values->size(); i++) {
@@ -102,7 +106,13 @@ void ResolveStoreValues(CoreWorker& core, const std::vector<std::string>& ids,
       error = r.status().message();
     } else if (!r.value()[k].view) {
       error = r.value()[k].error;
-      if (r.value()[k].full) RaiseStatus(Status(StatusCode::kObjectStoreFull, error));
+      if (r.value()[k].full) {
+        if (!errors_as_values) RaiseStatus(Status(StatusCode::kObjectStoreFull, error));
+        nb::object exc = nb::module_::import_("fleet.exceptions").attr("ObjectStoreFullError")(error);
+        v.first = nb::module_::import_("pickle").attr("dumps")(exc);
+        v.second = fleet::kFlagPickledError;
+        continue;
+      }
     }
     if (error.empty()) {
       v.first = nb::cast(StoreBuffer{r.value()[k].view});
@@ -251,7 +261,7 @@ nb::object TaskToPy(CoreWorker& core, const fleet::ExecutableTask& t) {
       ids.push_back(d.object_id());
       values.emplace_back(Bytes(d.data()), d.flags());
     }
-    ResolveStoreValues(core, ids, &values);
+    ResolveStoreValues(core, ids, &values, /*errors_as_values=*/true);
     for (auto& [d, f] : values) deps.append(nb::make_tuple(d, f));
   }
   nb::dict env;
@@ -474,17 +484,37 @@ NB_MODULE(_core, m) {
            [](PyCore& c, const nb::bytes& id) {
              if (c.core_) c.core_->store().RemoveLocalRef(Str(id));
            })
+      // A ref owned by `owner` was deserialized here: a new entry is queued
+      // for registration with the owner (flush_borrows sends them).
       .def("register_borrowed",
            [](PyCore& c, const nb::bytes& id, const std::string& owner) {
-             c.core().store().RegisterBorrowed(Str(id), owner);
+             std::string i = Str(id);
+             if (c.core().store().RegisterBorrowed(i, owner, true)) {
+               c.core().QueueBorrowRegistration(owner, i);
+               return true;
+             }
+             return false;
+           })
+      .def("flush_borrows",
+           [](PyCore& c) {
+             nb::gil_scoped_release release;
+             c.core().FlushBorrowRegistrations();
+           })
+      // `outer` (a put of ours) holds the refs `inner` while it exists.
+      .def("set_contains",
+           [](PyCore& c, const nb::bytes& outer, const std::vector<nb::bytes>& inner) {
+             std::vector<std::string> v;
+             for (auto& i : inner) v.push_back(Str(i));
+             c.core().store().SetContains(Str(outer), v);
            })
       .def("mark_escaped", [](PyCore& c, const nb::bytes& id) { c.core().store().MarkEscaped(Str(id)); })
       .def("num_objects", [](PyCore& c) { return c.core().store().Size(); })
       // ---- tasks
       .def("submit",
            [](PyCore& c, const TaskTemplate& tmpl, int max_retries, const nb::bytes& args,
-              const std::vector<nb::bytes>& deps) -> nb::object {
+              const std::vector<nb::bytes>& deps, const std::vector<nb::bytes>& nested) -> nb::object {
              fleet::TaskSubmission t;
+             for (auto& n : nested) t.held_ids.push_back(Str(n));
              t.spec = tmpl.spec;
              t.scheduling_key = tmpl.key;
              t.spec.set_task_id(c.core().NextTaskId());
@@ -498,7 +528,9 @@ NB_MODULE(_core, m) {
              nb::list out;
              for (auto& id : ids) out.append(Bytes(id));
              return out;
-           })
+           },
+           nb::arg("template"), nb::arg("max_retries"), nb::arg("args"), nb::arg("deps"),
+           nb::arg("nested") = std::vector<nb::bytes>{})
       // ---- actors
       .def("register_actor",
            [](PyCore& c, const nb::bytes& actor_id, const std::string& name, const std::string& ns,
@@ -547,8 +579,9 @@ NB_MODULE(_core, m) {
            })
       .def("submit_actor_task",
            [](PyCore& c, const ActorCallTemplate& tmpl, const nb::bytes& args,
-              const std::vector<nb::bytes>& deps) -> nb::object {
+              const std::vector<nb::bytes>& deps, const std::vector<nb::bytes>& nested) -> nb::object {
              fleet::TaskSubmission t;
+             for (auto& n : nested) t.held_ids.push_back(Str(n));
              t.spec = tmpl.spec;
              t.spec.set_task_id(c.core().NextTaskId());
              t.spec.set_job_id(c.core().job_id());
@@ -558,7 +591,9 @@ NB_MODULE(_core, m) {
              auto ids = c.core().SubmitActorTask(std::move(t), tmpl.max_task_retries);
              if (ids.empty()) return nb::none();
              return IdsToPy(ids);
-           })
+           },
+           nb::arg("template"), nb::arg("args"), nb::arg("deps"),
+           nb::arg("nested") = std::vector<nb::bytes>{})
       .def("release_actor",
            [](PyCore& c, const nb::bytes& actor_id) {
              if (c.core_) c.core_->actors().ReleaseHandle(Str(actor_id));

@@ -148,9 +148,13 @@ class ActorClass:
             key, f"{self._name}.__init__", 1, resources, b"", env, 0
         )
         if args or kwargs:
-            blob, deps = serialization.serialize_args(
+            blob, deps, nested = serialization.serialize_args(
                 f"{self._name}.__init__", args, kwargs, ObjectRef
             )
+            # The creation task runs after this call returns, so refs nested
+            # in constructor arguments stay alive until shutdown (escaped).
+            for ref_id in nested:
+                core.mark_escaped(ref_id)
         else:
             blob, deps = b"", []
         actor_options = pickle.dumps(
@@ -346,9 +350,11 @@ class ActorMethod:
             raise RuntimeError("fleet is not initialized: call fleet.init() first")
         template = self._template if self._core is core else self._prepare(core)
         if args or kwargs:
-            blob, deps = serialization.serialize_args(self._name, args, kwargs, ObjectRef)
+            blob, deps, nested = serialization.serialize_args(
+                self._name, args, kwargs, ObjectRef
+            )
         else:
-            blob, deps = b"", []
+            blob, deps, nested = b"", [], []
         limit = self._pending_limit
         if limit > 0 and core.actor_pending_calls(self._handle._fleet_actor_id) >= limit:
             from fleet.exceptions import PendingCallsLimitExceeded
@@ -358,7 +364,7 @@ class ActorMethod:
                 f"from this process waiting or running (max_pending_calls={limit}); wait for "
                 "some to finish before calling it again."
             )
-        ids = core.submit_actor_task(template, blob, deps)
+        ids = core.submit_actor_task(template, blob, deps, nested)
         if self._num_returns == 1:
             return ObjectRef(ids, "", False)
         return refs_for(ids, self._num_returns)

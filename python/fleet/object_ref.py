@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from typing import Any, List, Optional
 
 from fleet._private import state
+
+# While fleet serializes a value whose refs it tracks (a put, task
+# arguments), refs pickled on this thread are collected here instead of
+# being marked escaped.
+_collecting = threading.local()
+# Set when a deserialized ref was queued for registration with its owner;
+# cleared by flush_borrows().
+_borrows_pending = False
+
+
+def collect_refs(into: Optional[List[bytes]]) -> Optional[List[bytes]]:
+    """Starts (or, with None, stops) collecting the ids of refs pickled on
+    this thread; returns the previous collector."""
+    prev = getattr(_collecting, "ids", None)
+    _collecting.ids = into
+    return prev
+
+
+def flush_borrows() -> None:
+    """Registers the refs deserialized since the last flush with their
+    owners (one round trip per owner); call before the value that carried
+    them can be let go."""
+    global _borrows_pending
+    if _borrows_pending:
+        _borrows_pending = False
+        core = state.core
+        if core is not None:
+            core.flush_borrows()
 
 
 class ObjectRef:
@@ -58,11 +87,19 @@ class ObjectRef:
 
     def __reduce__(self):
         # Serialized into a value or argument: the receiver borrows it from us
-        # (or from our owner). Escaped objects are kept until shutdown.
+        # (or from our owner) and registers as a borrower when it unpickles
+        # it. Inside a put or task arguments the container holds it until
+        # then; pickled anywhere else, it escapes: kept until shutdown.
         core = state.core
         owner = self._owner
-        if not owner and core is not None:
-            owner = core.address
+        ids = getattr(_collecting, "ids", None)
+        if ids is not None:
+            ids.append(self._id)
+            if not owner and core is not None:
+                owner = core.address
+        elif core is not None:
+            if not owner:
+                owner = core.address
             core.mark_escaped(self._id)
         return (_rebuild_ref, (self._id, owner))
 
@@ -92,13 +129,14 @@ class ObjectRef:
 
 
 def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:
+    global _borrows_pending
     core = state.core
     if core is not None and owner == core.address:
         return ObjectRef(object_id)
-    if core is not None:
-        core.register_borrowed(object_id, owner)
+    if core is not None and core.register_borrowed(object_id, owner):
+        _borrows_pending = True
     return ObjectRef(object_id, owner)
 
 
-__all__ = ["ObjectRef"]
+__all__ = ["ObjectRef", "collect_refs", "flush_borrows"]
 

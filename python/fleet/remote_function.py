@@ -103,10 +103,10 @@ class RemoteFunction:
             p = self._prepare(core)
         _, template, name, num_returns, max_retries = p
         if args or kwargs:
-            blob, deps = serialization.serialize_args(name, args, kwargs, ObjectRef)
+            blob, deps, nested = serialization.serialize_args(name, args, kwargs, ObjectRef)
+            ids = core.submit(template, max_retries, blob, deps, nested)
         else:
-            blob, deps = b"", []
-        ids = core.submit(template, max_retries, blob, deps)
+            ids = core.submit(template, max_retries, b"", [])
         # Return ids come with one local ref each, which the ObjectRefs take over.
         if num_returns == 1:
             return ObjectRef(ids, "", False)

@@ -33,6 +33,7 @@ struct ActorSubmitter::Call {
   rpc::Envelope push;  // body = push_task; reused across attempts
   std::vector<std::string> return_ids;
   std::vector<std::string> dep_ids;
+  std::vector<std::string> held_ids;  // refs nested in the arguments
   int max_retries = 0;
   int retries_left = 0;
   bool resolved = false;
@@ -113,6 +114,12 @@ void ActorSubmitter::Create(TaskSubmission&& creation) {
   ResolveDependencies(
       store_, holder->mutable_spec(), deps, holder,
       [this, holder, deps](const StoredObject*) {
+        // Values in the object store travel as descriptors, read when the
+        // actor starts (later, maybe after a restart): keep those objects
+        // for the job's life.
+        for (const auto& d : holder->spec().deps()) {
+          if (d.flags() & kFlagInStore) store_.MarkEscaped(d.object_id());
+        }
         // A failed argument travels inline like any value: the constructor
         // raises it, so the actor dies with that error as its cause.
         if (auto gcs = gcs_(); gcs.ok()) {
@@ -132,6 +139,7 @@ std::vector<std::string> ActorSubmitter::Submit(TaskSubmission&& submission, int
   call->max_retries = max_task_retries;
   call->retries_left = max_task_retries;
   call->dep_ids = std::move(submission.dep_ids);
+  call->held_ids = std::move(submission.held_ids);
   int n = spec->num_returns();
   call->return_ids.reserve(n);
   for (int i = 1; i <= n; ++i) {
@@ -140,6 +148,7 @@ std::vector<std::string> ActorSubmitter::Submit(TaskSubmission&& submission, int
   }
   std::vector<std::string> result = call->return_ids;
   for (const auto& id : call->dep_ids) store_.AddSubmittedRef(id);
+  for (const auto& id : call->held_ids) store_.AddSubmittedRef(id);
   std::string actor_id = spec->actor_id();
   bool dead = false;
   std::string dead_data;
@@ -335,6 +344,7 @@ void ActorSubmitter::FailCall(const CallPtr& call, uint32_t flags, const std::st
 
 void ActorSubmitter::FinishCall(const CallPtr& call) {
   for (const auto& id : call->dep_ids) store_.RemoveSubmittedRef(id);
+  for (const auto& id : call->held_ids) store_.RemoveSubmittedRef(id);
   std::lock_guard<std::mutex> lk(mu_);
   call->done = true;
   calls_by_id_.erase(call->spec().task_id());

@@ -55,7 +55,14 @@ Status CoreWorker::Init() {
   // Our own listener: submitters push tasks here, borrowers fetch objects.
   listener_ = std::make_unique<rpc::Listener>(
       io_, options_.token,
-      [this](const rpc::ConnectionPtr& c, rpc::Envelope& m) { OnMessage(c, m); }, nullptr);
+      [this](const rpc::ConnectionPtr& c, rpc::Envelope& m) { OnMessage(c, m); },
+      [this](const rpc::ConnectionPtr& c, const Status&) {
+        // A borrower's connection closed: it is gone, and so are its borrows.
+        auto it = borrower_conns_.find(c.get());
+        if (it == borrower_conns_.end()) return;
+        store_.DropBorrower(it->second);
+        borrower_conns_.erase(it);
+      });
   std::promise<Result<std::string>> listening;
   asio::post(io_, [&] { listening.set_value(listener_->ListenUnix(options_.listen_path)); });
   auto addr = listening.get_future().get();
@@ -91,6 +98,14 @@ Status CoreWorker::Init() {
   node_ = node.value();
   store_client_ = std::make_unique<StoreClient>(node_);
   store_.SetFreeHook([this](const std::string& id) { store_client_->Free({id}); });
+  store_.SetReleaseBorrowHook([this](const std::string& id, const std::string& owner, int count) {
+    std::lock_guard<std::mutex> lk(borrow_mu_);
+    borrows_to_release_[owner].emplace_back(id, count);
+    if (!release_flush_posted_) {
+      release_flush_posted_ = true;
+      asio::post(io_, [this] { FlushBorrowReleases(); });
+    }
+  });
   auto stats = GetNodeStats();
   if (stats.ok()) node_id_ = stats->node_id();
 
@@ -227,6 +242,57 @@ Result<std::vector<StoreRead>> CoreWorker::ReadStore(const std::vector<std::stri
 
 Result<rpc::StoreListReply> CoreWorker::StoreList() { return store_client_->List(); }
 
+void CoreWorker::QueueBorrowRegistration(const std::string& owner, const std::string& id) {
+  std::lock_guard<std::mutex> lk(borrow_mu_);
+  borrows_to_register_.emplace_back(owner, id);
+}
+
+void CoreWorker::FlushBorrowRegistrations() {
+  std::vector<std::pair<std::string, std::string>> todo;
+  {
+    std::lock_guard<std::mutex> lk(borrow_mu_);
+    todo.swap(borrows_to_register_);
+  }
+  if (todo.empty()) return;
+  std::map<std::string, rpc::Envelope> by_owner;
+  for (auto& [owner, id] : todo) {
+    auto& m = by_owner[owner];
+    m.mutable_add_borrowers()->add_object_ids(id);
+    m.mutable_add_borrowers()->set_borrower(address_);
+  }
+  for (auto& [owner, m] : by_owner) {
+    auto conn = ConnectionTo(owner);
+    // An unreachable owner: its objects are lost anyway (get says so).
+    if (conn.ok()) (void)conn.value()->CallSync(m, kRpcTimeoutMs);
+  }
+}
+
+void CoreWorker::FlushBorrowReleases() {
+  std::map<std::string, std::vector<std::pair<std::string, int>>> todo;
+  {
+    std::lock_guard<std::mutex> lk(borrow_mu_);
+    todo.swap(borrows_to_release_);
+    release_flush_posted_ = false;
+  }
+  for (auto& [owner, items] : todo) {
+    rpc::ConnectionPtr conn;
+    {
+      std::lock_guard<std::mutex> lk(conn_mu_);
+      auto it = peers_.find(owner);
+      if (it != peers_.end() && !it->second->closed()) conn = it->second;
+    }
+    if (!conn) continue;  // registered through it, so only gone if the owner is
+    rpc::Envelope m;
+    auto* r = m.mutable_remove_borrowers();
+    r->set_borrower(address_);
+    for (auto& [id, count] : items) {
+      r->add_object_ids(id);
+      r->add_counts(count);
+    }
+    conn->Send(m);
+  }
+}
+
 void CoreWorker::OnBlocked(bool blocked) {
   if (!options_.is_worker) return;
   {
@@ -331,6 +397,22 @@ void CoreWorker::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
       break;
     case rpc::Envelope::kHello:
       break;
+    case rpc::Envelope::kAddBorrowers: {
+      const auto& b = msg.add_borrowers();
+      borrower_conns_[conn.get()] = b.borrower();
+      for (const auto& id : b.object_ids()) store_.AddBorrower(id, b.borrower(), 1);
+      rpc::Envelope reply;
+      reply.mutable_add_borrowers_reply();
+      conn->Reply(msg.request_id(), reply);
+      break;
+    }
+    case rpc::Envelope::kRemoveBorrowers: {
+      const auto& b = msg.remove_borrowers();
+      for (int i = 0; i < b.object_ids_size() && i < b.counts_size(); i++) {
+        store_.AddBorrower(b.object_ids(i), b.borrower(), -b.counts(i));
+      }
+      break;
+    }
     default:
       if (msg.request_id() != 0) {
         rpc::Envelope reply;

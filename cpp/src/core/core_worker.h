@@ -93,6 +93,15 @@ class CoreWorker {
   Result<std::vector<StoreRead>> ReadStore(const std::vector<std::string>& ids);
   Result<rpc::StoreListReply> StoreList();
 
+  // ---- borrowing -------------------------------------------------------------
+  // A ref owned by `owner` was deserialized here for the first time: tell
+  // the owner at the next FlushBorrowRegistrations.
+  void QueueBorrowRegistration(const std::string& owner, const std::string& id);
+  // Registers every queued borrow with its owner and waits for the answers
+  // (one round trip per owner). Call before the value that carried the refs
+  // can be let go (get() returning, a task finishing).
+  void FlushBorrowRegistrations();
+
   // ---- tasks ----------------------------------------------------------------
   // Returns the return ids, each holding one local ref for the caller.
   std::vector<std::string> SubmitTask(TaskSubmission&& task);
@@ -174,6 +183,8 @@ class CoreWorker {
   Result<rpc::ConnectionPtr> ConnectionTo(const std::string& address);
   Result<rpc::ConnectionPtr> Gcs();
   void OnBlocked(bool blocked);
+  // Sends the queued RemoveBorrowers (io thread).
+  void FlushBorrowReleases();
   // Every second: after a burst of objects/tasks is freed, give the memory
   // back to the OS (glibc keeps freed heap otherwise).
   void TrimMemory();
@@ -194,6 +205,14 @@ class CoreWorker {
   std::unique_ptr<rpc::Listener> listener_;
   std::unique_ptr<TaskSubmitter> submitter_;
   std::unique_ptr<ActorSubmitter> actor_submitter_;
+
+  std::mutex borrow_mu_;
+  std::vector<std::pair<std::string, std::string>> borrows_to_register_;  // (owner, id)
+  // owner -> (id, count) to hand back; guarded by borrow_mu_
+  std::map<std::string, std::vector<std::pair<std::string, int>>> borrows_to_release_;
+  bool release_flush_posted_ = false;                        // guarded by borrow_mu_
+  // Connections of processes that registered borrows here (owner side).
+  std::map<const rpc::Connection*, std::string> borrower_conns_;  // io thread only
 
   std::mutex conn_mu_;
   rpc::ConnectionPtr gcs_;                                   // guarded by conn_mu_

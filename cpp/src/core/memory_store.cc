@@ -112,12 +112,56 @@ void MemoryStore::FinishCompleteLocked(std::unordered_map<std::string, Entry>::i
   MaybeFreeLocked(it);
 }
 
-void MemoryStore::RegisterBorrowed(const std::string& id, const std::string& owner_address) {
+bool MemoryStore::RegisterBorrowed(const std::string& id, const std::string& owner_address,
+                                   bool register_with_owner) {
   std::lock_guard<std::mutex> lk(mu_);
   auto [it, added] = objects_.try_emplace(id);
   if (added) {
     it->second.owned = false;
     it->second.owner_address = owner_address;
+    if (register_with_owner) it->second.registered = 1;
+  }
+  return added && register_with_owner;
+}
+
+void MemoryStore::AddBorrower(const std::string& id, const std::string& borrower, int count) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = objects_.find(id);
+  if (it == objects_.end() || !it->second.owned) return;
+  auto& list = it->second.borrowers;
+  auto b = std::find_if(list.begin(), list.end(), [&](const auto& p) { return p.first == borrower; });
+  if (b == list.end()) {
+    list.emplace_back(borrower, count);
+  } else if ((b->second += count) == 0) {
+    list.erase(b);
+  }
+  MaybeFreeLocked(it);
+}
+
+void MemoryStore::DropBorrower(const std::string& borrower) {
+  std::lock_guard<std::mutex> lk(mu_);
+  std::vector<std::string> touched;
+  for (auto& [id, e] : objects_) {
+    if (std::erase_if(e.borrowers, [&](const auto& p) { return p.first == borrower; }) > 0) {
+      touched.push_back(id);
+    }
+  }
+  for (const auto& id : touched) {
+    auto it = objects_.find(id);
+    if (it != objects_.end()) MaybeFreeLocked(it);
+  }
+}
+
+void MemoryStore::SetContains(const std::string& outer, const std::vector<std::string>& inner) {
+  if (inner.empty()) return;
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = objects_.find(outer);
+  if (it == objects_.end()) return;
+  for (const auto& id : inner) {
+    auto in = objects_.find(id);
+    if (in == objects_.end()) continue;
+    in->second.contained++;
+    it->second.contains.push_back(id);
   }
 }
 
@@ -157,9 +201,19 @@ void MemoryStore::MarkEscaped(const std::string& id) {
 void MemoryStore::MaybeFreeLocked(std::unordered_map<std::string, Entry>::iterator it) {
   const Entry& e = it->second;
   if (e.local_refs <= 0 && e.submitted_refs <= 0 && !e.escaped && e.waiters.empty() &&
-      e.callbacks.empty()) {
+      e.callbacks.empty() && e.contained <= 0 && e.borrowers.empty()) {
     if (e.owned && e.ready && (e.value.flags & kFlagInStore) && free_hook_) free_hook_(it->first);
+    if (!e.owned && e.registered > 0 && release_borrow_) {
+      release_borrow_(it->first, e.owner_address, e.registered);
+    }
+    std::vector<std::string> inner = std::move(it->second.contains);
     objects_.erase(it);
+    for (const auto& id : inner) {  // what it contained may go now
+      auto in = objects_.find(id);
+      if (in == objects_.end()) continue;
+      in->second.contained--;
+      MaybeFreeLocked(in);
+    }
   }
 }
 

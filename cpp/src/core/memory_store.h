@@ -1,9 +1,12 @@
 // MemoryStore: the in-process store of small objects and the reference counts
 // of everything this process knows about (owned or borrowed).
 //
-// Invariants: an entry exists while a Python ObjectRef, a pending task, or an
-// escape (the ref was serialized into something sent elsewhere) holds it; an
-// owned entry becomes ready exactly once. Borrowed entries record their owner's
+// Invariants: an entry exists while a Python ObjectRef, a pending task (as
+// an argument, or nested inside one), an object containing it, a borrower
+// (another process that registered it holds the ref), or an escape (the ref
+// was serialized where nobody tracks it) holds it; an owned entry becomes
+// ready exactly once. A borrowed entry counts the registrations it made with
+// the owner and hands them back when it goes (see ReleaseBorrowFn). Borrowed entries record their owner's
 // address and are fetched on demand. Thread-safe (one mutex); completion
 // callbacks run outside the lock on the completing thread.
 #pragma once
@@ -39,8 +42,14 @@ class MemoryStore {
   // object whose value lives in the shared-memory store is let go.
   using FreeFn = std::function<void(const std::string& id)>;
 
+  // Called (under the lock: it must only queue a message) when a borrowed
+  // entry that registered `count` times with its owner goes.
+  using ReleaseBorrowFn =
+      std::function<void(const std::string& id, const std::string& owner, int count)>;
+
   explicit MemoryStore(FetchFn fetch) : fetch_(std::move(fetch)) {}
   void SetFreeHook(FreeFn free_hook) { free_hook_ = std::move(free_hook); }
+  void SetReleaseBorrowHook(ReleaseBorrowFn hook) { release_borrow_ = std::move(hook); }
 
   // An owned object whose value comes later (a task return). `local_refs`
   // are held from the start, so the entry cannot be freed before the
@@ -67,8 +76,19 @@ class MemoryStore {
   // The generator of task `task_id` was dropped by its reader: frees its
   // unread items from `from_index` on, and drops those that arrive later.
   void ReleaseGenerator(const std::string& task_id, uint32_t from_index);
-  // Records a borrowed ref; no-op if known.
-  void RegisterBorrowed(const std::string& id, const std::string& owner_address);
+  // Records a borrowed ref; no-op if known. With `register_with_owner`, a
+  // new entry counts one registration (the caller tells the owner) and
+  // true is returned.
+  bool RegisterBorrowed(const std::string& id, const std::string& owner_address,
+                        bool register_with_owner = false);
+  // Owner side: `borrower` holds (count > 0) or let go of (count < 0) refs.
+  // Unknown ids are skipped.
+  void AddBorrower(const std::string& id, const std::string& borrower, int count);
+  // Owner side: the process at `borrower` is gone: drop all its borrows.
+  void DropBorrower(const std::string& borrower);
+  // `outer` (an object of ours) contains refs `inner`: each is kept while
+  // `outer` exists.
+  void SetContains(const std::string& outer, const std::vector<std::string>& inner);
 
   // No-op for an unknown id (a ref whose object this process never had).
   void AddLocalRef(const std::string& id);
@@ -108,6 +128,10 @@ class MemoryStore {
     bool fetching = false;
     int local_refs = 0;
     int submitted_refs = 0;
+    int contained = 0;       // objects of ours whose value holds this ref
+    int registered = 0;      // borrowed: registrations made with the owner
+    std::vector<std::pair<std::string, int>> borrowers;  // owned: address, count
+    std::vector<std::string> contains;                   // refs inside this value
     StoredObject value;
     std::string owner_address;
     std::vector<std::shared_ptr<Waiter>> waiters;
@@ -122,6 +146,7 @@ class MemoryStore {
 
   FetchFn fetch_;
   FreeFn free_hook_;
+  ReleaseBorrowFn release_borrow_;
   mutable std::mutex mu_;
   std::unordered_map<std::string, bool> released_streams_;  // task ids; guarded by mu_
   std::vector<std::string> released_order_;                 // oldest first; guarded by mu_

@@ -17,6 +17,7 @@ struct TaskSubmitter::Task {
   rpc::Envelope push;  // body = push_task; reused across attempts
   std::vector<std::string> return_ids;
   std::vector<std::string> dep_ids;
+  std::vector<std::string> held_ids;
   int max_retries = 0;
   int retries_left = 0;
   bool cancelled = false;      // fleet.cancel: never retried; fails as TaskCancelledError
@@ -128,6 +129,7 @@ std::vector<std::string> TaskSubmitter::Submit(TaskSubmission&& submission) {
   task->key = submission.scheduling_key.empty() ? SchedulingKey(*spec)
                                                 : std::move(submission.scheduling_key);
   task->dep_ids = std::move(submission.dep_ids);
+  task->held_ids = std::move(submission.held_ids);
   int n = spec->num_returns();
   task->return_ids.reserve(n);
   for (int i = 1; i <= n; ++i) {
@@ -140,6 +142,7 @@ std::vector<std::string> TaskSubmitter::Submit(TaskSubmission&& submission) {
     tasks_by_id_[spec->task_id()] = task;
   }
   for (const auto& id : task->dep_ids) store_.AddSubmittedRef(id);
+  for (const auto& id : task->held_ids) store_.AddSubmittedRef(id);
   std::vector<std::string> result = task->return_ids;
   // Ready arguments are inlined now, others as they arrive (owned: when
   // their task finishes; borrowed: when fetched from the owner).
@@ -449,6 +452,7 @@ void TaskSubmitter::FinishTask(const TaskPtr& task) {
     tasks_by_id_.erase(task->spec().task_id());
   }
   for (const auto& id : task->dep_ids) store_.RemoveSubmittedRef(id);
+  for (const auto& id : task->held_ids) store_.RemoveSubmittedRef(id);
 }
 
 std::string TaskSubmitter::CancelledMessage(const Task& task) {

@@ -41,6 +41,9 @@ struct SubmitterOptions {
 struct TaskSubmission {
   rpc::TaskSpec spec;               // task_id, function, args, num_returns... filled by caller
   std::vector<std::string> dep_ids; // top-level ObjectRef arguments, in order
+  // Refs nested inside the arguments: held until the task finishes, so the
+  // executor can register as their borrower first.
+  std::vector<std::string> held_ids;
   int max_retries = 3;
   std::string scheduling_key;       // from SchedulingKey(spec); computed if empty
 };

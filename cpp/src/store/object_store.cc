@@ -511,6 +511,7 @@ void ObjectStore::OnRestored(const std::string& id, Status s) {
     FLEET_LOG(WARNING) << "object " << ToHex(id) << " is lost: " << s.message();
     DropRegion(o);
     o.state = State::kLost;
+    if (o.on_disk) ::unlink(SpillPath(id).c_str());  // damaged: of no use any more
     o.on_disk = false;
     o.lost_reason = s.message();
     for (auto& [req, i] : waiting) Answer(req, i, {0, 0, o.lost_reason});

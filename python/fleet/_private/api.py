@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from fleet import _core
 from fleet._private import serialization, state
 from fleet.exceptions import GetTimeoutError
-from fleet.object_ref import ObjectRef
+from fleet.object_ref import ObjectRef, flush_borrows
 
 _init_lock = threading.RLock()
 
@@ -253,20 +253,30 @@ def put(value: Any, *, _owner: Any = None) -> ObjectRef:
             "you can wrap the ObjectRef in a list and call 'put' on it."
         )
     core = state.core or _ensure_initialized()
+    nested: List[bytes] = []
     try:
-        data, buffers = serialization.serialize(value)
+        data, buffers = serialization.serialize(value, nested)
     except TypeError as e:
         raise TypeError(f"fleet.put could not serialize the value: {e}") from None
     if serialization.is_inline(data, buffers):
-        return ObjectRef(core.put(data, 0), "", False)  # put's id comes with its ref
-    return put_serialized(data, buffers, serialization.call_site())
+        ref = ObjectRef(core.put(data, 0), "", False)  # put's id comes with its ref
+        if nested:
+            core.set_contains(ref._id, nested)
+        return ref
+    return put_serialized(data, buffers, serialization.call_site(), nested)
 
 
-def put_serialized(data: bytes, buffers: list, call_site: str) -> ObjectRef:
+def put_serialized(
+    data: bytes, buffers: list, call_site: str, nested: Optional[List[bytes]] = None
+) -> ObjectRef:
     """put() of a value already serialized (pickle bytes + out-of-band
-    buffers): inline if small, else into the node's object store."""
+    buffers, `nested` the ids of the refs inside): inline if small, else
+    into the node's object store. The new object holds the nested refs."""
     core = state.core or _ensure_initialized()
-    return ObjectRef(core.put_value(data, buffers, call_site), "", False)
+    ref = ObjectRef(core.put_value(data, buffers, call_site), "", False)
+    if nested:
+        core.set_contains(ref._id, nested)
+    return ref
 
 
 def get(
@@ -290,9 +300,9 @@ def get(
             ) from None
         except RuntimeError as e:
             raise _lost(e) from None
-        if flags:
-            return serialization.value_from(data, flags)
-        return serialization.loads(data)
+        value = serialization.value_from(data, flags) if flags else serialization.loads(data)
+        flush_borrows()  # refs inside: registered with their owners first
+        return value
     if not isinstance(object_refs, list):
         raise ValueError(
             f"Invalid type of object refs, {type(object_refs)}, is given. 'object_refs' must "
@@ -315,7 +325,9 @@ def get(
         raise _lost(e) from None
     loads = serialization.loads
     value_from = serialization.value_from
-    return [value_from(data, flags) if flags else loads(data) for data, flags in results]
+    values = [value_from(data, flags) if flags else loads(data) for data, flags in results]
+    flush_borrows()  # refs inside: registered with their owners first
+    return values
 
 
 def _interruptible() -> bool:

@@ -6,7 +6,11 @@ Ray's ``timeit`` (``ray/_private/ray_microbenchmark_helpers.py``): warm up, then
 several timed trials, reporting ``name per second MEAN +- STD``. Beside them it
 measures ``init()`` time to ready, an idle worker's and an idle actor's
 memory, a 100k-task submission with the driver's memory before and after, and
-how fast 1,000 actors are created and answer a first call.
+how fast 1,000 actors are created and answer a first call. The object-store
+group (``--objects`` runs only it) runs on its own cluster with
+``--object-store-mb`` of store: ray_perf.py's put/get workloads, plus the get
+of an 800 MB array and this machine's single-thread memcpy beside "single
+client put gigabytes", with their targets.
 
 Every workload is written once against an ``api`` module (``fleet`` or
 ``ray``). ``--compare-ray`` runs this same file under Ray's interpreter in a
@@ -62,6 +66,23 @@ ACTOR_METRICS = (
     ACTOR_NN_ARG_ASYNC, ASYNC_ACTOR_SYNC, ASYNC_ACTOR_ASYNC, ASYNC_ACTOR_ARGS_ASYNC,
     MULTI_CLIENT_TASKS,
 )
+MULTI_PUT_CALLS = "multi client put calls (Plasma Store)"
+PUT_GIGABYTES = "single client put gigabytes"
+MULTI_PUT_GIGABYTES = "multi client put gigabytes"
+GET_10K_REFS = "single client get object containing 10k refs"
+# Not in ray_perf.py: a get of the large array, and this host's memcpy beside the put.
+GET_LARGE = "single client get 800 MB array (ms)"
+MEMCPY = "single thread memcpy gigabytes"
+# The object-store group (--objects), run on its own cluster with
+# --object-store-mb of store, in ray_perf.py's order.
+OBJECT_METRICS = (
+    GET_CALLS, PUT_CALLS, MULTI_PUT_CALLS, PUT_GIGABYTES, MULTI_PUT_GIGABYTES, GET_10K_REFS,
+    GET_LARGE, MEMCPY,
+)
+# Targets printed beside the object-store results.
+PUT_VS_MEMCPY_TARGET = 0.7  # put GB/s over this process's warm memcpy GB/s, at least
+GET_LARGE_TARGET_MS = 1.0  # get of the large array (a view, not a copy), at most
+VS_RAY_TARGETS = ((MULTI_PUT_GIGABYTES, 4.0), (GET_10K_REFS, 4.0))  # fleet/Ray, at least
 ACTOR_CREATION = "actor creation"
 ACTOR_RSS = "idle actor RSS"
 # Names of the extra measurements (also matched by --only).
@@ -81,7 +102,8 @@ _CHILD_BOOT = (
     "runpy.run_path(path, run_name='__main__')"
 )
 
-Workload = Tuple[str, Callable[[], Any], int]  # (name, one op, tasks or calls per op)
+# (name, one op, tasks or calls per op; for the gigabytes metrics, GB per op)
+Workload = Tuple[str, Callable[[], Any], float]
 
 
 @dataclass
@@ -98,9 +120,16 @@ class Config:
     actors: int = 1000  # of the actor creation measure
     ray_actors: Optional[int] = None  # the same for Ray (None: as actors)
     clients: int = 4  # actors submitting in the multi-client workloads
+    objects_only: bool = False  # --objects: only the object-store group
+    object_store_mb: int = 2560  # object_store_memory of the object-store group's cluster
+    large_mb: int = 800  # the array of put gigabytes, get 800 MB array and memcpy
+    multi_put_mb: int = 80  # each put of multi client put gigabytes
+    refs: int = 10_000  # refs in the object of "get object containing 10k refs"
 
     def wants(self, name: str) -> bool:
-        """Whether the metric `name` passes the --only filter."""
+        """Whether the metric `name` passes the --only (and --objects) filter."""
+        if self.objects_only and name not in OBJECT_METRICS:
+            return False
         return self.only in name
 
 
@@ -113,7 +142,7 @@ class Stat:
     std: float
     median: float
     trials: List[float]
-    multiplier: int
+    multiplier: float
 
 
 # ---------------------------------------------------------------------------
@@ -192,11 +221,34 @@ class BenchTaskClient:
         api.get([f.remote() for _ in range(n)])
 
 
+def _put_small_many(n: int) -> None:
+    """Puts a small value `n` times, dropping each ref (multi client put calls)."""
+    api = importlib.import_module(BenchClient.api_name())
+    for _ in range(n):
+        api.put(0)
+
+
+def _put_zeros_many(n: int, elems: int) -> None:
+    """Puts `n` fresh int64 arrays of `elems` zeros, dropping each ref at once
+    (multi client put gigabytes): nothing accumulates in the store."""
+    import numpy as np
+
+    api = importlib.import_module(BenchClient.api_name())
+    for _ in range(n):
+        api.put(np.zeros(elems, dtype=np.int64))
+
+
+def _make_refs(n: int) -> List[Any]:
+    """Returns a list of `n` refs to small objects this task put."""
+    api = importlib.import_module(BenchClient.api_name())
+    return [api.put(i) for i in range(n)]
+
+
 # ---------------------------------------------------------------------------
 # Harness.
 
 
-def timeit(name: str, fn: Callable[[], Any], multiplier: int, cfg: Config) -> Stat:
+def timeit(name: str, fn: Callable[[], Any], multiplier: float, cfg: Config) -> Stat:
     """Times `fn` like Ray's ``timeit`` and prints ``name per second MEAN +- STD``.
 
     Warms up for ``cfg.warmup`` seconds (at least one call), then runs
@@ -271,21 +323,18 @@ def pss_mb(pid: int) -> Optional[float]:
 # The suite, written once against `api` (fleet or ray).
 
 
-def init_kwargs(cfg: Config) -> Dict[str, Any]:
-    """Arguments of ``api.init`` (the same for fleet and Ray)."""
-    return {"num_cpus": cfg.num_cpus, "include_dashboard": False}
+def init_kwargs(cfg: Config, objects: bool = False) -> Dict[str, Any]:
+    """Arguments of ``api.init`` (the same for fleet and Ray); `objects`: for
+    the object-store group's cluster, with ``cfg.object_store_mb`` of store."""
+    kw: Dict[str, Any] = {"num_cpus": cfg.num_cpus, "include_dashboard": False}
+    if objects and cfg.object_store_mb > 0:
+        kw["object_store_memory"] = cfg.object_store_mb * 1024 * 1024
+    return kw
 
 
 def task_workloads(api: ModuleType) -> List[Workload]:
-    """The ray_perf.py workloads that use tasks and objects, in ray_perf.py's order."""
+    """The ray_perf.py workloads that use tasks, in ray_perf.py's order."""
     small_value = api.remote(_small_value)
-    value = api.put(0)
-
-    def get_small() -> None:
-        api.get(value)
-
-    def put_small() -> None:
-        api.put(0)
 
     def small_value_batch() -> int:
         submitted = [small_value.remote() for _ in range(BATCH)]
@@ -309,13 +358,142 @@ def task_workloads(api: ModuleType) -> List[Workload]:
         api.get([small_value.remote() for _ in range(BATCH)])
 
     return [
-        (GET_CALLS, get_small, 1),
-        (PUT_CALLS, put_small, 1),
         (TASKS_AND_GET_BATCH, small_value_batch, 1),
         (WAIT_1K_REFS, wait_multiple_refs, 1),
         (TASKS_SYNC, small_task, 1),
         (TASKS_ASYNC, small_task_async, BATCH),
     ]
+
+
+def object_workloads(api: ModuleType, cfg: Config) -> List[Workload]:
+    """ray_perf.py's object-store workloads but put gigabytes (see measure_large_objects).
+
+    As in ray_perf.py: the multi client puts are 10 tasks of 100 small puts,
+    and 10 tasks of 10 puts of a fresh ``np.zeros`` int64 array (80 MB, or
+    ``cfg.multi_put_mb``), each ref dropped at once; the 10k refs object is
+    the list of refs a task returns, put there one by one.
+    """
+    value = api.put(0)
+    put_small_many = api.remote(_put_small_many)
+    put_zeros_many = api.remote(_put_zeros_many)
+    ntasks, nputs = 10, 10
+    elems = cfg.multi_put_mb * 1024 * 1024 // 8
+    containing_refs = api.remote(_make_refs).remote(cfg.refs) if cfg.wants(GET_10K_REFS) else None
+
+    def get_small() -> None:
+        api.get(value)
+
+    def put_small() -> None:
+        api.put(0)
+
+    def put_multi_small() -> None:
+        api.get([put_small_many.remote(100) for _ in range(10)])
+
+    def put_multi_large() -> None:
+        api.get([put_zeros_many.remote(nputs, elems) for _ in range(ntasks)])
+
+    def get_containing_refs() -> None:
+        api.get(containing_refs)
+
+    # Ray's units: an array of 800 MiB counts as 0.8 GB.
+    return [
+        (GET_CALLS, get_small, 1),
+        (PUT_CALLS, put_small, 1),
+        (MULTI_PUT_CALLS, put_multi_small, 1000),
+        (MULTI_PUT_GIGABYTES, put_multi_large, ntasks * nputs * cfg.multi_put_mb / 1000),
+        (GET_10K_REFS, get_containing_refs, 1),
+    ]
+
+
+def measure_large_objects(api: ModuleType, cfg: Config) -> Dict[str, Any]:
+    """Put and get of one large int64 array (800 MB, or ``cfg.large_mb``), beside memcpy.
+
+    First this process's single-thread warm memcpy of the array
+    (``np.copyto`` into a preallocated, already written destination; median
+    of several copies), then the first put into the fresh store, then
+    "single client put gigabytes" timed as ray_perf.py does (each put's ref
+    dropped at once, so the store reuses the memory), then the median time
+    of ``get`` of the array already in the store (a read-only view, not a
+    copy). The array is ``np.zeros`` written once, so that neither the put
+    nor the memcpy reads the kernel's shared zero page (which is much faster
+    to read than memory). GB are Ray's: 800 MiB counts as 0.8 GB.
+    """
+    import numpy as np
+
+    out: Dict[str, Any] = {"size_mb": cfg.large_mb}
+    gb = cfg.large_mb / 1000
+    arr = np.zeros(cfg.large_mb * 1024 * 1024 // 8, dtype=np.int64)
+    arr.fill(0)  # fault the pages in
+    size_txt = f"{cfg.large_mb} MB"
+    memcpy = None
+    if cfg.wants(MEMCPY) or cfg.wants(PUT_GIGABYTES):
+        dst = np.empty_like(arr)
+        np.copyto(dst, arr)  # warm: the destination's pages exist
+        times = []
+        for _ in range(max(5, cfg.trials)):
+            t0 = time.perf_counter()
+            np.copyto(dst, arr)
+            times.append(time.perf_counter() - t0)
+        del dst
+        memcpy = gb / statistics.median(times)
+        out["memcpy_gbps"] = memcpy
+        out["memcpy_gbps_all"] = [gb / t for t in times]
+        print(
+            f"{MEMCPY} ({size_txt}, warm destination) per second {memcpy:.2f} (median of "
+            f"{len(times)})",
+            flush=True,
+        )
+    if cfg.wants(PUT_GIGABYTES):
+        t0 = time.perf_counter()
+        api.put(arr)
+        out["first_put_s"] = time.perf_counter() - t0
+        print(f"first put of the {size_txt} array (fresh store): {out['first_put_s']:.3f} s")
+
+        def put_large() -> None:
+            api.put(arr)
+
+        stat = timeit(PUT_GIGABYTES, put_large, gb, cfg)
+        out["put_stat"] = asdict(stat)
+        if memcpy:
+            ratio = stat.median / memcpy
+            out["put_vs_memcpy"] = ratio
+            print(
+                f"{PUT_GIGABYTES}: median {stat.median:.2f} GB/s = {ratio:.2f} x memcpy "
+                f"{memcpy:.2f} GB/s (target >= {PUT_VS_MEMCPY_TARGET}: "
+                f"{'met' if ratio >= PUT_VS_MEMCPY_TARGET else 'MISSED'})",
+                flush=True,
+            )
+    if cfg.wants(GET_LARGE):
+        ref = api.put(arr)
+        view = api.get(ref)
+        out["get_read_only"] = not view.flags.writeable
+        out["get_owns_data"] = bool(view.flags.owndata)
+        out["get_view"] = out["get_read_only"] and not out["get_owns_data"]
+        # Where the store put the data relative to the source, mod 4 KiB: memcpy
+        # speed may depend on it.
+        out["dst_minus_src_mod_4096"] = (view.ctypes.data - arr.ctypes.data) % 4096
+        assert view.shape == arr.shape and int(view[-1]) == 0
+        del view
+        times = []
+        for _ in range(max(20, cfg.trials)):
+            t0 = time.perf_counter()
+            view = api.get(ref)
+            times.append(time.perf_counter() - t0)
+            del view
+        del ref
+        ms = [1e3 * t for t in times]
+        out["get_ms_median"] = statistics.median(ms)
+        out["get_ms_all"] = ms
+        med = out["get_ms_median"]
+        print(
+            f"{GET_LARGE}: median {med:.3f} ms over {len(ms)} gets (min {min(ms):.3f}, "
+            f"max {max(ms):.3f}; array of {size_txt}; "
+            f"{'a read-only view' if out['get_view'] else 'NOT a read-only view'}; "
+            f"target <= {GET_LARGE_TARGET_MS} ms: "
+            f"{'met' if med <= GET_LARGE_TARGET_MS else 'MISSED'})",
+            flush=True,
+        )
+    return out
 
 
 def actor_workloads(api: ModuleType, cfg: Config) -> List[Workload]:
@@ -557,7 +735,21 @@ def run_suite(api: ModuleType, cfg: Config) -> Dict[str, Any]:
     }
     if cfg.wants(INIT_TIME) and cfg.init_cycles > 0:
         result["init"] = measure_init(api, cfg)
-    names = [GET_CALLS, PUT_CALLS, TASKS_AND_GET_BATCH, WAIT_1K_REFS, TASKS_SYNC, TASKS_ASYNC]
+    if any(cfg.wants(n) for n in OBJECT_METRICS):
+        # Its own cluster, with room for the large arrays; first, as in ray_perf.py.
+        api.init(**init_kwargs(cfg, objects=True))
+        try:
+            stats = run_workloads(object_workloads(api, cfg), cfg)
+            result["metrics"].update({name: asdict(s) for name, s in stats.items()})
+            if any(cfg.wants(n) for n in (PUT_GIGABYTES, GET_LARGE, MEMCPY)):
+                large = measure_large_objects(api, cfg)
+                put_stat = large.pop("put_stat", None)
+                if put_stat is not None:
+                    result["metrics"][PUT_GIGABYTES] = put_stat
+                result["objects"] = large
+        finally:
+            api.shutdown()
+    names = [TASKS_AND_GET_BATCH, WAIT_1K_REFS, TASKS_SYNC, TASKS_ASYNC]
     extra = [WORKER_RSS, MANY_TASKS, *ACTOR_METRICS, ACTOR_CREATION, ACTOR_RSS]
     if not any(cfg.wants(n) for n in [*names, *extra]):
         return result
@@ -566,7 +758,7 @@ def run_suite(api: ModuleType, cfg: Config) -> Dict[str, Any]:
         if cfg.wants(WORKER_RSS):
             result["worker_rss"] = {"fresh": measure_worker_rss(api, cfg, "fresh")}
         stats = run_workloads(task_workloads(api), cfg)
-        result["metrics"] = {name: asdict(s) for name, s in stats.items()}
+        result["metrics"].update({name: asdict(s) for name, s in stats.items()})
         if cfg.wants(WORKER_RSS) and stats:
             result["worker_rss"]["after"] = measure_worker_rss(api, cfg, "after the benchmarks")
         if cfg.wants(MANY_TASKS) and cfg.many_tasks > 0:
@@ -661,6 +853,10 @@ def child_args(cfg: Config, api_name: str) -> List[str]:
         "--many-tasks", str(cfg.many_tasks),
         "--actors", str(cfg.actors if cfg.ray_actors is None else cfg.ray_actors),
         "--clients", str(cfg.clients),
+        "--object-store-mb", str(cfg.object_store_mb),
+        "--large-mb", str(cfg.large_mb),
+        "--multi-put-mb", str(cfg.multi_put_mb),
+        *(["--objects"] if cfg.objects_only else []),
     ]  # fmt: skip
 
 
@@ -772,8 +968,11 @@ def print_ray_table(fleet_res: Dict[str, Any], ray_res: Dict[str, Any]) -> None:
     if "error" in ray_res:
         print(f"Ray not available: {ray_res['error']}")
         return
-    print(f"(Ray {ray_res.get('version')}; ratio > 1: fleet faster)")
-    w = 42
+    print(
+        f"(Ray {ray_res.get('version')}; ratio > 1: fleet faster; per second: ops, "
+        "or GB for the gigabytes metrics)"
+    )
+    w = 46
     print(f"{'metric':<{w}} {'fleet ops/s':>14} {'Ray ops/s':>14} {'fleet/Ray':>10}")
     for name, st in fleet_res["metrics"].items():
         f = st["mean"]
@@ -793,15 +992,64 @@ def print_ray_table(fleet_res: Dict[str, Any], ray_res: Dict[str, Any]) -> None:
         ("idle actor RSS, MB", ("actor_rss", "rss_mb")),
         ("idle actor PSS, MB", ("actor_rss", "pss_mb")),
     ]
-    print(
-        f"\n{'measure (lower is better except tasks/s)':<{w}} {'fleet':>14} {'Ray':>14} "
-        f"{'fleet/Ray':>10}"
-    )
+    rows = [
+        (label, keys)
+        for label, keys in rows
+        if _get(fleet_res, *keys) is not None or _get(ray_res, *keys) is not None
+    ]
+    if rows:
+        print(
+            f"\n{'measure (lower is better except tasks/s)':<{w}} {'fleet':>14} {'Ray':>14} "
+            f"{'fleet/Ray':>10}"
+        )
     for label, keys in rows:
         f, r = _get(fleet_res, *keys), _get(ray_res, *keys)
-        if f is None and r is None:
-            continue
         print(f"{label:<{w}} {_num(f):>14} {_num(r):>14} {_ratio(f, r):>10}")
+    mb = _get(fleet_res, "objects", "size_mb") or _get(ray_res, "objects", "size_mb")
+    object_rows = [
+        (f"memcpy {mb} MB, GB/s (each process; higher)", ("objects", "memcpy_gbps")),
+        ("put gigabytes / memcpy (higher is better)", ("objects", "put_vs_memcpy")),
+        (f"first put {mb} MB, fresh store, s (lower)", ("objects", "first_put_s")),
+        (f"get {mb} MB array, ms (median; lower)", ("objects", "get_ms_median")),
+    ]
+    if any(_get(fleet_res, *k) is not None for _, k in object_rows):
+        print(f"\n{'object store, large array':<{w}} {'fleet':>14} {'Ray':>14} {'fleet/Ray':>10}")
+        for label, keys in object_rows:
+            f, r = _get(fleet_res, *keys), _get(ray_res, *keys)
+            print(f"{label:<{w}} {_num(f):>14} {_num(r):>14} {_ratio(f, r):>10}")
+
+
+def print_object_targets(fleet_res: Dict[str, Any], ray_res: Optional[Dict[str, Any]]) -> None:
+    """Prints fleet's object-store results against their targets (those it ran)."""
+    lines = []
+    ratio = _get(fleet_res, "objects", "put_vs_memcpy")
+    if ratio is not None:
+        ok = ratio >= PUT_VS_MEMCPY_TARGET
+        lines.append(
+            f"{PUT_GIGABYTES} / memcpy >= {PUT_VS_MEMCPY_TARGET}: {ratio:.2f} "
+            f"({'met' if ok else 'MISSED'})"
+        )
+    ms = _get(fleet_res, "objects", "get_ms_median")
+    if ms is not None:
+        ok = ms <= GET_LARGE_TARGET_MS and bool(_get(fleet_res, "objects", "get_view"))
+        lines.append(
+            f"{GET_LARGE} <= {GET_LARGE_TARGET_MS}, a view: {ms:.3f} ms "
+            f"({'met' if ok else 'MISSED'})"
+        )
+    for name, factor in VS_RAY_TARGETS:
+        f = _get(fleet_res, "metrics", name, "mean")
+        if f is None:
+            continue
+        r = _get(ray_res or {}, "metrics", name, "mean")
+        if not r:
+            lines.append(f"{name} >= {factor:g}x Ray: no Ray result (--compare-ray)")
+            continue
+        ok = f / r >= factor
+        lines.append(f"{name} >= {factor:g}x Ray: {f / r:.2f}x ({'met' if ok else 'MISSED'})")
+    if lines:
+        print("\n== object store targets (fleet) ==")
+        for line in lines:
+            print(line)
 
 
 def print_stdlib_table(fleet_res: Dict[str, Any], std: Dict[str, Dict[str, Any]]) -> None:
@@ -883,6 +1131,32 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         help="client actors of the n:n and multi client workloads (default 4)",
     )
     p.add_argument(
+        "--objects",
+        action="store_true",
+        help="run only the object-store group (put/get calls, put gigabytes, large get, "
+        "10k refs, memcpy); --only still filters within it",
+    )
+    p.add_argument(
+        "--object-store-mb",
+        type=int,
+        default=2560,
+        help="object_store_memory of the object-store group's cluster, MiB (default 2560; "
+        "0: the backend's default)",
+    )
+    p.add_argument(
+        "--large-mb",
+        type=int,
+        default=800,
+        help="size of the array of put gigabytes, the large get and memcpy, MiB (default 800)",
+    )
+    p.add_argument(
+        "--multi-put-mb",
+        type=int,
+        default=80,
+        help="size of each put of multi client put gigabytes (10 tasks x 10 puts), MiB "
+        "(default 80)",
+    )
+    p.add_argument(
         "--compare-ray",
         action="store_true",
         help="also run the workloads under Ray, in a child process",
@@ -922,6 +1196,10 @@ def main(argv: list[str] | None = None) -> int:
         actors=args.actors,
         ray_actors=args.ray_actors,
         clients=args.clients,
+        objects_only=args.objects,
+        object_store_mb=args.object_store_mb,
+        large_mb=args.large_mb,
+        multi_put_mb=args.multi_put_mb,
     )
     if args.child_api:
         api = importlib.import_module(args.child_api)
@@ -958,6 +1236,7 @@ def main(argv: list[str] | None = None) -> int:
         print_ray_table(results["fleet"], results["ray"])
     if args.compare_stdlib:
         print_stdlib_table(results["fleet"], results["stdlib"])
+    print_object_targets(results["fleet"], results.get("ray"))
     results["host"]["loadavg_end"] = os.getloadavg()
     print(f"\n(load average at the end: {os.getloadavg()[0]:.2f})")
     if args.json:

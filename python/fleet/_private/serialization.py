@@ -17,7 +17,7 @@ from __future__ import annotations
 import pickle
 import struct
 import traceback
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Tuple
 
 from fleet import _core
 from fleet.exceptions import (
@@ -29,6 +29,7 @@ from fleet.exceptions import (
     TaskCancelledError,
     WorkerCrashedError,
 )
+from fleet.object_ref import flush_borrows
 
 FLAG_PICKLED_ERROR = _core.FLAG_PICKLED_ERROR
 FLAG_IN_STORE = _core.FLAG_IN_STORE
@@ -67,10 +68,20 @@ def dumps(value: Any) -> bytes:
         ) from e
 
 
-def serialize(value: Any) -> Tuple[bytes, list]:
+def serialize(value: Any, nested: Optional[List[bytes]] = None) -> Tuple[bytes, list]:
     """Pickles `value` (protocol 5) with its buffers out of band: returns the
-    pickle bytes and the buffers as contiguous memoryviews. Raises TypeError
-    naming the type if the value cannot be pickled."""
+    pickle bytes and the buffers as contiguous memoryviews. With `nested`,
+    the ids of the ObjectRefs inside the value are appended to it (the caller
+    holds them for the receiver); without, such refs escape (kept until
+    shutdown). Raises TypeError naming the type if it cannot be pickled."""
+    if nested is not None:
+        from fleet.object_ref import collect_refs
+
+        prev = collect_refs(nested)
+        try:
+            return serialize(value)
+        finally:
+            collect_refs(prev)
     buffers: list = []
     try:
         data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
@@ -159,7 +170,10 @@ def _short_repr(value: Any) -> str:
 
 
 def serialize_args(function_name: str, args: tuple, kwargs: dict, ref_type: type):
-    """Returns (blob, dep_ids). Top-level ObjectRefs become dependencies."""
+    """Returns (blob, dep_ids, nested_ids). Top-level ObjectRefs become
+    dependencies (resolved and inlined before the task runs); refs nested
+    inside arguments are returned in nested_ids, for the submitter to hold
+    until the task finishes."""
     positions: List[Tuple[int, Any]] = []
     deps: List[bytes] = []
     if args:
@@ -173,7 +187,7 @@ def serialize_args(function_name: str, args: tuple, kwargs: dict, ref_type: type
                 positions.append((1, k))
                 deps.append(v._id)
     if not args and not kwargs:
-        return b"", deps
+        return b"", deps, []
     if positions:
         args = list(args)
         kwargs = dict(kwargs)
@@ -185,8 +199,9 @@ def serialize_args(function_name: str, args: tuple, kwargs: dict, ref_type: type
         payload: Any = (tuple(args), kwargs, positions)
     else:
         payload = (args, kwargs)
+    nested: List[bytes] = []
     try:
-        blob, buffers = serialize(payload)
+        blob, buffers = serialize(payload, nested)
     except TypeError:
         # Name the argument that failed.
         for i, a in enumerate(args):
@@ -195,9 +210,9 @@ def serialize_args(function_name: str, args: tuple, kwargs: dict, ref_type: type
             _check_arg(function_name, f"keyword argument '{k}'", v)
         raise
     if not buffers and len(blob) <= INLINE_THRESHOLD:
-        return blob, deps
+        return blob, deps, nested
     if len(blob) + sum(b.nbytes for b in buffers) <= INLINE_THRESHOLD:
-        return _core.frame(blob, buffers), deps
+        return _core.frame(blob, buffers), deps, nested
     return _args_via_store(function_name, args, kwargs, positions, deps, ref_type)
 
 
@@ -225,10 +240,11 @@ def _args_via_store(function_name, args, kwargs, positions, deps, ref_type):
     ]:
         if (kind, where) in taken:
             continue
-        data, bufs = serialize(value)
+        inner: List[bytes] = []
+        data, bufs = serialize(value, inner)
         if len(data) + sum(b.nbytes for b in bufs) <= INLINE_THRESHOLD // 4:
             continue  # small: stays in the inline blob
-        ref = api.put_serialized(data, bufs, site)
+        ref = api.put_serialized(data, bufs, site, inner)
         out.refs.append(ref)
         positions.append((kind, where))
         out.append(ref._id)
@@ -236,7 +252,8 @@ def _args_via_store(function_name, args, kwargs, positions, deps, ref_type):
             args[where] = None
         else:
             kwargs[where] = None
-    blob, buffers = serialize((tuple(args), kwargs, positions))
+    nested: List[bytes] = []
+    blob, buffers = serialize((tuple(args), kwargs, positions), nested)
     if buffers or len(blob) > INLINE_THRESHOLD:
         blob = _core.frame(blob, buffers)
         if len(blob) > INLINE_THRESHOLD * 16:
@@ -245,7 +262,7 @@ def _args_via_store(function_name, args, kwargs, positions, deps, ref_type):
                 "after moving each large argument to the object store; pass fewer or smaller "
                 "arguments (or put() parts of them yourself)."
             )
-    return blob, out
+    return blob, out, nested
 
 
 def _check_arg(function_name: str, which: str, value: Any) -> None:
@@ -260,11 +277,13 @@ def _check_arg(function_name: str, which: str, value: Any) -> None:
 
 
 def deserialize_args(blob: bytes, deps: list) -> Tuple[tuple, dict]:
-    """Inverse of serialize_args; `deps` are (data, flags) of the resolved refs."""
+    """Inverse of serialize_args; `deps` are (data, flags) of the resolved refs.
+    Refs found inside are registered with their owners before it returns."""
     if not blob:
         return (), {}
     payload = loads(blob)
     if len(payload) == 2:
+        flush_borrows()
         return payload
     args, kwargs, positions = payload
     args = list(args)
@@ -274,6 +293,7 @@ def deserialize_args(blob: bytes, deps: list) -> Tuple[tuple, dict]:
             args[where] = value
         else:
             kwargs[where] = value
+    flush_borrows()
     return tuple(args), kwargs
 
 
