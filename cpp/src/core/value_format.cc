@@ -15,9 +15,14 @@ void Put64(uint8_t* p, uint64_t v) {
 }
 }  // namespace
 
+constexpr uint64_t kPageMatchMin = 64 * 1024;
+constexpr uint64_t kPage = 4096;
+
 uint64_t FramedSize(uint64_t inband_len, const std::vector<ByteSpan>& buffers) {
   uint64_t end = Align(HeaderSize(buffers.size()), 8) + inband_len;
-  for (const auto& b : buffers) end = Align(end, 64) + b.size;
+  for (const auto& b : buffers) {
+    end = Align(end, 64) + (b.size >= kPageMatchMin ? kPage : 0) + b.size;
+  }
   return end;
 }
 
@@ -33,6 +38,11 @@ void WriteFramed(uint8_t* dst, std::string_view inband, const std::vector<ByteSp
   off += inband.size();
   for (size_t i = 0; i < buffers.size(); i++) {
     uint64_t start = Align(off, 64);
+    if (buffers[i].size >= kPageMatchMin) {  // same offset within a page as the source
+      uint64_t want = reinterpret_cast<uintptr_t>(buffers[i].data) % kPage;
+      uint64_t have = (reinterpret_cast<uintptr_t>(dst) + start) % kPage;
+      start += (want + kPage - have) % kPage;
+    }
     std::memset(dst + off, 0, start - off);
     Put64(dst + 24 + 16 * i, start);
     Put64(dst + 32 + 16 * i, buffers[i].size);

@@ -156,7 +156,8 @@ void ObjectStore::Shutdown() {
   io_thread_.reset();  // joins; pending completions are dropped with io_
   if (deadline_timer_) deadline_timer_->cancel();
   for (auto& [id, o] : objects_) {
-    if (o.on_disk) ::unlink(SpillPath(id).c_str());
+    // kSpilling: its file may be complete, the completion not yet seen.
+    if (o.on_disk || o.state == State::kSpilling) ::unlink(SpillPath(id).c_str());
   }
   if (!options_.spill_dir.empty()) {
     std::error_code ec;
@@ -424,10 +425,12 @@ void ObjectStore::ProcessPending() {
 }
 
 void ObjectStore::StartSpills(uint64_t need) {
+  if (!io_thread_) return;  // shut down
   if (spilling_bytes_ > 0 && alloc_.free_bytes() + spilling_bytes_ >= need) return;
   std::vector<std::pair<uint64_t, std::string>> candidates;
   for (auto& [id, o] : objects_) {
-    if (o.state == State::kInMemory && !o.on_disk && o.total_pins == 0 && !o.freed) {
+    if (o.state == State::kInMemory && !o.on_disk && o.total_pins == 0 && !o.freed &&
+        !o.spill_failed) {
       candidates.emplace_back(o.last_used, id);
     }
   }
@@ -462,6 +465,7 @@ void ObjectStore::OnSpilled(const std::string& id, Status s) {
     }
   } else {
     FLEET_LOG(WARNING) << "spilling object " << ToHex(id) << " failed: " << s.message();
+    o.spill_failed = true;  // a disk that refuses once is not asked again for it
   }
   MaybeDelete(it);
   ProcessPending();
@@ -478,6 +482,10 @@ void ObjectStore::StartRestore(Iter it) {
       return;
     }
     Object& o = it->second;
+    if (r.ok() && !io_thread_) {  // shut down meanwhile
+      alloc_.Free(r.value());
+      r = Status::Disconnected("the object store is shutting down");
+    }
     if (!r.ok()) {
       o.state = State::kSpilled;  // may fit later
       auto waiting = std::move(o.waiting);

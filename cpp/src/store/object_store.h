@@ -18,8 +18,8 @@
 // makes that object lost (kObjectLost for its readers); the daemon carries on.
 //
 // Clients are identified by a ClientId chosen by the caller (one per
-// connection); ClientGone() drops its pins, reclaims the objects it was
-// still writing, and frees the objects it owned.
+// connection); ClientGone() drops its pins and reclaims the objects it was
+// still writing; OwnerGone() frees the objects a dead process owned.
 //
 // Threading: every method runs on the io thread that owns `io`; file I/O runs
 // on one internal thread whose completions are posted back to `io`.
@@ -108,6 +108,7 @@ class ObjectStore {
     bool has_region = false;
     bool on_disk = false;   // a complete spill file exists
     bool freed = false;     // the owner let go
+    bool spill_failed = false;  // writing its spill file failed: not tried again
     ClientId creator = 0;
     std::string owner;
     std::string call_site;
