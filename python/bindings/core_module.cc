@@ -495,6 +495,13 @@ NB_MODULE(_core, m) {
              }
              return false;
            })
+      .def("register_return_refs",
+           [](PyCore& c, uint64_t handle, uint32_t index, const std::vector<nb::bytes>& ids) {
+             std::vector<std::string> v;
+             for (auto& i : ids) v.push_back(Str(i));
+             nb::gil_scoped_release release;
+             c.core().RegisterReturnRefs(handle, index, v);
+           })
       .def("flush_borrows",
            [](PyCore& c) {
              nb::gil_scoped_release release;

@@ -238,7 +238,8 @@ void ActorSubmitter::OnReply(const std::string& actor_id, const CallPtr& call, c
     if (f == it->second->in_flight.end() || f->second != call) return;  // already resolved
     it->second->in_flight.erase(f);
   }
-  StoreReturns(store_, call->return_ids, reply.mutable_push_task_reply(), "actor call");
+  StoreReturns(store_, call->return_ids, reply.mutable_push_task_reply(), "actor call",
+               hello_.address());
   FinishCall(call);
 }
 

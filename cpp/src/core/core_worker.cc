@@ -58,6 +58,7 @@ Status CoreWorker::Init() {
       [this](const rpc::ConnectionPtr& c, rpc::Envelope& m) { OnMessage(c, m); },
       [this](const rpc::ConnectionPtr& c, const Status&) {
         // A borrower's connection closed: it is gone, and so are its borrows.
+        peer_addresses_.erase(c.get());
         auto it = borrower_conns_.find(c.get());
         if (it == borrower_conns_.end()) return;
         store_.DropBorrower(it->second);
@@ -226,6 +227,44 @@ Result<StoredObject> CoreWorker::EncodeReturn(uint64_t handle, uint32_t index, b
   return EncodeValue(id, owner, inband, buffers, "");
 }
 
+void CoreWorker::RegisterReturnRefs(uint64_t handle, uint32_t index,
+                                    const std::vector<std::string>& ids) {
+  std::string caller;
+  {
+    std::lock_guard<std::mutex> lk(exec_mu_);
+    auto it = executing_.find(handle);
+    if (it == executing_.end()) return;
+    caller = it->second.owner_address;
+  }
+  std::vector<std::pair<std::string, std::string>> nested;
+  std::map<std::string, rpc::Envelope> remote;  // owner -> AddBorrowers
+  for (const auto& id : ids) {
+    if (!store_.Contains(id)) {
+      store_.MarkEscaped(id);
+      continue;
+    }
+    auto owner = store_.OwnerOf(id);
+    if (!owner) {  // ours
+      store_.AddBorrower(id, caller, 1);
+      nested.emplace_back(id, address_);
+    } else {
+      auto& m = remote[*owner];
+      m.mutable_add_borrowers()->add_object_ids(id);
+      m.mutable_add_borrowers()->set_borrower(caller);
+      nested.emplace_back(id, *owner);
+    }
+  }
+  for (auto& [owner, m] : remote) {
+    auto conn = ConnectionTo(owner);
+    if (conn.ok()) (void)conn.value()->CallSync(m, kRpcTimeoutMs);
+  }
+  std::lock_guard<std::mutex> lk(exec_mu_);
+  auto it = executing_.find(handle);
+  if (it == executing_.end()) return;
+  auto& dst = it->second.nested[index];
+  dst.insert(dst.end(), nested.begin(), nested.end());
+}
+
 Result<std::string> CoreWorker::PutValue(std::string_view inband,
                                          const std::vector<ByteSpan>& buffers,
                                          const std::string& call_site) {
@@ -281,7 +320,11 @@ void CoreWorker::FlushBorrowReleases() {
       auto it = peers_.find(owner);
       if (it != peers_.end() && !it->second->closed()) conn = it->second;
     }
-    if (!conn) continue;  // registered through it, so only gone if the owner is
+    if (!conn) {  // registered for us by an executor: connect now (Unix: immediate)
+      auto c = ConnectionTo(owner);
+      if (!c.ok()) continue;  // the owner is gone, and its objects with it
+      conn = c.value();
+    }
     rpc::Envelope m;
     auto* r = m.mutable_remove_borrowers();
     r->set_borrower(address_);
@@ -352,6 +395,7 @@ Result<rpc::ConnectionPtr> CoreWorker::ConnectionTo(const std::string& address) 
   hello.set_role("peer");
   hello.set_worker_id(worker_id_);
   hello.set_pid(getpid());
+  hello.set_address(address_);
   auto c = rpc::Connect(io_, address, hello);
   if (!c.ok()) return c.status();
   c.value()->Start(nullptr, nullptr);
@@ -396,10 +440,16 @@ void CoreWorker::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
       HandleCancelTask(msg);
       break;
     case rpc::Envelope::kHello:
+      if (!msg.hello().address().empty()) peer_addresses_[conn.get()] = msg.hello().address();
       break;
     case rpc::Envelope::kAddBorrowers: {
       const auto& b = msg.add_borrowers();
-      borrower_conns_[conn.get()] = b.borrower();
+      // Registered by the borrower itself: its connection closing means it
+      // died. (An executor registering its caller does not speak for it.)
+      if (auto a = peer_addresses_.find(conn.get());
+          a != peer_addresses_.end() && a->second == b.borrower()) {
+        borrower_conns_[conn.get()] = b.borrower();
+      }
       for (const auto& id : b.object_ids()) store_.AddBorrower(id, b.borrower(), 1);
       rpc::Envelope reply;
       reply.mutable_add_borrowers_reply();
@@ -429,7 +479,7 @@ void CoreWorker::HandlePushTask(const rpc::ConnectionPtr& conn, rpc::Envelope& m
   ExecutableTask t;
   t.handle = handle;
   t.spec = std::move(*msg.mutable_push_task()->mutable_spec());
-  executing_[handle] = Pending{conn, msg.request_id(), {}, t.spec.task_id(), t.spec.owner_address()};
+  executing_[handle] = Pending{conn, msg.request_id(), {}, t.spec.task_id(), t.spec.owner_address(), {}};
   if (!early_cancels_.empty()) {
     auto c = std::find(early_cancels_.begin(), early_cancels_.end(), t.spec.task_id());
     if (c != early_cancels_.end()) {
@@ -759,10 +809,17 @@ void CoreWorker::FinishTask(uint64_t handle,
   r->set_exec_us(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
                                             std::chrono::steady_clock::now() - p.started)
                                             .count()));
+  uint32_t index = 0;
   for (auto& [data, flags] : returns) {
     auto* o = r->add_returns();
     o->set_data(std::move(data));
     o->set_flags(flags);
+    if (auto n = p.nested.find(index++); n != p.nested.end()) {
+      for (auto& [id, owner] : n->second) {
+        o->add_nested_ids(id);
+        o->add_nested_owners(owner);
+      }
+    }
   }
   // Hold the reply back while more (short, pipelined) tasks wait here, so a
   // batch of replies costs one write and one wake-up of the submitter.

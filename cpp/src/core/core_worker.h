@@ -86,6 +86,11 @@ class CoreWorker {
   // behind `handle`, owned by its caller.
   Result<StoredObject> EncodeReturn(uint64_t handle, uint32_t index, bool generator_item,
                                     std::string_view inband, const std::vector<ByteSpan>& buffers);
+  // Return `index` of the task behind `handle` holds refs `ids`: registers
+  // the caller as their borrower with each owner (waiting for remote owners'
+  // answers) and sends the list with the reply, so the caller's return
+  // object holds them. Unknown ids escape (kept).
+  void RegisterReturnRefs(uint64_t handle, uint32_t index, const std::vector<std::string>& ids);
   // put() of a serialized value: a fresh id, owned here, holding one local ref.
   Result<std::string> PutValue(std::string_view inband, const std::vector<ByteSpan>& buffers,
                                const std::string& call_site);
@@ -213,6 +218,7 @@ class CoreWorker {
   bool release_flush_posted_ = false;                        // guarded by borrow_mu_
   // Connections of processes that registered borrows here (owner side).
   std::map<const rpc::Connection*, std::string> borrower_conns_;  // io thread only
+  std::map<const rpc::Connection*, std::string> peer_addresses_;  // from Hello; io thread only
 
   std::mutex conn_mu_;
   rpc::ConnectionPtr gcs_;                                   // guarded by conn_mu_
@@ -227,6 +233,8 @@ class CoreWorker {
     std::chrono::steady_clock::time_point started;
     std::string task_id;
     std::string owner_address;  // the caller, who owns the returns
+    // Refs inside return i, with their owners (see RegisterReturnRefs).
+    std::map<uint32_t, std::vector<std::pair<std::string, std::string>>> nested;
   };
   std::deque<ExecutableTask> exec_queue_;                    // guarded by exec_mu_
   std::map<uint64_t, Pending> executing_;                    // guarded by exec_mu_

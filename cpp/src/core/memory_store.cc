@@ -152,6 +152,38 @@ void MemoryStore::DropBorrower(const std::string& borrower) {
   }
 }
 
+void MemoryStore::AdoptNested(const std::string& outer,
+                              const std::vector<std::pair<std::string, std::string>>& nested,
+                              const std::string& self) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto out = objects_.find(outer);
+  bool keep = out != objects_.end() && out->second.ready;
+  for (const auto& [id, owner] : nested) {
+    std::unordered_map<std::string, Entry>::iterator it;
+    if (owner == self) {  // ours: the registration is in our own borrower list
+      it = objects_.find(id);
+      if (it == objects_.end()) continue;
+      auto& list = it->second.borrowers;
+      auto b = std::find_if(list.begin(), list.end(), [&](const auto& p) { return p.first == self; });
+      if (b != list.end() && --b->second == 0) list.erase(b);
+    } else {
+      bool added;
+      std::tie(it, added) = objects_.try_emplace(id);
+      if (added) {
+        it->second.owned = false;
+        it->second.owner_address = owner;
+      }
+      it->second.registered++;
+    }
+    if (keep) {
+      it->second.contained++;
+      out = objects_.find(outer);  // try_emplace may rehash
+      out->second.contains.push_back(id);
+    }
+    MaybeFreeLocked(it);
+  }
+}
+
 void MemoryStore::SetContains(const std::string& outer, const std::vector<std::string>& inner) {
   if (inner.empty()) return;
   std::lock_guard<std::mutex> lk(mu_);

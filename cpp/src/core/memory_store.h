@@ -89,6 +89,13 @@ class MemoryStore {
   // `outer` (an object of ours) contains refs `inner`: each is kept while
   // `outer` exists.
   void SetContains(const std::string& outer, const std::vector<std::string>& inner);
+  // A return value `outer` arrived holding refs `nested` (id, owner), for
+  // each of which the executor registered this process as a borrower: the
+  // registrations become holds of `outer` (or are handed back at once if
+  // `outer` is gone). `self` is this process's address.
+  void AdoptNested(const std::string& outer,
+                   const std::vector<std::pair<std::string, std::string>>& nested,
+                   const std::string& self);
 
   // No-op for an unknown id (a ref whose object this process never had).
   void AddLocalRef(const std::string& id);

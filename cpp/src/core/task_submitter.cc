@@ -62,11 +62,18 @@ struct TaskSubmitter::Outbox {
 };
 
 void StoreReturns(MemoryStore& store, const std::vector<std::string>& return_ids,
-                  rpc::PushTaskReply* reply, const char* what) {
+                  rpc::PushTaskReply* reply, const char* what, const std::string& self) {
   int n = std::min<int>(reply->returns_size(), static_cast<int>(return_ids.size()));
   for (int i = 0; i < n; ++i) {
     auto* ret = reply->mutable_returns(i);
     store.Complete(return_ids[i], std::move(*ret->mutable_data()), ret->flags());
+    if (ret->nested_ids_size() > 0) {
+      std::vector<std::pair<std::string, std::string>> nested;
+      for (int k = 0; k < ret->nested_ids_size() && k < ret->nested_owners_size(); k++) {
+        nested.emplace_back(ret->nested_ids(k), ret->nested_owners(k));
+      }
+      store.AdoptNested(return_ids[i], nested, self);
+    }
   }
   for (size_t i = n; i < return_ids.size(); ++i) {
     store.Complete(return_ids[i], std::string(what) + " returned fewer values than num_returns",
@@ -427,7 +434,8 @@ void TaskSubmitter::OnTaskReply(const LeasePtr& lease, const TaskPtr& task, cons
       FailTask(task, kFlagWorkerCrashed, message);
     });
   } else {
-    StoreReturns(store_, task->return_ids, reply.mutable_push_task_reply(), "task");
+    StoreReturns(store_, task->return_ids, reply.mutable_push_task_reply(), "task",
+                 hello_.address());
     FinishTask(task);
   }
   Outbox out;

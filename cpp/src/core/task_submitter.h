@@ -50,8 +50,9 @@ struct TaskSubmission {
 
 // Stores a PushTaskReply's returns into `return_ids` (moving the bytes); ids
 // the reply has no value for get a system error naming `what`.
+// `self`: this process's address (see MemoryStore::AdoptNested).
 void StoreReturns(MemoryStore& store, const std::vector<std::string>& return_ids,
-                  rpc::PushTaskReply* reply, const char* what);
+                  rpc::PushTaskReply* reply, const char* what, const std::string& self);
 
 // Asks the executor on `conn` to cancel `task_id` (see CoreWorker's CancelTask).
 void SendCancelTask(const rpc::ConnectionPtr& conn, const std::string& task_id, bool recursive);

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from fleet import _core
 from fleet._private import serialization, state
+from fleet.object_ref import collect_refs
 
 FLAG_PICKLED_ERROR = _core.FLAG_PICKLED_ERROR
 FLAG_TASK_CANCELLED = _core.FLAG_TASK_CANCELLED
@@ -181,12 +182,18 @@ class Executor:
 
     def _returns(self, handle: int, fn_name: str, result: Any, num_returns: int) -> Returns:
         if num_returns == 1:
+            nested: List[bytes] = []
+            prev = collect_refs(nested)
             try:  # the common case, inlined: plain pickle of a small value
                 data = _pickle_dumps(result, 5)
                 if len(data) < 65536 and b"__main__" not in data:
+                    if nested:
+                        self.core.register_return_refs(handle, 0, nested)
                     return [(data, 0)]
             except Exception:
                 pass
+            finally:
+                collect_refs(prev)
             return [self._dump_return(handle, 0, False, fn_name, result)]
         if num_returns == 0:
             return []
@@ -205,12 +212,17 @@ class Executor:
     ) -> Tuple[bytes, int]:
         """(data, flags) of a return value or generator item: inline, or
         written to the node's object store (owned by the caller)."""
+        # Refs inside a return value are handed to the caller (registered as
+        # its borrows); inside a generator item they escape (kept).
+        nested: Optional[List[bytes]] = None if generator_item else []
         try:
-            data, buffers = serialization.serialize(value)
+            data, buffers = serialization.serialize(value, nested)
         except TypeError as e:
             raise TypeError(
                 f"Could not serialize the return value of task '{fn_name}': {e}"
             ) from None
+        if nested:
+            self.core.register_return_refs(handle, index, nested)
         if serialization.is_inline(data, buffers):
             return data, 0
         return self.core.encode_return(handle, index, generator_item, data, buffers)
