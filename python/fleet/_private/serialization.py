@@ -29,7 +29,7 @@ from fleet.exceptions import (
     TaskCancelledError,
     WorkerCrashedError,
 )
-from fleet.object_ref import flush_borrows
+from fleet.object_ref import _collecting, flush_borrows
 
 FLAG_PICKLED_ERROR = _core.FLAG_PICKLED_ERROR
 FLAG_IN_STORE = _core.FLAG_IN_STORE
@@ -40,6 +40,7 @@ _FRAMED_MAGIC = b"FL5\x00"
 _FRAMED_HEADER = struct.Struct("<4sIQQ")
 
 _cloudpickle = None
+_dumps = pickle.dumps
 
 
 def _cp():
@@ -75,29 +76,30 @@ def serialize(value: Any, nested: Optional[List[bytes]] = None) -> Tuple[bytes, 
     holds them for the receiver); without, such refs escape (kept until
     shutdown). Raises TypeError naming the type if it cannot be pickled."""
     if nested is not None:
-        from fleet.object_ref import collect_refs
-
-        prev = collect_refs(nested)
-        try:
-            return serialize(value)
-        finally:
-            collect_refs(prev)
+        prev = getattr(_collecting, "ids", None)
+        _collecting.ids = nested
     buffers: list = []
     try:
-        data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
-        if b"__main__" not in data:
-            return data, [b.raw() for b in buffers]
-    except Exception:
-        pass
-    buffers = []
-    try:
-        data = _cp().dumps(value, protocol=5, buffer_callback=buffers.append)
-    except Exception as e:
-        raise TypeError(
-            f"Could not serialize the value {_short_repr(value)} of type "
-            f"{type(value).__module__}.{type(value).__qualname__}: {e}"
-        ) from e
-    return data, [b.raw() for b in buffers]
+        try:
+            data = _dumps(value, 5, buffer_callback=buffers.append)
+            if b"__main__" not in data:
+                return data, [b.raw() for b in buffers] if buffers else buffers
+        except Exception:
+            pass
+        if nested is not None:
+            del nested[:]  # the second attempt collects them again
+        buffers = []
+        try:
+            data = _cp().dumps(value, protocol=5, buffer_callback=buffers.append)
+        except Exception as e:
+            raise TypeError(
+                f"Could not serialize the value {_short_repr(value)} of type "
+                f"{type(value).__module__}.{type(value).__qualname__}: {e}"
+            ) from e
+        return data, [b.raw() for b in buffers]
+    finally:
+        if nested is not None:
+            _collecting.ids = prev
 
 
 def is_inline(data: bytes, buffers: list) -> bool:
