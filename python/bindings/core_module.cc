@@ -496,12 +496,14 @@ NB_MODULE(_core, m) {
              return false;
            })
       .def("register_return_refs",
-           [](PyCore& c, uint64_t handle, uint32_t index, const std::vector<nb::bytes>& ids) {
+           [](PyCore& c, uint64_t handle, uint32_t index, const std::vector<nb::bytes>& ids,
+              bool generator_item) {
              std::vector<std::string> v;
              for (auto& i : ids) v.push_back(Str(i));
              nb::gil_scoped_release release;
-             c.core().RegisterReturnRefs(handle, index, v);
-           })
+             c.core().RegisterReturnRefs(handle, index, v, generator_item);
+           },
+           nb::arg("handle"), nb::arg("index"), nb::arg("ids"), nb::arg("generator_item") = false)
       .def("flush_borrows",
            [](PyCore& c) {
              nb::gil_scoped_release release;

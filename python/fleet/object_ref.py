@@ -11,9 +11,6 @@ from fleet._private import state
 # arguments), refs pickled on this thread are collected here instead of
 # being marked escaped.
 _collecting = threading.local()
-# Set when a deserialized ref was queued for registration with its owner;
-# cleared by flush_borrows().
-_borrows_pending = False
 
 
 def collect_refs(into: Optional[List[bytes]]) -> Optional[List[bytes]]:
@@ -28,9 +25,10 @@ def flush_borrows() -> None:
     """Registers the refs deserialized since the last flush with their
     owners (one round trip per owner); call before the value that carried
     them can be let go."""
-    global _borrows_pending
-    if _borrows_pending:
-        _borrows_pending = False
+    # Per thread: set when a ref deserialized on this thread was queued for
+    # registration with its owner.
+    if getattr(_collecting, "borrows", False):
+        _collecting.borrows = False
         core = state.core
         if core is not None:
             core.flush_borrows()
@@ -129,12 +127,11 @@ class ObjectRef:
 
 
 def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:
-    global _borrows_pending
     core = state.core
     if core is not None and owner == core.address:
         return ObjectRef(object_id)
     if core is not None and core.register_borrowed(object_id, owner):
-        _borrows_pending = True
+        _collecting.borrows = True
     return ObjectRef(object_id, owner)
 
 

@@ -309,6 +309,8 @@ void ActorSubmitter::OnUpdate(const rpc::ActorInfo& info) {
                   auto* g = m.mutable_generator_item();
                   store_.PutOrComplete(GeneratorItemId(g->task_id(), g->index()),
                                        std::move(*g->mutable_data()), g->flags());
+                AdoptNestedRefs(store_, GeneratorItemId(g->task_id(), g->index()), *g,
+                                hello_.address());
                 }
               },
               [this, id, weak](const rpc::ConnectionPtr&, const Status&) {

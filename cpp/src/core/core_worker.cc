@@ -228,7 +228,7 @@ Result<StoredObject> CoreWorker::EncodeReturn(uint64_t handle, uint32_t index, b
 }
 
 void CoreWorker::RegisterReturnRefs(uint64_t handle, uint32_t index,
-                                    const std::vector<std::string>& ids) {
+                                    const std::vector<std::string>& ids, bool generator_item) {
   std::string caller;
   {
     std::lock_guard<std::mutex> lk(exec_mu_);
@@ -246,6 +246,7 @@ void CoreWorker::RegisterReturnRefs(uint64_t handle, uint32_t index,
     auto owner = store_.OwnerOf(id);
     if (!owner) {  // ours
       store_.AddBorrower(id, caller, 1);
+      WatchBorrower(caller);
       nested.emplace_back(id, address_);
     } else {
       auto& m = remote[*owner];
@@ -261,7 +262,7 @@ void CoreWorker::RegisterReturnRefs(uint64_t handle, uint32_t index,
   std::lock_guard<std::mutex> lk(exec_mu_);
   auto it = executing_.find(handle);
   if (it == executing_.end()) return;
-  auto& dst = it->second.nested[index];
+  auto& dst = generator_item ? it->second.item_nested[index] : it->second.nested[index];
   dst.insert(dst.end(), nested.begin(), nested.end());
 }
 
@@ -289,10 +290,15 @@ void CoreWorker::QueueBorrowRegistration(const std::string& owner, const std::st
 void CoreWorker::FlushBorrowRegistrations() {
   std::vector<std::pair<std::string, std::string>> todo;
   {
-    std::lock_guard<std::mutex> lk(borrow_mu_);
+    std::unique_lock<std::mutex> lk(borrow_mu_);
     todo.swap(borrows_to_register_);
+    if (todo.empty()) {
+      // Ours may be in a batch another thread is sending: wait for it.
+      registrations_done_.wait(lk, [this] { return registrations_in_flight_ == 0; });
+      return;
+    }
+    registrations_in_flight_++;
   }
-  if (todo.empty()) return;
   std::map<std::string, rpc::Envelope> by_owner;
   for (auto& [owner, id] : todo) {
     auto& m = by_owner[owner];
@@ -303,6 +309,24 @@ void CoreWorker::FlushBorrowRegistrations() {
     auto conn = ConnectionTo(owner);
     // An unreachable owner: its objects are lost anyway (get says so).
     if (conn.ok()) (void)conn.value()->CallSync(m, kRpcTimeoutMs);
+  }
+  std::unique_lock<std::mutex> lk(borrow_mu_);
+  registrations_in_flight_--;
+  registrations_done_.notify_all();
+  registrations_done_.wait(lk, [this] { return registrations_in_flight_ == 0; });
+}
+
+void CoreWorker::WatchBorrower(const std::string& borrower) {
+  {
+    std::lock_guard<std::mutex> lk(borrow_mu_);
+    if (!watched_borrowers_.insert(borrower).second) return;
+  }
+  if (!ConnectionTo(borrower).ok()) {  // gone already
+    {
+      std::lock_guard<std::mutex> lk(borrow_mu_);
+      watched_borrowers_.erase(borrower);
+    }
+    store_.DropBorrower(borrower);
   }
 }
 
@@ -398,7 +422,14 @@ Result<rpc::ConnectionPtr> CoreWorker::ConnectionTo(const std::string& address) 
   hello.set_address(address_);
   auto c = rpc::Connect(io_, address, hello);
   if (!c.ok()) return c.status();
-  c.value()->Start(nullptr, nullptr);
+  c.value()->Start(nullptr, [this, address](const rpc::ConnectionPtr&, const Status&) {
+    bool watched;
+    {
+      std::lock_guard<std::mutex> lk(borrow_mu_);
+      watched = watched_borrowers_.erase(address) > 0;
+    }
+    if (watched) store_.DropBorrower(address);  // that process is gone
+  });
   peers_[address] = c.value();
   return c.value();
 }
@@ -449,6 +480,8 @@ void CoreWorker::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
       if (auto a = peer_addresses_.find(conn.get());
           a != peer_addresses_.end() && a->second == b.borrower()) {
         borrower_conns_[conn.get()] = b.borrower();
+      } else {
+        WatchBorrower(b.borrower());  // registered for it by an executor
       }
       for (const auto& id : b.object_ids()) store_.AddBorrower(id, b.borrower(), 1);
       rpc::Envelope reply;
@@ -479,7 +512,7 @@ void CoreWorker::HandlePushTask(const rpc::ConnectionPtr& conn, rpc::Envelope& m
   ExecutableTask t;
   t.handle = handle;
   t.spec = std::move(*msg.mutable_push_task()->mutable_spec());
-  executing_[handle] = Pending{conn, msg.request_id(), {}, t.spec.task_id(), t.spec.owner_address(), {}};
+  executing_[handle] = Pending{conn, msg.request_id(), {}, t.spec.task_id(), t.spec.owner_address(), {}, {}};
   if (!early_cancels_.empty()) {
     auto c = std::find(early_cancels_.begin(), early_cancels_.end(), t.spec.task_id());
     if (c != early_cancels_.end()) {
@@ -605,16 +638,26 @@ void CoreWorker::SetConcurrent(bool concurrent) {
 void CoreWorker::SendGeneratorItem(uint64_t handle, int index, std::string data, uint32_t flags) {
   std::shared_ptr<rpc::Connection> conn;
   std::string task_id;
+  std::vector<std::pair<std::string, std::string>> nested;
   {
     std::lock_guard<std::mutex> lk(exec_mu_);
     auto it = executing_.find(handle);
     if (it == executing_.end()) return;
     conn = it->second.conn.lock();
     task_id = it->second.task_id;
+    if (auto n = it->second.item_nested.find(static_cast<uint32_t>(index));
+        n != it->second.item_nested.end()) {
+      nested = std::move(n->second);
+      it->second.item_nested.erase(n);
+    }
   }
   if (!conn) return;
   rpc::Envelope m;
   auto* g = m.mutable_generator_item();
+  for (auto& [id, owner] : nested) {
+    g->add_nested_ids(id);
+    g->add_nested_owners(owner);
+  }
   g->set_task_id(task_id);
   g->set_index(index);
   g->set_data(std::move(data));

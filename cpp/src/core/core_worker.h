@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -90,7 +91,8 @@ class CoreWorker {
   // the caller as their borrower with each owner (waiting for remote owners'
   // answers) and sends the list with the reply, so the caller's return
   // object holds them. Unknown ids escape (kept).
-  void RegisterReturnRefs(uint64_t handle, uint32_t index, const std::vector<std::string>& ids);
+  void RegisterReturnRefs(uint64_t handle, uint32_t index, const std::vector<std::string>& ids,
+                          bool generator_item = false);
   // put() of a serialized value: a fresh id, owned here, holding one local ref.
   Result<std::string> PutValue(std::string_view inband, const std::vector<ByteSpan>& buffers,
                                const std::string& call_site);
@@ -186,6 +188,9 @@ class CoreWorker {
   void ReplyCancelled(uint64_t handle, const rpc::TaskSpec& spec);
   void FetchFromOwner(const std::string& id, const std::string& owner_address);
   Result<rpc::ConnectionPtr> ConnectionTo(const std::string& address);
+  // Drops every borrow of `borrower` once our connection to it closes (it
+  // died). Connects if needed (Unix: immediate).
+  void WatchBorrower(const std::string& borrower);
   Result<rpc::ConnectionPtr> Gcs();
   void OnBlocked(bool blocked);
   // Sends the queued RemoveBorrowers (io thread).
@@ -216,6 +221,13 @@ class CoreWorker {
   // owner -> (id, count) to hand back; guarded by borrow_mu_
   std::map<std::string, std::vector<std::pair<std::string, int>>> borrows_to_release_;
   bool release_flush_posted_ = false;                        // guarded by borrow_mu_
+  int registrations_in_flight_ = 0;                          // guarded by borrow_mu_
+  std::condition_variable registrations_done_;
+  // Borrowers registered for them by an executor (not through their own
+  // connection): watched through a connection of ours. Guarded by borrow_mu_
+  // (not conn_mu_: Shutdown closes connections, running their close
+  // handlers, under conn_mu_).
+  std::set<std::string> watched_borrowers_;
   // Connections of processes that registered borrows here (owner side).
   std::map<const rpc::Connection*, std::string> borrower_conns_;  // io thread only
   std::map<const rpc::Connection*, std::string> peer_addresses_;  // from Hello; io thread only
@@ -233,8 +245,10 @@ class CoreWorker {
     std::chrono::steady_clock::time_point started;
     std::string task_id;
     std::string owner_address;  // the caller, who owns the returns
-    // Refs inside return i, with their owners (see RegisterReturnRefs).
+    // Refs inside return i (or generator item i), with their owners (see
+    // RegisterReturnRefs).
     std::map<uint32_t, std::vector<std::pair<std::string, std::string>>> nested;
+    std::map<uint32_t, std::vector<std::pair<std::string, std::string>>> item_nested;
   };
   std::deque<ExecutableTask> exec_queue_;                    // guarded by exec_mu_
   std::map<uint64_t, Pending> executing_;                    // guarded by exec_mu_

@@ -131,8 +131,10 @@ void MemoryStore::AddBorrower(const std::string& id, const std::string& borrower
   auto& list = it->second.borrowers;
   auto b = std::find_if(list.begin(), list.end(), [&](const auto& p) { return p.first == borrower; });
   if (b == list.end()) {
-    list.emplace_back(borrower, count);
-  } else if ((b->second += count) == 0) {
+    // A release always follows its registration; one for an unknown borrower
+    // had a registration that never arrived (or was dropped with its conn).
+    if (count > 0) list.emplace_back(borrower, count);
+  } else if ((b->second += count) <= 0) {
     list.erase(b);
   }
   MaybeFreeLocked(it);

@@ -82,7 +82,7 @@ class MemoryStore {
   bool RegisterBorrowed(const std::string& id, const std::string& owner_address,
                         bool register_with_owner = false);
   // Owner side: `borrower` holds (count > 0) or let go of (count < 0) refs.
-  // Unknown ids are skipped.
+  // Unknown ids, and releases by a borrower not registered, are skipped.
   void AddBorrower(const std::string& id, const std::string& borrower, int count);
   // Owner side: the process at `borrower` is gone: drop all its borrows.
   void DropBorrower(const std::string& borrower);

@@ -67,13 +67,7 @@ void StoreReturns(MemoryStore& store, const std::vector<std::string>& return_ids
   for (int i = 0; i < n; ++i) {
     auto* ret = reply->mutable_returns(i);
     store.Complete(return_ids[i], std::move(*ret->mutable_data()), ret->flags());
-    if (ret->nested_ids_size() > 0) {
-      std::vector<std::pair<std::string, std::string>> nested;
-      for (int k = 0; k < ret->nested_ids_size() && k < ret->nested_owners_size(); k++) {
-        nested.emplace_back(ret->nested_ids(k), ret->nested_owners(k));
-      }
-      store.AdoptNested(return_ids[i], nested, self);
-    }
+    AdoptNestedRefs(store, return_ids[i], *ret, self);
   }
   for (size_t i = n; i < return_ids.size(); ++i) {
     store.Complete(return_ids[i], std::string(what) + " returned fewer values than num_returns",
@@ -328,6 +322,8 @@ void TaskSubmitter::OnLeaseReply(const std::string& key, const Status& s, rpc::E
           auto* g = m.mutable_generator_item();
           store_.PutOrComplete(GeneratorItemId(g->task_id(), g->index()),
                                std::move(*g->mutable_data()), g->flags());
+                AdoptNestedRefs(store_, GeneratorItemId(g->task_id(), g->index()), *g,
+                                hello_.address());
         }
       };
       lease->conn->Start(on_message, [this, weak](const rpc::ConnectionPtr&, const Status&) {

@@ -50,6 +50,19 @@ struct TaskSubmission {
 
 // Stores a PushTaskReply's returns into `return_ids` (moving the bytes); ids
 // the reply has no value for get a system error naming `what`.
+// Hands the refs listed in a ReturnObject or GeneratorItem to `outer`'s
+// entry (MemoryStore::AdoptNested); `self` is this process's address.
+template <typename Msg>
+void AdoptNestedRefs(MemoryStore& store, const std::string& outer, const Msg& m,
+                     const std::string& self) {
+  if (m.nested_ids_size() == 0) return;
+  std::vector<std::pair<std::string, std::string>> nested;
+  for (int k = 0; k < m.nested_ids_size() && k < m.nested_owners_size(); k++) {
+    nested.emplace_back(m.nested_ids(k), m.nested_owners(k));
+  }
+  store.AdoptNested(outer, nested, self);
+}
+
 // `self`: this process's address (see MemoryStore::AdoptNested).
 void StoreReturns(MemoryStore& store, const std::vector<std::string>& return_ids,
                   rpc::PushTaskReply* reply, const char* what, const std::string& self);

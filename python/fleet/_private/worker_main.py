@@ -212,9 +212,9 @@ class Executor:
     ) -> Tuple[bytes, int]:
         """(data, flags) of a return value or generator item: inline, or
         written to the node's object store (owned by the caller)."""
-        # Refs inside a return value are handed to the caller (registered as
-        # its borrows); inside a generator item they escape (kept).
-        nested: Optional[List[bytes]] = None if generator_item else []
+        # Refs inside a return value or generator item are handed to the
+        # caller (registered as its borrows; its object holds them).
+        nested: List[bytes] = []
         try:
             data, buffers = serialization.serialize(value, nested)
         except TypeError as e:
@@ -222,7 +222,7 @@ class Executor:
                 f"Could not serialize the return value of task '{fn_name}': {e}"
             ) from None
         if nested:
-            self.core.register_return_refs(handle, index, nested)
+            self.core.register_return_refs(handle, index, nested, generator_item)
         if serialization.is_inline(data, buffers):
             return data, 0
         return self.core.encode_return(handle, index, generator_item, data, buffers)
