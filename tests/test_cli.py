@@ -123,6 +123,7 @@ def test_start_status_stop(cli_env):
     assert rc == 0, out + err
     assert "CPU" in out, out
     assert info["node_id"][:12] in out or "127.0.0.1" in out, out
+    assert "Object store (this node)" in out and "MiB used of" in out, out
 
     rc, out, err = _cli(env, "stop")
     assert rc == 0, out + err

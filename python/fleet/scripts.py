@@ -90,6 +90,11 @@ def _status(args: argparse.Namespace) -> int:
                     print(f"    {used / 2**30:.2f}/{total / 2**30:.2f} GiB {k}")
                 else:
                     print(f"    {used:g}/{total:g} {k}")
+        store = fleet._private.state.core.store_list()
+        mib = 1024 * 1024
+        print(f"Object store (this node): {store['used'] / mib:.1f} MiB used of "
+              f"{store['capacity'] / mib:.1f} MiB in {len(store['objects'])} objects, "
+              f"{store['spilled_bytes'] / mib:.1f} MiB spilled")
         stats = fleet._private.state.core.node_stats()
         if stats["pending_leases"]:
             print(f"Pending lease requests on this node: {stats['pending_leases']}")

@@ -82,6 +82,11 @@ def node_resources(
         res["GPU"] = float(gpus)
     total_mem = system_memory_bytes()
     store = object_store_memory if object_store_memory is not None else int(total_mem * 0.3)
+    if store <= 0 or store > total_mem:
+        raise ValueError(
+            f"object_store_memory={store:,} bytes: it must be positive and at most this "
+            f"machine's memory ({total_mem:,} bytes); the default is 30% of it."
+        )
     res["memory"] = float(memory if memory is not None else int(total_mem * 0.7) - store)
     res["object_store_memory"] = float(store)
     res[f"node:{node_ip}"] = 1.0
