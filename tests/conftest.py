@@ -18,7 +18,7 @@ import warnings
 import pytest
 
 # fleet_test_utils first: it puts ../python on sys.path when fleet is not installed.
-from fleet_test_utils import cluster_procs, kill_leftovers, wait_dead  # isort: skip
+from fleet_test_utils import shutdown_checked  # isort: skip
 
 import fleet  # isort: skip
 
@@ -63,14 +63,8 @@ def fleet_cluster():
     try:
         yield ctx
     finally:
-        try:
-            procs = cluster_procs() if fleet.is_initialized() else []
-        except Exception:
-            procs = []
-        fleet.shutdown()
-        left = wait_dead(procs, 5.0)
+        left = shutdown_checked(5.0)
         if left:
-            kill_leftovers(left)
             warnings.warn(
                 f"processes of the module's cluster outlived shutdown: {left}", stacklevel=1
             )

@@ -113,6 +113,22 @@ def wait_dead(procs: Iterable[Proc], timeout: float) -> List[Proc]:
     return [p for p in procs if p.alive()]
 
 
+def shutdown_checked(timeout: float = 10.0) -> List[Proc]:
+    """fleet.shutdown(), then waits for the cluster's processes to exit;
+    kills and returns those that outlived it (the caller fails or warns)."""
+    import fleet
+
+    try:
+        procs = cluster_procs() if fleet.is_initialized() else []
+    except Exception:
+        procs = []
+    fleet.shutdown()
+    left = wait_dead(procs, timeout)
+    if left:
+        kill_leftovers(left)
+    return left
+
+
 def kill_leftovers(procs: Iterable[Proc]) -> None:
     """Last-resort cleanup so a failing test does not leave processes behind."""
     import signal

@@ -32,10 +32,10 @@ import pytest
 
 from fleet_test_utils import (  # isort: skip
     Proc,
-    cluster_procs,
     fleet_env,
     kill_leftovers,
     run_argv,
+    shutdown_checked,
     wait_dead,
     wait_until,
 )
@@ -77,14 +77,8 @@ def _start(store_bytes, spill_dir=None, num_cpus=2):
 
 
 def _stop():
-    try:
-        procs = cluster_procs() if fleet.is_initialized() else []
-    except Exception:
-        procs = []
-    fleet.shutdown()
-    left = wait_dead(procs, 10.0)
+    left = shutdown_checked(10.0)
     if left:
-        kill_leftovers(left)
         pytest.fail(f"processes of the cluster outlived shutdown: {left}")
 
 

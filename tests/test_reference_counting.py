@@ -28,7 +28,7 @@ import time
 import numpy as np
 import pytest
 
-from fleet_test_utils import cluster_procs, kill_leftovers, wait_dead, wait_until  # isort: skip
+from fleet_test_utils import shutdown_checked, wait_until  # isort: skip
 
 import fleet  # isort: skip
 from fleet._private import state as _state  # isort: skip
@@ -53,14 +53,8 @@ def cluster():
     try:
         yield ctx
     finally:
-        try:
-            procs = cluster_procs() if fleet.is_initialized() else []
-        except Exception:
-            procs = []
-        fleet.shutdown()
-        left = wait_dead(procs, 10.0)
+        left = shutdown_checked(10.0)
         if left:
-            kill_leftovers(left)
             pytest.fail(f"processes of the cluster outlived shutdown: {left}")
 
 

@@ -65,14 +65,24 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(args: argparse.Namespace) -> int:
+def _connect(args: argparse.Namespace) -> bool:
+    """Joins the cluster named by --address (or this machine's) as a quiet
+    driver; False (with a message) if there is none."""
     import fleet
 
     info = services.read_cluster_file()
     if info is None and not args.address:
         print("No fleet cluster is running on this machine (start one with `fleet start --head`).")
-        return 1
+        return False
     fleet.init(address=args.address or "auto", log_to_driver=False)
+    return True
+
+
+def _status(args: argparse.Namespace) -> int:
+    import fleet
+
+    if not _connect(args):
+        return 1
     try:
         nodes = fleet._private.state.core.nodes()
         alive = [n for n in nodes if n["alive"]]
@@ -107,11 +117,8 @@ def _memory(args: argparse.Namespace) -> int:
     import fleet
     from fleet.util.state import memory_summary
 
-    info = services.read_cluster_file()
-    if info is None and not args.address:
-        print("No fleet cluster is running on this machine (start one with `fleet start --head`).")
+    if not _connect(args):
         return 1
-    fleet.init(address=args.address or "auto", log_to_driver=False)
     try:
         print(memory_summary())
     finally:
