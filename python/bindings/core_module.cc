@@ -487,13 +487,14 @@ NB_MODULE(_core, m) {
       // A ref owned by `owner` was deserialized here: a new entry is queued
       // for registration with the owner (flush_borrows sends them).
       .def("register_borrowed",
+           // True: call flush_borrows before relying on the ref (its
+           // registration is queued here, or in flight from another thread).
            [](PyCore& c, const nb::bytes& id, const std::string& owner) {
+             using Borrow = fleet::MemoryStore::Borrow;
              std::string i = Str(id);
-             if (c.core().store().RegisterBorrowed(i, owner, true)) {
-               c.core().QueueBorrowRegistration(owner, i);
-               return true;
-             }
-             return false;
+             Borrow b = c.core().store().RegisterBorrowed(i, owner, true);
+             if (b == Borrow::kRegister) c.core().QueueBorrowRegistration(owner, i);
+             return b != Borrow::kKnown;
            })
       .def("register_return_refs",
            [](PyCore& c, uint64_t handle, uint32_t index, const std::vector<nb::bytes>& ids,

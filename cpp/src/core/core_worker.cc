@@ -145,13 +145,25 @@ void CoreWorker::Shutdown() {
   }
   if (submitter_) submitter_->Shutdown();
   if (actor_submitter_) actor_submitter_->Shutdown();
+  // Views of store objects (numpy arrays from get) outlive shutdown: keep
+  // our connection to fleet-node open (a duplicate of its socket, never
+  // closed; not shut down) until this process exits, so the node keeps their
+  // pins (and our objects) instead of reusing the memory under them.
+  bool keep_node = false;
+  if (node_ && store_client_ && store_client_->ViewsAlive()) {
+    int fd = node_->DupSocket();
+    keep_node = fd >= 0;
+    if (keep_node) {
+      FLEET_LOG(DEBUG) << "store views outlive shutdown; holding fd " << fd;
+    }
+  }
   if (io_thread_.joinable()) {
     std::promise<void> closed;
     asio::post(io_, [&] {
       if (listener_) listener_->Close();
       if (trim_timer_) trim_timer_->cancel();
       if (hold_timer_) hold_timer_->cancel();
-      if (node_) node_->Close();
+      if (node_ && !keep_node) node_->Close();
       std::lock_guard<std::mutex> lk(conn_mu_);
       if (gcs_) gcs_->Close();
       for (auto& [a, c] : peers_) c->Close();
@@ -224,7 +236,12 @@ Result<StoredObject> CoreWorker::EncodeReturn(uint64_t handle, uint32_t index, b
   }
   std::string id =
       generator_item ? GeneratorItemId(task_id, index) : ReturnObjectId(task_id, index + 1);
-  return EncodeValue(id, owner, inband, buffers, "");
+  auto v = EncodeValue(id, owner, inband, buffers, "");
+  if (v.ok() && (v->flags & kFlagInStore) && !generator_item) {
+    std::lock_guard<std::mutex> lk(exec_mu_);
+    if (auto it = executing_.find(handle); it != executing_.end()) it->second.stored[index] = id;
+  }
+  return v;
 }
 
 void CoreWorker::RegisterReturnRefs(uint64_t handle, uint32_t index,
@@ -300,16 +317,19 @@ void CoreWorker::FlushBorrowRegistrations() {
     registrations_in_flight_++;
   }
   std::map<std::string, rpc::Envelope> by_owner;
+  std::vector<std::string> ids;
   for (auto& [owner, id] : todo) {
     auto& m = by_owner[owner];
     m.mutable_add_borrowers()->add_object_ids(id);
     m.mutable_add_borrowers()->set_borrower(address_);
+    ids.push_back(id);
   }
   for (auto& [owner, m] : by_owner) {
     auto conn = ConnectionTo(owner);
     // An unreachable owner: its objects are lost anyway (get says so).
     if (conn.ok()) (void)conn.value()->CallSync(m, kRpcTimeoutMs);
   }
+  store_.ConfirmRegistered(ids);
   std::unique_lock<std::mutex> lk(borrow_mu_);
   registrations_in_flight_--;
   registrations_done_.notify_all();
@@ -512,7 +532,7 @@ void CoreWorker::HandlePushTask(const rpc::ConnectionPtr& conn, rpc::Envelope& m
   ExecutableTask t;
   t.handle = handle;
   t.spec = std::move(*msg.mutable_push_task()->mutable_spec());
-  executing_[handle] = Pending{conn, msg.request_id(), {}, t.spec.task_id(), t.spec.owner_address(), {}, {}};
+  executing_[handle] = Pending{conn, msg.request_id(), {}, t.spec.task_id(), t.spec.owner_address(), {}, {}, {}};
   if (!early_cancels_.empty()) {
     auto c = std::find(early_cancels_.begin(), early_cancels_.end(), t.spec.task_id());
     if (c != early_cancels_.end()) {
@@ -843,6 +863,13 @@ void CoreWorker::FinishTask(uint64_t handle,
     executing_.erase(it);
     more_queued = !exec_queue_.empty();
   }
+  // Returns already written to the store but replaced by an error (a later
+  // return failed): nobody will own them, so they go now.
+  std::vector<std::string> orphaned;
+  for (auto& [index, id] : p.stored) {
+    if (index >= returns.size() || !(returns[index].second & kFlagInStore)) orphaned.push_back(id);
+  }
+  store_client_->Free(orphaned);
   auto conn = p.conn.lock();
   if (!conn) return;  // the submitter went away; nobody wants the result
   rpc::Envelope reply;

@@ -249,6 +249,9 @@ class CoreWorker {
     // RegisterReturnRefs).
     std::map<uint32_t, std::vector<std::pair<std::string, std::string>>> nested;
     std::map<uint32_t, std::vector<std::pair<std::string, std::string>>> item_nested;
+    // Returns written to the node's store (index -> id): freed by FinishTask
+    // if the reply carries something else there (a later return failed).
+    std::map<uint32_t, std::string> stored;
   };
   std::deque<ExecutableTask> exec_queue_;                    // guarded by exec_mu_
   std::map<uint64_t, Pending> executing_;                    // guarded by exec_mu_

@@ -112,16 +112,29 @@ void MemoryStore::FinishCompleteLocked(std::unordered_map<std::string, Entry>::i
   MaybeFreeLocked(it);
 }
 
-bool MemoryStore::RegisterBorrowed(const std::string& id, const std::string& owner_address,
-                                   bool register_with_owner) {
+MemoryStore::Borrow MemoryStore::RegisterBorrowed(const std::string& id,
+                                                  const std::string& owner_address,
+                                                  bool register_with_owner) {
   std::lock_guard<std::mutex> lk(mu_);
   auto [it, added] = objects_.try_emplace(id);
   if (added) {
     it->second.owned = false;
     it->second.owner_address = owner_address;
-    if (register_with_owner) it->second.registered = 1;
+    if (register_with_owner) {
+      it->second.registered = 1;
+      it->second.unconfirmed = true;
+      return Borrow::kRegister;
+    }
   }
-  return added && register_with_owner;
+  return it->second.unconfirmed ? Borrow::kAwaitRegistration : Borrow::kKnown;
+}
+
+void MemoryStore::ConfirmRegistered(const std::vector<std::string>& ids) {
+  std::lock_guard<std::mutex> lk(mu_);
+  for (const auto& id : ids) {
+    auto it = objects_.find(id);
+    if (it != objects_.end()) it->second.unconfirmed = false;
+  }
 }
 
 void MemoryStore::AddBorrower(const std::string& id, const std::string& borrower, int count) {
@@ -233,21 +246,27 @@ void MemoryStore::MarkEscaped(const std::string& id) {
 }
 
 void MemoryStore::MaybeFreeLocked(std::unordered_map<std::string, Entry>::iterator it) {
-  const Entry& e = it->second;
-  if (e.local_refs <= 0 && e.submitted_refs <= 0 && !e.escaped && e.waiters.empty() &&
-      e.callbacks.empty() && e.contained <= 0 && e.borrowers.empty()) {
-    if (e.owned && e.ready && (e.value.flags & kFlagInStore) && free_hook_) free_hook_(it->first);
-    if (!e.owned && e.registered > 0 && release_borrow_) {
-      release_borrow_(it->first, e.owner_address, e.registered);
+  // A loop, not recursion: a chain of 100k nested puts must not overflow
+  // the stack when its head goes.
+  std::vector<std::string> released;  // refs held by entries freed here
+  while (true) {
+    const Entry& e = it->second;
+    if (e.local_refs <= 0 && e.submitted_refs <= 0 && !e.escaped && e.waiters.empty() &&
+        e.callbacks.empty() && e.contained <= 0 && e.borrowers.empty()) {
+      if (e.owned && e.ready && (e.value.flags & kFlagInStore) && free_hook_) free_hook_(it->first);
+      if (!e.owned && e.registered > 0 && release_borrow_) {
+        release_borrow_(it->first, e.owner_address, e.registered);
+      }
+      for (auto& id : it->second.contains) released.push_back(std::move(id));
+      objects_.erase(it);
     }
-    std::vector<std::string> inner = std::move(it->second.contains);
-    objects_.erase(it);
-    for (const auto& id : inner) {  // what it contained may go now
-      auto in = objects_.find(id);
-      if (in == objects_.end()) continue;
-      in->second.contained--;
-      MaybeFreeLocked(in);
-    }
+    // What the freed entries contained may go now.
+    do {
+      if (released.empty()) return;
+      it = objects_.find(released.back());
+      released.pop_back();
+    } while (it == objects_.end());
+    it->second.contained--;
   }
 }
 

@@ -77,10 +77,15 @@ class MemoryStore {
   // unread items from `from_index` on, and drops those that arrive later.
   void ReleaseGenerator(const std::string& task_id, uint32_t from_index);
   // Records a borrowed ref; no-op if known. With `register_with_owner`, a
-  // new entry counts one registration (the caller tells the owner) and
-  // true is returned.
-  bool RegisterBorrowed(const std::string& id, const std::string& owner_address,
-                        bool register_with_owner = false);
+  // new entry counts one registration, which the caller must send to the
+  // owner (kRegister); a known entry whose registration is not confirmed
+  // yet (another thread is sending it) gives kAwaitRegistration: the caller
+  // must wait for the flush in flight before relying on it.
+  enum class Borrow { kKnown, kRegister, kAwaitRegistration };
+  Borrow RegisterBorrowed(const std::string& id, const std::string& owner_address,
+                          bool register_with_owner = false);
+  // The owner answered the registrations of `ids`.
+  void ConfirmRegistered(const std::vector<std::string>& ids);
   // Owner side: `borrower` holds (count > 0) or let go of (count < 0) refs.
   // Unknown ids, and releases by a borrower not registered, are skipped.
   void AddBorrower(const std::string& id, const std::string& borrower, int count);
@@ -137,6 +142,7 @@ class MemoryStore {
     int submitted_refs = 0;
     int contained = 0;       // objects of ours whose value holds this ref
     int registered = 0;      // borrowed: registrations made with the owner
+    bool unconfirmed = false;  // borrowed: its registration is not answered yet
     std::vector<std::pair<std::string, int>> borrowers;  // owned: address, count
     std::vector<std::string> contains;                   // refs inside this value
     StoredObject value;

@@ -762,7 +762,8 @@ TEST(MemoryStoreRefCountTest, BorrowedContainedRefIsReleasedWithItsOuter) {
   MemoryStore store(NoFetch());
   HookLog log;
   log.Attach(store);
-  ASSERT_TRUE(store.RegisterBorrowed(Id("b"), "owner:1", /*register_with_owner=*/true));
+  ASSERT_EQ(store.RegisterBorrowed(Id("b"), "owner:1", /*register_with_owner=*/true),
+            MemoryStore::Borrow::kRegister);
   store.AddLocalRef(Id("b"));
   store.PutReady(Id("outer"), "O", 0, /*local_refs=*/1);
   store.SetContains(Id("outer"), {Id("b")});
@@ -782,20 +783,26 @@ TEST(MemoryStoreRefCountTest, RegisterBorrowedWithOwnerReturnsTrueOnce) {
   MemoryStore store(NoFetch());
   HookLog log;
   log.Attach(store);
-  EXPECT_TRUE(store.RegisterBorrowed(Id("b"), "owner:1", true)) << "new: tell the owner";
+  EXPECT_EQ(store.RegisterBorrowed(Id("b"), "owner:1", true), MemoryStore::Borrow::kRegister)
+      << "new: tell the owner";
   store.AddLocalRef(Id("b"));
-  EXPECT_FALSE(store.RegisterBorrowed(Id("b"), "owner:1", true)) << "known: registered already";
+  EXPECT_EQ(store.RegisterBorrowed(Id("b"), "owner:1", true),
+            MemoryStore::Borrow::kAwaitRegistration)
+      << "known, but its registration is not answered yet: wait for it";
+  store.ConfirmRegistered({Id("b")});
+  EXPECT_EQ(store.RegisterBorrowed(Id("b"), "owner:1", true), MemoryStore::Borrow::kKnown)
+      << "known: registered already";
   store.AddLocalRef(Id("b"));  // a second ObjectRef to the same object here
-  EXPECT_FALSE(store.RegisterBorrowed(Id("b"), "owner:2", true));
+  EXPECT_EQ(store.RegisterBorrowed(Id("b"), "owner:2", true), MemoryStore::Borrow::kKnown);
   EXPECT_EQ(store.OwnerOf(Id("b")), std::optional<std::string>("owner:1"));
 
   // An owned entry is never registered as borrowed.
   store.PutReady(Id("mine"), "v", 0, 1);
-  EXPECT_FALSE(store.RegisterBorrowed(Id("mine"), "owner:1", true));
+  EXPECT_EQ(store.RegisterBorrowed(Id("mine"), "owner:1", true), MemoryStore::Borrow::kKnown);
   EXPECT_FALSE(store.OwnerOf(Id("mine")).has_value());
 
   // Without register_with_owner: never true.
-  EXPECT_FALSE(store.RegisterBorrowed(Id("quiet"), "owner:1", false));
+  EXPECT_EQ(store.RegisterBorrowed(Id("quiet"), "owner:1", false), MemoryStore::Borrow::kKnown);
   EXPECT_TRUE(store.Contains(Id("quiet")));
 
   store.RemoveLocalRef(Id("b"));
@@ -816,7 +823,7 @@ TEST(MemoryStoreRefCountTest, RegisterBorrowedWithOwnerReturnsTrueOnce) {
   EXPECT_EQ(log.released.size(), 1u);
 
   // Once gone, deserializing it again registers anew.
-  EXPECT_TRUE(store.RegisterBorrowed(Id("b"), "owner:1", true));
+  EXPECT_EQ(store.RegisterBorrowed(Id("b"), "owner:1", true), MemoryStore::Borrow::kRegister);
   store.AddLocalRef(Id("b"));
   store.RemoveLocalRef(Id("b"));
   ASSERT_EQ(log.released.size(), 2u);
@@ -829,7 +836,7 @@ TEST(MemoryStoreRefCountTest, BorrowedEntryHeldBySubmittedTaskReleasesAfterIt) {
   MemoryStore store(NoFetch());
   HookLog log;
   log.Attach(store);
-  ASSERT_TRUE(store.RegisterBorrowed(Id("b"), "owner:1", true));
+  ASSERT_EQ(store.RegisterBorrowed(Id("b"), "owner:1", true), MemoryStore::Borrow::kRegister);
   store.AddLocalRef(Id("b"));
   store.AddSubmittedRef(Id("b"));
   store.RemoveLocalRef(Id("b"));
@@ -843,7 +850,7 @@ TEST(MemoryStoreRefCountTest, EscapedBorrowedEntryIsNeverReleased) {
   MemoryStore store(NoFetch());
   HookLog log;
   log.Attach(store);
-  ASSERT_TRUE(store.RegisterBorrowed(Id("b"), "owner:1", true));
+  ASSERT_EQ(store.RegisterBorrowed(Id("b"), "owner:1", true), MemoryStore::Borrow::kRegister);
   store.AddLocalRef(Id("b"));
   store.MarkEscaped(Id("b"));
   store.RemoveLocalRef(Id("b"));

@@ -21,7 +21,13 @@ StoreMapping::~StoreMapping() {
   if (base != nullptr) ::munmap(base, capacity);
 }
 
+bool StoreClient::ViewsAlive() {
+  std::lock_guard<std::mutex> lk(mu_);
+  return mapping_ && mapping_->views.load() > 0;
+}
+
 StoreView::~StoreView() {
+  mapping_->views--;
   if (auto node = node_.lock()) {
     rpc::Envelope m;
     m.mutable_store_release()->add_object_ids(id_);

@@ -11,6 +11,7 @@
 // Thread-safe.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -28,6 +29,7 @@ namespace fleet {
 struct StoreMapping {
   uint8_t* base = nullptr;
   uint64_t capacity = 0;
+  std::atomic<int64_t> views{0};  // StoreViews alive
   ~StoreMapping();
 };
 
@@ -37,7 +39,9 @@ class StoreView {
   StoreView(std::shared_ptr<StoreMapping> mapping, std::weak_ptr<rpc::Connection> node,
             std::string id, uint64_t offset, uint64_t size)
       : mapping_(std::move(mapping)), node_(std::move(node)), id_(std::move(id)),
-        offset_(offset), size_(size) {}
+        offset_(offset), size_(size) {
+    mapping_->views++;
+  }
   ~StoreView();
   StoreView(const StoreView&) = delete;
   StoreView& operator=(const StoreView&) = delete;
@@ -74,6 +78,8 @@ class StoreClient {
   // The owner lets go of its objects (one-way).
   void Free(const std::vector<std::string>& ids);
   Result<rpc::StoreListReply> List();
+  // Whether views of objects (numpy arrays from get) are alive here.
+  bool ViewsAlive();
 
  private:
   Result<std::shared_ptr<StoreMapping>> Mapping();

@@ -284,6 +284,12 @@ Result<Envelope> Connection::CallSync(Envelope& msg, int timeout_ms) {
   return future.get();
 }
 
+int Connection::DupSocket() {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (closed_.load() || !socket_.is_open()) return -1;
+  return ::dup(socket_.native_handle());
+}
+
 void Connection::Reply(uint64_t request_id, Envelope& msg, bool flush) {
   msg.set_request_id(request_id);
   msg.set_is_reply(true);

@@ -64,6 +64,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Writes what was corked during a read's dispatch (io thread only).
   void Uncork();
   bool closed() const { return closed_.load(); }
+  // A duplicate of the socket's descriptor (-1 if closed): the peer sees the
+  // connection end only once the duplicate is closed too.
+  int DupSocket();
   const std::string& peer() const { return peer_; }
   // The Hello a server-side connection received (role, worker id, pid...).
   const Hello& hello() const { return hello_; }

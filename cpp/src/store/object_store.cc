@@ -193,7 +193,8 @@ void ObjectStore::Create(ClientId client, const std::string& id, uint64_t size,
   o.creator = client;
   o.owner = owner;
   o.call_site = call_site;
-  RequestSpace(size, "object " + ToHex(id), [this, id, client, done = std::move(done)](
+  o.freed = gone_owners_.count(owner) > 0;  // nobody will ever free it otherwise
+  RequestSpace(size, client, "object " + ToHex(id), [this, id, client, done = std::move(done)](
                                                  Result<uint64_t> r) {
     auto it = objects_.find(id);
     bool ours = it != objects_.end() && it->second.state == State::kCreating &&
@@ -324,11 +325,28 @@ void ObjectStore::ClientGone(ClientId client) {
     MaybeDelete(it);
     it = next;
   }
+  // Its creates still waiting for room: nobody will write them.
+  for (auto p = pending_.begin(); p != pending_.end();) {
+    if (p->client != client) {
+      ++p;
+      continue;
+    }
+    auto done = std::move(p->done);
+    p = pending_.erase(p);
+    done(Status::Disconnected("the creator left"));
+  }
   ProcessPending();
 }
 
 void ObjectStore::OwnerGone(const std::string& owner_address) {
   if (owner_address.empty()) return;
+  if (gone_owners_.insert(owner_address).second) {
+    gone_order_.push_back(owner_address);
+    if (gone_order_.size() > 4096) {
+      gone_owners_.erase(gone_order_.front());
+      gone_order_.pop_front();
+    }
+  }
   for (auto it = objects_.begin(); it != objects_.end();) {
     auto next = std::next(it);
     if (it->second.owner == owner_address) {
@@ -360,7 +378,7 @@ void ObjectStore::MaybeDelete(Iter it) {
 
 // ---- space: eviction, spilling, restoring ------------------------------------
 
-void ObjectStore::RequestSpace(uint64_t size, const std::string& what,
+void ObjectStore::RequestSpace(uint64_t size, ClientId client, const std::string& what,
                                std::function<void(Result<uint64_t>)> done) {
   if (size > alloc_.capacity()) {
     done(Status(StatusCode::kObjectStoreFull,
@@ -377,7 +395,7 @@ void ObjectStore::RequestSpace(uint64_t size, const std::string& what,
       return;
     }
   }
-  pending_.push_back({size, what, std::move(done),
+  pending_.push_back({size, client, what, std::move(done),
                       std::chrono::steady_clock::now() +
                           std::chrono::milliseconds(options_.full_timeout_ms)});
   ProcessPending();
@@ -475,7 +493,7 @@ void ObjectStore::StartRestore(Iter it) {
   Object& o = it->second;
   o.state = State::kRestoring;
   std::string id = it->first;
-  RequestSpace(o.size, "restoring object " + ToHex(id), [this, id](Result<uint64_t> r) {
+  RequestSpace(o.size, 0, "restoring object " + ToHex(id), [this, id](Result<uint64_t> r) {
     auto it = objects_.find(id);
     if (it == objects_.end()) {
       if (r.ok()) alloc_.Free(r.value());

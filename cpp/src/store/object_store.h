@@ -121,6 +121,7 @@ class ObjectStore {
   };
   struct PendingAlloc {
     uint64_t size;
+    ClientId client;  // the creator; 0 for a restore
     std::string what;
     std::function<void(Result<uint64_t>)> done;
     std::chrono::steady_clock::time_point deadline;
@@ -129,7 +130,7 @@ class ObjectStore {
 
   using Iter = std::unordered_map<std::string, Object>::iterator;
   // Space for `size` bytes now (evicting disk-backed copies) or later.
-  void RequestSpace(uint64_t size, const std::string& what,
+  void RequestSpace(uint64_t size, ClientId client, const std::string& what,
                     std::function<void(Result<uint64_t>)> done);
   std::optional<uint64_t> AllocateEvicting(uint64_t size);
   void ProcessPending();
@@ -160,6 +161,10 @@ class ObjectStore {
   std::unique_ptr<IoThread> io_thread_;
   std::unique_ptr<asio::steady_timer> deadline_timer_;
   bool timer_armed_ = false;
+  // Owners that are gone (the last 4096): an object created for one of them
+  // later (a task that finished after its caller died) is freed when sealed.
+  std::set<std::string> gone_owners_;
+  std::deque<std::string> gone_order_;
 };
 
 }  // namespace fleet::store

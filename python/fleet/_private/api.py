@@ -300,9 +300,10 @@ def get(
             ) from None
         except RuntimeError as e:
             raise _lost(e) from None
-        value = serialization.value_from(data, flags) if flags else serialization.loads(data)
-        flush_borrows()  # refs inside: registered with their owners first
-        return value
+        try:
+            return serialization.value_from(data, flags) if flags else serialization.loads(data)
+        finally:
+            flush_borrows()  # refs inside: registered with their owners first (even on error)
     if not isinstance(object_refs, list):
         raise ValueError(
             f"Invalid type of object refs, {type(object_refs)}, is given. 'object_refs' must "
@@ -325,9 +326,10 @@ def get(
         raise _lost(e) from None
     loads = serialization.loads
     value_from = serialization.value_from
-    values = [value_from(data, flags) if flags else loads(data) for data, flags in results]
-    flush_borrows()  # refs inside: registered with their owners first
-    return values
+    try:
+        return [value_from(data, flags) if flags else loads(data) for data, flags in results]
+    finally:
+        flush_borrows()  # refs inside: registered with their owners first (even on error)
 
 
 def _interruptible() -> bool:

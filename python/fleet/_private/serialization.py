@@ -283,20 +283,21 @@ def deserialize_args(blob: bytes, deps: list) -> Tuple[tuple, dict]:
     Refs found inside are registered with their owners before it returns."""
     if not blob:
         return (), {}
-    payload = loads(blob)
-    if len(payload) == 2:
-        flush_borrows()
-        return payload
-    args, kwargs, positions = payload
-    args = list(args)
-    for (kind, where), (data, flags) in zip(positions, deps):
-        value = value_from(data, flags)
-        if kind == 0:
-            args[where] = value
-        else:
-            kwargs[where] = value
-    flush_borrows()
-    return tuple(args), kwargs
+    try:
+        payload = loads(blob)
+        if len(payload) == 2:
+            return payload
+        args, kwargs, positions = payload
+        args = list(args)
+        for (kind, where), (data, flags) in zip(positions, deps):
+            value = value_from(data, flags)
+            if kind == 0:
+                args[where] = value
+            else:
+                kwargs[where] = value
+        return tuple(args), kwargs
+    finally:
+        flush_borrows()  # even on error: a queued registration must not linger
 
 
 def value_from(data: Any, flags: int) -> Any:
