@@ -99,14 +99,16 @@ Status CoreWorker::Init() {
   node_ = node.value();
   store_client_ = std::make_unique<StoreClient>(node_);
   store_.SetFreeHook([this](const std::string& id) { store_client_->Free({id}); });
-  store_.SetReleaseBorrowHook([this](const std::string& id, const std::string& owner, int count) {
-    std::lock_guard<std::mutex> lk(borrow_mu_);
-    borrows_to_release_[owner].emplace_back(id, count);
-    if (!release_flush_posted_) {
-      release_flush_posted_ = true;
-      asio::post(io_, [this] { FlushBorrowReleases(); });
-    }
-  });
+  store_.SetReleaseBorrowHook(
+      [this](const std::string& id, const std::string& owner, int count, bool unconfirmed) {
+        std::lock_guard<std::mutex> lk(borrow_mu_);
+        if (unconfirmed) {  // must not overtake its own registration
+          deferred_releases_.emplace_back(owner, id, count);
+          if (registrations_in_flight_ == 0) ReleaseDeferredLocked();
+          return;
+        }
+        QueueReleaseLocked(owner, id, count);
+      });
   auto stats = GetNodeStats();
   if (stats.ok()) node_id_ = stats->node_id();
 
@@ -299,6 +301,29 @@ Result<std::vector<StoreRead>> CoreWorker::ReadStore(const std::vector<std::stri
 
 Result<rpc::StoreListReply> CoreWorker::StoreList() { return store_client_->List(); }
 
+void CoreWorker::QueueReleaseLocked(const std::string& owner, const std::string& id, int count) {
+  borrows_to_release_[owner].emplace_back(id, count);
+  if (!release_flush_posted_) {
+    release_flush_posted_ = true;
+    asio::post(io_, [this] { FlushBorrowReleases(); });
+  }
+}
+
+void CoreWorker::ReleaseDeferredLocked() {
+  if (registrations_in_flight_ > 0 || deferred_releases_.empty()) return;
+  std::vector<std::tuple<std::string, std::string, int>> keep;
+  for (auto& [owner, id, count] : deferred_releases_) {
+    bool queued = std::any_of(borrows_to_register_.begin(), borrows_to_register_.end(),
+                              [&](const auto& r) { return r.second == id && r.first == owner; });
+    if (queued) {
+      keep.emplace_back(owner, id, count);  // goes after the flush that sends it
+    } else {
+      QueueReleaseLocked(owner, id, count);
+    }
+  }
+  deferred_releases_.swap(keep);
+}
+
 void CoreWorker::QueueBorrowRegistration(const std::string& owner, const std::string& id) {
   std::lock_guard<std::mutex> lk(borrow_mu_);
   borrows_to_register_.emplace_back(owner, id);
@@ -312,6 +337,7 @@ void CoreWorker::FlushBorrowRegistrations() {
     if (todo.empty()) {
       // Ours may be in a batch another thread is sending: wait for it.
       registrations_done_.wait(lk, [this] { return registrations_in_flight_ == 0; });
+      ReleaseDeferredLocked();
       return;
     }
     registrations_in_flight_++;
@@ -334,6 +360,7 @@ void CoreWorker::FlushBorrowRegistrations() {
   registrations_in_flight_--;
   registrations_done_.notify_all();
   registrations_done_.wait(lk, [this] { return registrations_in_flight_ == 0; });
+  ReleaseDeferredLocked();
 }
 
 void CoreWorker::WatchBorrower(const std::string& borrower) {

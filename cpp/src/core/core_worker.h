@@ -22,6 +22,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "common/ids.h"
@@ -222,6 +223,14 @@ class CoreWorker {
   std::map<std::string, std::vector<std::pair<std::string, int>>> borrows_to_release_;
   bool release_flush_posted_ = false;                        // guarded by borrow_mu_
   int registrations_in_flight_ = 0;                          // guarded by borrow_mu_
+  // Releases of borrows whose registration was not sent yet: they go once it
+  // has been answered. (owner, id, count); guarded by borrow_mu_.
+  std::vector<std::tuple<std::string, std::string, int>> deferred_releases_;
+  // Moves deferred releases whose registration is no longer queued into the
+  // release queue (only while no registration is in flight). Requires borrow_mu_.
+  void ReleaseDeferredLocked();
+  // Queues a release and makes sure a flush is posted. Requires borrow_mu_.
+  void QueueReleaseLocked(const std::string& owner, const std::string& id, int count);
   std::condition_variable registrations_done_;
   // Borrowers registered for them by an executor (not through their own
   // connection): watched through a connection of ours. Guarded by borrow_mu_

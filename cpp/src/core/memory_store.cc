@@ -255,7 +255,7 @@ void MemoryStore::MaybeFreeLocked(std::unordered_map<std::string, Entry>::iterat
         e.callbacks.empty() && e.contained <= 0 && e.borrowers.empty()) {
       if (e.owned && e.ready && (e.value.flags & kFlagInStore) && free_hook_) free_hook_(it->first);
       if (!e.owned && e.registered > 0 && release_borrow_) {
-        release_borrow_(it->first, e.owner_address, e.registered);
+        release_borrow_(it->first, e.owner_address, e.registered, e.unconfirmed);
       }
       for (auto& id : it->second.contains) released.push_back(std::move(id));
       objects_.erase(it);

@@ -43,9 +43,11 @@ class MemoryStore {
   using FreeFn = std::function<void(const std::string& id)>;
 
   // Called (under the lock: it must only queue a message) when a borrowed
-  // entry that registered `count` times with its owner goes.
-  using ReleaseBorrowFn =
-      std::function<void(const std::string& id, const std::string& owner, int count)>;
+  // entry that registered `count` times with its owner goes. `unconfirmed`:
+  // its registration may not have been sent yet (the value holding the ref
+  // died while it was being unpickled), so the release must wait for it.
+  using ReleaseBorrowFn = std::function<void(const std::string& id, const std::string& owner,
+                                             int count, bool unconfirmed)>;
 
   explicit MemoryStore(FetchFn fetch) : fetch_(std::move(fetch)) {}
   void SetFreeHook(FreeFn free_hook) { free_hook_ = std::move(free_hook); }

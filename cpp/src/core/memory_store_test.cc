@@ -531,7 +531,8 @@ struct HookLog {
 
   void Attach(MemoryStore& store) {
     store.SetFreeHook([this](const std::string& id) { freed.push_back(id); });
-    store.SetReleaseBorrowHook([this](const std::string& id, const std::string& owner, int count) {
+    store.SetReleaseBorrowHook([this](const std::string& id, const std::string& owner, int count,
+                                      bool /*unconfirmed*/) {
       released.push_back({id, owner, count});
     });
   }
