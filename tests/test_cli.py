@@ -149,3 +149,32 @@ def test_stop_and_status_without_a_cluster(cli_env):
     assert rc == 0, out + err
     rc, out, err = _cli(env, "status")
     assert rc != 0 or "No fleet cluster" in out
+
+
+def test_driver_with_another_version_is_refused_naming_both(cli_env):
+    # Ray users hit version skew at join time with cryptic errors; fleet
+    # refuses the handshake and says which versions differ.
+    env, port = cli_env
+    rc, out, err = _cli(env, "start", "--head", "--num-cpus", "1", "--object-store-memory",
+                        str(100_000_000), "--port", str(port))
+    assert rc == 0, out + err
+    script = (
+        "import fleet\n"
+        "try:\n"
+        "    fleet.init(address='auto')\n"
+        "    print('CONNECTED')\n"
+        "except Exception as e:\n"
+        "    print('REFUSED', type(e).__name__, e)\n"
+    )
+    other = dict(env, FLEET_VERSION_TAG="fleet 0.0.1, Python 3.0.0")
+    res = run_argv([sys.executable, "-c", script], 60, other)
+    assert "REFUSED" in res.stdout, res.stdout + res.stderr
+    assert "fleet 0.0.1, Python 3.0.0" in res.stdout, res.stdout
+    from fleet._private.version import version_tag
+
+    assert version_tag() in res.stdout, res.stdout  # the cluster's own version, named too
+    # The cluster is unharmed: a driver of the same version still works.
+    res = run_argv([sys.executable, "-c", script], 60, env)
+    assert "CONNECTED" in res.stdout, res.stdout + res.stderr
+    rc, out, err = _cli(env, "stop")
+    assert rc == 0, out + err

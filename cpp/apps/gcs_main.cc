@@ -8,6 +8,7 @@
 #include <cstdlib>
 
 #include "apps/daemon_util.h"
+#include "rpc/connection.h"
 #include "common/logging.h"
 #include "gcs/gcs_server.h"
 
@@ -15,6 +16,8 @@ int main(int argc, char** argv) {
   using namespace fleet;
   auto flags = apps::ParseFlags(argc, argv);
   SetLogComponent("fleet-gcs");
+  // "fleet X, Python Y" of the installation that started us (see rpc/connection.h).
+  rpc::SetLocalVersion(apps::Flag(flags, "version-tag", ""));
   apps::WatchParent(std::atoi(apps::Flag(flags, "parent-pid", "0").c_str()));
   signal(SIGPIPE, SIG_IGN);
   const char* token = std::getenv("FLEET_CLUSTER_TOKEN");

@@ -185,6 +185,8 @@ class PyCore {
     opts.listen_path = get("listen_path");
     opts.log_to_driver = get("log_to_driver", "1") == "1";
     opts.namespace_name = get("namespace");
+    // Every connection this process makes carries it; servers compare.
+    if (!get("version").empty()) fleet::rpc::SetLocalVersion(get("version"));
     if (!get("max_tasks_in_flight").empty()) {
       opts.submitter.max_tasks_in_flight_per_worker = std::stoi(get("max_tasks_in_flight"));
     }

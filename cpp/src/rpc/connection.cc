@@ -89,7 +89,35 @@ void Connection::OnRead(const asio::error_code& ec, size_t n) {
   ReadMore();
 }
 
+namespace {
+std::string& LocalVersionStorage() {
+  static std::string v;
+  return v;
+}
+}  // namespace
+
+void SetLocalVersion(const std::string& version) { LocalVersionStorage() = version; }
+const std::string& LocalVersion() { return LocalVersionStorage(); }
+
 void Connection::Dispatch(Envelope& msg) {
+  if (!authenticated_ && msg.body_case() == Envelope::kHello &&
+      msg.hello().token() == expected_token_ && !msg.hello().version().empty() &&
+      !LocalVersion().empty() && msg.hello().version() != LocalVersion()) {
+    std::string why = "version mismatch: this cluster runs " + LocalVersion() +
+                      ", and the " + (msg.hello().role().empty() ? "peer" : msg.hello().role()) +
+                      " connecting runs " + msg.hello().version() +
+                      ". Install the same fleet and Python versions on every node and driver.";
+    FLEET_LOG(WARNING) << "refused connection from " << peer_ << " (pid " << msg.hello().pid()
+                       << "): " << why;
+    Envelope reply;
+    reply.mutable_hello_reply()->set_ok(false);
+    reply.mutable_hello_reply()->set_error(why);
+    Reply(msg.request_id(), reply);
+    Uncork();
+    ::shutdown(fd_, SHUT_RD);
+    DoClose(Status::Unauthenticated(why));
+    return;
+  }
   if (!authenticated_) {
     if (msg.body_case() != Envelope::kHello || msg.hello().token() != expected_token_) {
       FLEET_LOG(WARNING) << "refused connection from " << peer_
@@ -358,6 +386,7 @@ Result<ConnectionPtr> Connect(asio::io_context& io, const std::string& address, 
   auto conn = std::make_shared<Connection>(io, std::move(socket), address);
   Envelope msg;
   *msg.mutable_hello() = hello;
+  if (msg.hello().version().empty()) msg.mutable_hello()->set_version(LocalVersion());
   std::weak_ptr<Connection> weak = conn;
   std::string addr = address;
   conn->Call(msg, [weak, addr](const Status& s, Envelope& reply) {

@@ -106,6 +106,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
 using ConnectionPtr = std::shared_ptr<Connection>;
 
+// This process's "fleet X, Python Y", sent in every Hello it makes and
+// compared with every Hello it accepts: a connection between different
+// versions is refused with both in the message (pickles and messages are
+// not portable across them). Empty (the default, and C++ unit tests): no
+// check. Set once at startup, before connecting.
+void SetLocalVersion(const std::string& version);
+const std::string& LocalVersion();
+
 // Parses "unix:/path" or "host:port". Connects synchronously from the calling
 // thread and sends Hello (not waiting for the answer). The connection is not
 // started: call Start() with handlers. A refused Hello logs and closes.

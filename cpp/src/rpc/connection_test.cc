@@ -530,6 +530,29 @@ TEST_F(ConnectionTest, WrongTokenSaysUnauthenticated) {
   EXPECT_NE(r.status().message().find("token"), std::string::npos) << r.status().ToString();
 }
 
+// A peer of another version is refused, the message naming both; with no
+// local version set (or none sent) nothing is checked.
+TEST_F(ConnectionTest, OtherVersionIsRefusedNamingBoth) {
+  StartIo();
+  SetLocalVersion("fleet 1.0, Python 3.11");
+  Envelope m;
+  *m.mutable_hello() = MakeHello(kToken);
+  m.mutable_hello()->set_version("fleet 0.9, Python 3.10");
+  m.set_request_id(7);
+  std::vector<Envelope> got;
+  bool eof = false;
+  RawExchange(dir_ + "/node.sock", m, &got, &eof);
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_EQ(got[0].body_case(), Envelope::kHelloReply);
+  EXPECT_FALSE(got[0].hello_reply().ok());
+  const std::string& why = got[0].hello_reply().error();
+  EXPECT_NE(why.find("fleet 1.0, Python 3.11"), std::string::npos) << why;
+  EXPECT_NE(why.find("fleet 0.9, Python 3.10"), std::string::npos) << why;
+  // The same version (sent by Connect from the local one) is accepted.
+  EXPECT_TRUE(ConnectClient(unix_address_).ok());
+  SetLocalVersion("");
+}
+
 // (5) CallSync to a peer that never replies times out, and the connection
 // stays usable (a late reply for the abandoned request would be dropped).
 TEST_F(ConnectionTest, CallSyncTimesOut) {

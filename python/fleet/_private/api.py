@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from fleet import _core
 from fleet._private import serialization, state
+from fleet._private.version import version_tag
 from fleet.exceptions import GetTimeoutError
 from fleet.object_ref import ObjectRef, flush_borrows
 
@@ -155,6 +156,7 @@ def init(
                     "log_to_driver": "1" if log_to_driver else "0",
                     "namespace": namespace or "",
                     "max_tasks_in_flight": os.environ.get("FLEET_MAX_TASKS_IN_FLIGHT", ""),
+                    "version": version_tag(),
                 }
             )
         except RuntimeError as e:

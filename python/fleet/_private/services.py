@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from fleet._private.version import version_tag
+
 FLEET_ROOT = os.environ.get("FLEET_TMPDIR", "/tmp/fleet")
 CLUSTER_FILE = os.path.join(FLEET_ROOT, "cluster.json")
 
@@ -242,7 +244,8 @@ def start_local_cluster(
     try:
         gcs_log = os.path.join(logs, "fleet-gcs.log")
         gcs = spawn(
-            [bin_path("fleet-gcs"), "--host", gcs_host, "--port", str(gcs_port), *extra], gcs_log
+            [bin_path("fleet-gcs"), "--host", gcs_host, "--port", str(gcs_port),
+             "--version-tag", version_tag(), *extra], gcs_log
         )
         procs.append(gcs)
         port = _wait_ready(gcs, "fleet-gcs", gcs_log, timeout)
@@ -259,6 +262,7 @@ def start_local_cluster(
                 "--node-ip", node_ip,
                 "--resources", _encode_resources(resources),
                 "--python", sys.executable,
+                "--version-tag", version_tag(),
                 *_store_flags(resources, spill_dir, system_config or {}),
                 *extra,
             ],

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from fleet import _core
 from fleet._private import serialization, state
+from fleet._private.version import version_tag
 from fleet.object_ref import collect_refs
 
 FLAG_PICKLED_ERROR = _core.FLAG_PICKLED_ERROR
@@ -619,6 +620,7 @@ def main() -> None:
             "session_dir": session_dir,
             "worker_id": worker_hex,
             "listen_path": os.path.join(session_dir, "sockets", f"worker-{worker_hex[:16]}.sock"),
+            "version": version_tag(),
         }
     )
     os.environ.pop("FLEET_CLUSTER_TOKEN", None)  # user code need not see it
