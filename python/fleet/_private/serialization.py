@@ -52,21 +52,34 @@ def _cp():
     return _cloudpickle
 
 
-def dumps(value: Any) -> bytes:
-    """Pickles `value`; raises TypeError naming the type if it cannot be."""
+def _pickle(value: Any, buffers: Optional[list], nested: Optional[List[bytes]]) -> bytes:
+    """Protocol 5 with the standard pickler, or cloudpickle for what it
+    cannot handle or what refers to ``__main__``; out-of-band buffers go to
+    `buffers` if given. Raises TypeError naming the type."""
+    callback = buffers.append if buffers is not None else None
     try:
-        data = pickle.dumps(value, protocol=5)
+        data = _dumps(value, 5, buffer_callback=callback)
         if b"__main__" not in data:
             return data
     except Exception:
         pass
+    # The second attempt collects buffers and refs again.
+    if buffers is not None:
+        del buffers[:]
+    if nested is not None:
+        del nested[:]
     try:
-        return _cp().dumps(value, protocol=5)
+        return _cp().dumps(value, protocol=5, buffer_callback=callback)
     except Exception as e:
         raise TypeError(
             f"Could not serialize the value {_short_repr(value)} of type "
             f"{type(value).__module__}.{type(value).__qualname__}: {e}"
         ) from e
+
+
+def dumps(value: Any) -> bytes:
+    """Pickles `value` in band; raises TypeError naming the type if it cannot be."""
+    return _pickle(value, None, None)
 
 
 def serialize(value: Any, nested: Optional[List[bytes]] = None) -> Tuple[bytes, list]:
@@ -80,23 +93,8 @@ def serialize(value: Any, nested: Optional[List[bytes]] = None) -> Tuple[bytes, 
         _collecting.ids = nested
     buffers: list = []
     try:
-        try:
-            data = _dumps(value, 5, buffer_callback=buffers.append)
-            if b"__main__" not in data:
-                return data, [b.raw() for b in buffers] if buffers else buffers
-        except Exception:
-            pass
-        if nested is not None:
-            del nested[:]  # the second attempt collects them again
-        buffers = []
-        try:
-            data = _cp().dumps(value, protocol=5, buffer_callback=buffers.append)
-        except Exception as e:
-            raise TypeError(
-                f"Could not serialize the value {_short_repr(value)} of type "
-                f"{type(value).__module__}.{type(value).__qualname__}: {e}"
-            ) from e
-        return data, [b.raw() for b in buffers]
+        data = _pickle(value, buffers, nested)
+        return data, [b.raw() for b in buffers] if buffers else buffers
     finally:
         if nested is not None:
             _collecting.ids = prev
