@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,6 +128,25 @@ def shutdown_checked(timeout: float = 10.0) -> List[Proc]:
     if left:
         kill_leftovers(left)
     return left
+
+
+@contextlib.contextmanager
+def fresh_cluster(**init_kwargs: Any) -> Iterator[Any]:
+    """A new local cluster (`fleet.init(**init_kwargs)`) for a fixture; fails
+    the test if any of its processes outlive the shutdown afterwards."""
+    import pytest
+
+    import fleet
+
+    if fleet.is_initialized():
+        fleet.shutdown()
+    ctx = fleet.init(**init_kwargs)
+    try:
+        yield ctx
+    finally:
+        left = shutdown_checked(10.0)
+        if left:
+            pytest.fail(f"processes of the cluster outlived shutdown: {left}")
 
 
 def kill_leftovers(procs: Iterable[Proc]) -> None:

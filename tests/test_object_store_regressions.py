@@ -21,9 +21,9 @@ import pytest
 from fleet_test_utils import (  # isort: skip
     Proc,
     fleet_env,
+    fresh_cluster,
     kill_leftovers,
     run_argv,
-    shutdown_checked,
     wait_dead,
     wait_until,
 )
@@ -38,15 +38,8 @@ T = 30
 
 @pytest.fixture(scope="module")
 def cluster():
-    if fleet.is_initialized():
-        fleet.shutdown()
-    ctx = fleet.init(num_cpus=2, object_store_memory=200 * 2**20)
-    try:
+    with fresh_cluster(num_cpus=2, object_store_memory=200 * 2**20) as ctx:
         yield ctx
-    finally:
-        left = shutdown_checked(10.0)
-        if left:
-            pytest.fail(f"processes of the cluster outlived shutdown: {left}")
 
 
 def _used() -> int:

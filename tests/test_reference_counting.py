@@ -28,7 +28,7 @@ import time
 import numpy as np
 import pytest
 
-from fleet_test_utils import shutdown_checked, wait_until  # isort: skip
+from fleet_test_utils import fresh_cluster, wait_until  # isort: skip
 
 import fleet  # isort: skip
 from fleet._private import state as _state  # isort: skip
@@ -47,15 +47,8 @@ KILL_WAIT = 6.0  # s: for an owner to notice that a killed borrower is gone
 @pytest.fixture(scope="module")
 def cluster():
     """One 2-CPU cluster with a 200 MiB store for the whole module."""
-    if fleet.is_initialized():
-        fleet.shutdown()
-    ctx = fleet.init(num_cpus=2, object_store_memory=STORE)
-    try:
+    with fresh_cluster(num_cpus=2, object_store_memory=STORE) as ctx:
         yield ctx
-    finally:
-        left = shutdown_checked(10.0)
-        if left:
-            pytest.fail(f"processes of the cluster outlived shutdown: {left}")
 
 
 @pytest.fixture
