@@ -29,6 +29,8 @@ int main(int argc, char** argv) {
   gcs::GcsOptions opts;
   opts.host = apps::Flag(flags, "host", "127.0.0.1");
   opts.port = std::atoi(apps::Flag(flags, "port", "0").c_str());
+  // Nodes on this host are reached over their Unix sockets.
+  if (opts.host != "0.0.0.0" && opts.host != "::") rpc::SetLocalHost(opts.host);
   opts.token = token;
   opts.health_timeout_ms = std::atoi(apps::Flag(flags, "health-timeout-ms", "10000").c_str());
   gcs::GcsServer server(io, opts);

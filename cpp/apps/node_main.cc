@@ -35,6 +35,10 @@ int main(int argc, char** argv) {
   opts.session_dir = apps::Flag(flags, "session-dir", "/tmp/fleet");
   opts.unix_socket = apps::Flag(flags, "socket", opts.session_dir + "/sockets/node.sock");
   opts.node_ip = apps::Flag(flags, "node-ip", "127.0.0.1");
+  // Peers on this IP (same machine) are reached over their Unix sockets.
+  rpc::SetLocalHost(opts.node_ip);
+  opts.port = std::atoi(apps::Flag(flags, "port", "0").c_str());
+  opts.is_head = flags.count("head") > 0;
   opts.python = apps::Flag(flags, "python", "/usr/bin/python3");
   opts.num_prestart = std::atoi(apps::Flag(flags, "prestart", "-1").c_str());
   // FLEET_NO_ZYGOTE=1: start every worker with fork + exec (debugging, comparisons).

@@ -86,18 +86,22 @@ class BufferViews {
 void ResolveStoreValues(CoreWorker& core, const std::vector<std::string>& ids,
                         std::vector<std::pair<nb::object, uint32_t>>* values,
                         bool errors_as_values = false) {
-  std::vector<std::string> want;
+  std::vector<std::string> want, sources;
   std::vector<size_t> where;
   for (size_t i = 0; i < values->size(); i++) {
     if ((*values)[i].second & fleet::kFlagInStore) {
       want.push_back(ids[i]);
       where.push_back(i);
+      // The descriptor: u64 size, then the id of the node holding the object.
+      nb::bytes desc = nb::cast<nb::bytes>((*values)[i].first);
+      sources.push_back(desc.size() > 8 ? std::string(desc.c_str() + 8, desc.size() - 8)
+                                        : std::string());
     }
   }
   if (want.empty()) return;
   fleet::Result<std::vector<fleet::StoreRead>> r = [&] {
     nb::gil_scoped_release release;
-    return core.ReadStore(want);
+    return core.ReadStore(want, sources);
   }();
   for (size_t k = 0; k < where.size(); k++) {
     auto& v = (*values)[where[k]];
@@ -168,6 +172,37 @@ nb::object IdsToPy(const std::vector<std::string>& ids) {
   return out;
 }
 
+nb::list NodesToList(const fleet::rpc::GetNodesReply& reply) {
+  nb::list out;
+  for (const auto& n : reply.nodes()) {
+    nb::dict d;
+    d["node_id"] = fleet::ToHex(n.node_id());
+    d["node_ip"] = n.node_ip();
+    d["hostname"] = n.hostname();
+    d["unix_socket"] = n.unix_socket();
+    d["address"] = n.address();
+    d["is_head"] = n.is_head();
+    d["alive"] = n.alive();
+    d["session_dir"] = n.session_dir();
+    d["death_reason"] = n.death_reason();
+    d["start_time_ms"] = n.start_time_ms();
+    d["total"] = std::map<std::string, double>(n.total().begin(), n.total().end());
+    d["available"] = std::map<std::string, double>(n.available().begin(), n.available().end());
+    nb::list pending;
+    for (const auto& p : n.pending()) {
+      nb::dict pd;
+      pd["shape"] = std::map<std::string, double>(p.shape().begin(), p.shape().end());
+      pd["count"] = p.count();
+      pd["infeasible"] = p.infeasible();
+      pd["description"] = p.description();
+      pending.append(pd);
+    }
+    d["pending"] = pending;
+    out.append(d);
+  }
+  return out;
+}
+
 class PyCore {
  public:
   explicit PyCore(const std::map<std::string, std::string>& o) {
@@ -183,7 +218,10 @@ class PyCore {
     opts.session_dir = get("session_dir");
     opts.worker_id = fleet::FromHex(get("worker_id"));
     opts.listen_path = get("listen_path");
+    opts.node_ip = get("node_ip");
+    if (!opts.node_ip.empty()) fleet::rpc::SetLocalHost(opts.node_ip);
     opts.log_to_driver = get("log_to_driver", "1") == "1";
+    opts.dedup_logs = get("dedup_logs", "1") == "1";
     opts.namespace_name = get("namespace");
     // Every connection this process makes carries it; servers compare.
     if (!get("version").empty()) fleet::rpc::SetLocalVersion(get("version"));
@@ -210,6 +248,16 @@ class PyCore {
 
   std::unique_ptr<CoreWorker> core_;
 };
+
+// One request to fleet-gcs (GIL released); a failure raises RuntimeError.
+fleet::rpc::Envelope GcsCall(PyCore& c, const fleet::rpc::Envelope& req, int64_t timeout_ms) {
+  fleet::Result<fleet::rpc::Envelope> r = [&] {
+    nb::gil_scoped_release release;
+    return c.core().GcsCall(req, timeout_ms);
+  }();
+  if (!r.ok()) throw std::runtime_error(r.status().message());
+  return std::move(r).value();
+}
 
 nb::list ToPyObjects(CoreWorker& core, const std::vector<std::string>& ids,
                      const std::vector<fleet::StoredObject>& objs) {
@@ -316,6 +364,19 @@ NB_MODULE(_core, m) {
 
   // What stays the same across calls of one remote function with one set of
   // options, converted once: the per-call work is then args + deps only.
+  m.def("probe_nodes",
+        [](const std::string& gcs_address, const std::string& token, const std::string& version,
+           int timeout_ms) {
+          if (!version.empty()) fleet::rpc::SetLocalVersion(version);
+          fleet::Result<fleet::rpc::GetNodesReply> r = [&] {
+            nb::gil_scoped_release release;
+            return fleet::ProbeNodes(gcs_address, token, timeout_ms);
+          }();
+          if (!r.ok()) throw std::runtime_error(r.status().message());
+          return NodesToList(r.value());
+        },
+        nb::arg("gcs_address"), nb::arg("token"), nb::arg("version"), nb::arg("timeout_ms") = 10000);
+
   nb::class_<TaskTemplate>(m, "TaskTemplate")
       .def("__init__", [](TaskTemplate* tt, const std::string& function_key,
                           const std::string& function_name, int num_returns,
@@ -337,7 +398,21 @@ NB_MODULE(_core, m) {
       },
       nb::arg("function_key"), nb::arg("function_name"), nb::arg("num_returns"),
       nb::arg("resources"), nb::arg("retry_exceptions"), nb::arg("env_vars"),
-      nb::arg("max_calls"), nb::arg("streaming") = false);
+      nb::arg("max_calls"), nb::arg("streaming") = false)
+      // Where its tasks run: "" / "SPREAD" / "NODE_AFFINITY", and the
+      // placement group they belong to (resources already the bundle's).
+      .def("set_strategy",
+           [](TaskTemplate& tt, const std::string& strategy, const nb::bytes& node_id, bool soft,
+              const nb::bytes& pg_id, int bundle_index, bool capture) {
+             fleet::rpc::TaskSpec* t = &tt.spec;
+             t->set_scheduling_strategy(strategy);
+             t->set_affinity_node_id(Str(node_id));
+             t->set_affinity_soft(soft);
+             t->set_placement_group_id(Str(pg_id));
+             t->set_placement_group_bundle_index(bundle_index);
+             t->set_placement_group_capture_child_tasks(capture);
+             tt.key = fleet::TaskSubmitter::SchedulingKey(*t);
+           });
 
   nb::class_<ActorCallTemplate>(m, "ActorCallTemplate")
       .def("__init__", [](ActorCallTemplate* t, const nb::bytes& actor_id, const std::string& method,
@@ -548,8 +623,12 @@ NB_MODULE(_core, m) {
            [](PyCore& c, const nb::bytes& actor_id, const std::string& name, const std::string& ns,
               const std::string& class_name, int max_restarts, bool detached,
               const nb::bytes& handle_meta, const std::map<std::string, double>& resources,
-              const std::map<std::string, double>& placement, bool get_if_exists) {
+              const std::map<std::string, double>& placement, bool get_if_exists,
+              const std::string& strategy, const nb::bytes& affinity_node_id, bool affinity_soft) {
              fleet::rpc::ActorInfo info;
+             info.set_scheduling_strategy(strategy);
+             info.set_affinity_node_id(Str(affinity_node_id));
+             info.set_affinity_soft(affinity_soft);
              info.set_actor_id(Str(actor_id));
              info.set_job_id(c.core().job_id());
              info.set_name(name);
@@ -572,7 +651,11 @@ NB_MODULE(_core, m) {
                throw std::runtime_error(r.status().message());
              }
              return nb::make_tuple(Bytes(r->actor_id), r->existed, Bytes(r->handle_meta));
-           })
+           },
+           nb::arg("actor_id"), nb::arg("name"), nb::arg("ns"), nb::arg("class_name"),
+           nb::arg("max_restarts"), nb::arg("detached"), nb::arg("handle_meta"), nb::arg("resources"),
+           nb::arg("placement"), nb::arg("get_if_exists"), nb::arg("strategy") = "",
+           nb::arg("affinity_node_id") = nb::bytes("", 0), nb::arg("affinity_soft") = false)
       .def("create_actor",
            [](PyCore& c, const TaskTemplate& tmpl, const nb::bytes& actor_id, const nb::bytes& args,
               const std::vector<nb::bytes>& deps, const nb::bytes& actor_options) {
@@ -789,20 +872,75 @@ NB_MODULE(_core, m) {
                return c.core().GetNodes();
              }();
              if (!r.ok()) throw std::runtime_error(r.status().message());
+             return NodesToList(r.value());
+           })
+      // ---- placement groups
+      .def("create_placement_group",
+           [](PyCore& c, const nb::bytes& pg_id, const std::string& name, const std::string& ns,
+              const std::string& strategy, const std::vector<std::map<std::string, double>>& bundles,
+              bool detached) {
+             fleet::rpc::Envelope req;
+             auto* info = req.mutable_create_placement_group()->mutable_info();
+             info->set_pg_id(Str(pg_id));
+             info->set_name(name);
+             info->set_namespace_(ns);
+             info->set_strategy(strategy);
+             info->set_detached(detached);
+             for (size_t i = 0; i < bundles.size(); i++) {
+               auto* b = info->add_bundles();
+               b->set_index(static_cast<int>(i));
+               for (auto& [k, v] : bundles[i]) (*b->mutable_resources())[k] = v;
+             }
+             auto r = GcsCall(c, req, -1);
+             const std::string& error = r.create_placement_group_reply().error();
+             if (!error.empty()) {
+               PyErr_SetString(PyExc_ValueError, error.c_str());
+               throw nb::python_error();
+             }
+           })
+      .def("remove_placement_group",
+           [](PyCore& c, const nb::bytes& pg_id) {
+             fleet::rpc::Envelope req;
+             req.mutable_remove_placement_group()->set_pg_id(Str(pg_id));
+             return GcsCall(c, req, -1).remove_placement_group_reply().found();
+           })
+      .def("wait_placement_group",
+           [](PyCore& c, const nb::bytes& pg_id, int64_t timeout_ms) {
+             fleet::rpc::Envelope req;
+             req.mutable_wait_placement_group()->set_pg_id(Str(pg_id));
+             req.mutable_wait_placement_group()->set_timeout_ms(timeout_ms);
+             auto r = GcsCall(c, req, timeout_ms < 0 ? -1 : timeout_ms + 60000);
+             const auto& w = r.wait_placement_group_reply();
+             return nb::make_tuple(w.ready(), w.error());
+           })
+      .def("placement_groups",
+           [](PyCore& c, const nb::bytes& pg_id, const std::string& name, const std::string& ns) {
+             fleet::rpc::Envelope req;
+             auto* g = req.mutable_get_placement_groups();
+             g->set_pg_id(Str(pg_id));
+             g->set_name(name);
+             g->set_namespace_(ns);
+             auto r = GcsCall(c, req, -1);
+             static const char* kStates[] = {"PENDING", "CREATED", "REMOVED", "RESCHEDULING"};
              nb::list out;
-             for (const auto& n : r.value().nodes()) {
+             for (const auto& pg : r.get_placement_groups_reply().groups()) {
                nb::dict d;
-               d["node_id"] = fleet::ToHex(n.node_id());
-               d["node_ip"] = n.node_ip();
-               d["hostname"] = n.hostname();
-               d["unix_socket"] = n.unix_socket();
-               d["alive"] = n.alive();
-               d["session_dir"] = n.session_dir();
-               d["death_reason"] = n.death_reason();
-               d["start_time_ms"] = n.start_time_ms();
-               d["total"] = std::map<std::string, double>(n.total().begin(), n.total().end());
-               d["available"] =
-                   std::map<std::string, double>(n.available().begin(), n.available().end());
+               d["placement_group_id"] = fleet::ToHex(pg.pg_id());
+               d["name"] = pg.name();
+               d["namespace"] = pg.namespace_();
+               d["strategy"] = pg.strategy();
+               d["state"] = kStates[pg.state()];
+               d["job_id"] = pg.job_id();
+               d["detached"] = pg.detached();
+               d["pending_reason"] = pg.pending_reason();
+               nb::dict bundles, nodes;
+               for (const auto& b : pg.bundles()) {
+                 bundles[nb::int_(b.index())] =
+                     std::map<std::string, double>(b.resources().begin(), b.resources().end());
+                 nodes[nb::int_(b.index())] = fleet::ToHex(b.node_id());
+               }
+               d["bundles"] = bundles;
+               d["bundles_to_node_id"] = nodes;
                out.append(d);
              }
              return out;

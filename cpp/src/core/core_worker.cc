@@ -65,7 +65,14 @@ Status CoreWorker::Init() {
         borrower_conns_.erase(it);
       });
   std::promise<Result<std::string>> listening;
-  asio::post(io_, [&] { listening.set_value(listener_->ListenUnix(options_.listen_path)); });
+  asio::post(io_, [&] {
+    auto unix_address = listener_->ListenUnix(options_.listen_path);
+    if (!unix_address.ok() || options_.node_ip.empty()) return listening.set_value(unix_address);
+    auto port = listener_->ListenTcp(options_.node_ip, 0);
+    if (!port.ok()) return listening.set_value(port.status());
+    listening.set_value(rpc::JoinAddress(options_.node_ip + ":" + std::to_string(port.value()),
+                                         unix_address.value()));
+  });
   auto addr = listening.get_future().get();
   if (!addr.ok()) return addr.status();
   address_ = addr.value();
@@ -127,10 +134,15 @@ Status CoreWorker::Init() {
 
   rpc::Hello submit_hello = hello;
   submit_hello.set_role("submitter");
-  submitter_ = std::make_unique<TaskSubmitter>(io_, store_, node_, submit_hello, options_.submitter);
+  submitter_ = std::make_unique<TaskSubmitter>(
+      io_, store_, node_, submit_hello, options_.submitter,
+      [this](const rpc::ConnectionPtr& c, rpc::Envelope& m) {
+        if (m.has_warning()) OnNodeMessage(c, m);
+      });
   actor_submitter_ = std::make_unique<ActorSubmitter>(
       io_, store_, [this] { return Gcs(); }, submit_hello);
   trim_timer_ = std::make_unique<asio::steady_timer>(io_);
+  log_timer_ = std::make_unique<asio::steady_timer>(io_);
   hold_timer_ = std::make_unique<asio::steady_timer>(io_);
   asio::post(io_, [this] { TrimMemory(); });
   return Status::OK();
@@ -138,6 +150,7 @@ Status CoreWorker::Init() {
 
 void CoreWorker::Shutdown() {
   if (shut_down_) return;
+  FlushLogs();
   shut_down_ = true;
   FlushHeldReplies();  // replies held for batching must not be lost (actor exit)
   {
@@ -295,8 +308,9 @@ Result<std::string> CoreWorker::PutValue(std::string_view inband,
   return id;
 }
 
-Result<std::vector<StoreRead>> CoreWorker::ReadStore(const std::vector<std::string>& ids) {
-  return store_client_->Get(ids);
+Result<std::vector<StoreRead>> CoreWorker::ReadStore(const std::vector<std::string>& ids,
+                                                      const std::vector<std::string>& sources) {
+  return store_client_->Get(ids, sources);
 }
 
 Result<rpc::StoreListReply> CoreWorker::StoreList() { return store_client_->List(); }
@@ -491,6 +505,7 @@ Result<rpc::ConnectionPtr> CoreWorker::Gcs() {
   hello.set_role(options_.is_worker ? "worker" : "driver");
   hello.set_worker_id(worker_id_);
   hello.set_pid(getpid());
+  hello.set_log_to_driver(options_.log_to_driver && !options_.is_worker);
   auto c = rpc::ConnectAndStart(
       io_, options_.gcs_address, hello,
       [this](const rpc::ConnectionPtr& conn, rpc::Envelope& m) { OnGcsMessage(conn, m); }, nullptr,
@@ -502,6 +517,59 @@ Result<rpc::ConnectionPtr> CoreWorker::Gcs() {
   std::lock_guard<std::mutex> lk(conn_mu_);
   gcs_ = c.value();
   return gcs_;
+}
+
+// ---- worker output -----------------------------------------------------------------
+
+void CoreWorker::PrintLogLines(const rpc::LogLines& l) {
+  // As Ray: "(pid=N) ..." for tasks, "(Counter pid=N) ..." for an actor, and
+  // the node for output from another node: "(pid=N, node=10.0.0.2) ...".
+  std::string prefix = "(" + (l.label().empty() ? std::string() : l.label() + " ") +
+                       "pid=" + std::to_string(l.pid());
+  if (!l.node_id().empty() && l.node_id() != node_id_) prefix += ", node=" + l.node_ip();
+  prefix += ") ";
+  LogOutput out;
+  {
+    std::lock_guard<std::mutex> lk(log_mu_);
+    auto now = std::chrono::steady_clock::now();
+    for (const auto& line : l.lines()) {
+      LogOutput o = log_dedup_.Add(prefix, line, l.is_stderr(), now);
+      out.out += o.out;
+      out.err += o.err;
+    }
+    ArmLogFlushLocked();
+  }
+  if (!out.out.empty()) WriteAll(1, out.out);
+  if (!out.err.empty()) WriteAll(2, out.err);
+}
+
+void CoreWorker::ArmLogFlushLocked() {
+  auto next = log_dedup_.NextDeadline();
+  if (!next || log_flush_armed_ || !log_timer_) return;
+  log_flush_armed_ = true;
+  log_timer_->expires_at(*next);
+  log_timer_->async_wait([this](const asio::error_code& ec) {
+    LogOutput out;
+    {
+      std::lock_guard<std::mutex> lk(log_mu_);
+      log_flush_armed_ = false;
+      if (ec) return;
+      out = log_dedup_.Flush(std::chrono::steady_clock::now());
+      ArmLogFlushLocked();
+    }
+    if (!out.out.empty()) WriteAll(1, out.out);
+    if (!out.err.empty()) WriteAll(2, out.err);
+  });
+}
+
+void CoreWorker::FlushLogs() {
+  LogOutput out;
+  {
+    std::lock_guard<std::mutex> lk(log_mu_);
+    out = log_dedup_.FlushAll();
+  }
+  if (!out.out.empty()) WriteAll(1, out.out);
+  if (!out.err.empty()) WriteAll(2, out.err);
 }
 
 // ---- incoming messages ----------------------------------------------------------
@@ -604,6 +672,9 @@ void CoreWorker::OnGcsMessage(const rpc::ConnectionPtr&, rpc::Envelope& msg) {
   switch (msg.body_case()) {
     case rpc::Envelope::kActorUpdate:
       if (actor_submitter_) actor_submitter_->OnUpdate(msg.actor_update().info());
+      break;
+    case rpc::Envelope::kLogLines:
+      PrintLogLines(msg.log_lines());
       break;
     case rpc::Envelope::kWarning:
       WriteAll(2, "fleet: WARNING: " + msg.warning().message() + "\n");
@@ -773,16 +844,6 @@ Status CoreWorker::ReportActorExiting(const std::string& actor_id, const std::st
 
 void CoreWorker::OnNodeMessage(const rpc::ConnectionPtr&, rpc::Envelope& msg) {
   switch (msg.body_case()) {
-    case rpc::Envelope::kLogLines: {
-      const auto& l = msg.log_lines();
-      std::string out;
-      // As Ray: "(pid=N) ..." for tasks, "(Counter pid=N) ..." for an actor.
-      std::string prefix = "(" + (l.label().empty() ? std::string() : l.label() + " ") +
-                           "pid=" + std::to_string(l.pid()) + ") ";
-      for (const auto& line : l.lines()) out += prefix + line + "\n";
-      WriteAll(l.is_stderr() ? 2 : 1, out);
-      break;
-    }
     case rpc::Envelope::kWarning:
       WriteAll(2, "fleet: WARNING: " + msg.warning().message() + "\n");
       break;
@@ -1003,6 +1064,47 @@ Result<std::vector<std::string>> CoreWorker::KvKeys(const std::string& prefix) {
   if (!r.ok()) return r.status();
   const auto& k = r.value().kv_keys_reply().keys();
   return std::vector<std::string>(k.begin(), k.end());
+}
+
+Result<rpc::Envelope> CoreWorker::GcsCall(rpc::Envelope req, int64_t timeout_ms) {
+  auto gcs = Gcs();
+  if (!gcs.ok()) return gcs.status();
+  auto r = gcs.value()->CallSync(req, timeout_ms < 0 ? kRpcTimeoutMs : static_cast<int>(timeout_ms));
+  if (!r.ok()) return r.status();
+  if (r.value().has_error()) {
+    return Status(static_cast<StatusCode>(r.value().error().code()), r.value().error().message());
+  }
+  return std::move(r).value();
+}
+
+Result<rpc::GetNodesReply> ProbeNodes(const std::string& gcs_address, const std::string& token,
+                                      int timeout_ms) {
+  asio::io_context io;
+  auto work = asio::make_work_guard(io);
+  std::thread t([&] { io.run(); });
+  rpc::Hello hello;
+  hello.set_token(token);
+  hello.set_role("cli");
+  hello.set_pid(getpid());
+  Result<rpc::GetNodesReply> out = Status::Internal("not asked");
+  auto c = rpc::ConnectAndStart(io, gcs_address, hello, nullptr, nullptr, timeout_ms);
+  if (!c.ok()) {
+    out = c.status();
+  } else {
+    rpc::Envelope req;
+    req.mutable_get_nodes();
+    auto r = c.value()->CallSync(req, timeout_ms);
+    if (r.ok()) {
+      out = std::move(*r.value().mutable_get_nodes_reply());
+    } else {
+      out = r.status();
+    }
+    c.value()->Close();
+  }
+  work.reset();
+  io.stop();
+  t.join();
+  return out;
 }
 
 Result<rpc::GetNodesReply> CoreWorker::GetNodes() {

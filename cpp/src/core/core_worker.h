@@ -28,6 +28,7 @@
 #include "common/ids.h"
 #include "common/status.h"
 #include "core/actor_submitter.h"
+#include "core/log_dedup.h"
 #include "core/memory_store.h"
 #include "core/store_client.h"
 #include "core/value_format.h"
@@ -45,7 +46,11 @@ struct CoreOptions {
   std::string session_dir;
   std::string worker_id;      // binary; workers get theirs from fleet-node
   std::string listen_path;    // where this process accepts connections
+  // This node's IP: also listen on TCP there, so processes on other nodes
+  // can push tasks and fetch objects ("ip:port,unix:/path"). Empty: Unix only.
+  std::string node_ip;
   bool log_to_driver = true;
+  bool dedup_logs = true;     // fold identical lines from many workers (as Ray)
   std::string namespace_name;
   int connect_timeout_ms = 10000;
   SubmitterOptions submitter;
@@ -56,6 +61,11 @@ struct ExecutableTask {
   uint64_t handle = 0;
   rpc::TaskSpec spec;
 };
+
+// The node table of the cluster at `gcs_address`, without joining it (to
+// find this machine's fleet-node before connecting).
+Result<rpc::GetNodesReply> ProbeNodes(const std::string& gcs_address, const std::string& token,
+                                      int timeout_ms);
 
 class CoreWorker {
  public:
@@ -98,7 +108,12 @@ class CoreWorker {
   Result<std::string> PutValue(std::string_view inband, const std::vector<ByteSpan>& buffers,
                                const std::string& call_site);
   // Pinned views of objects in this node's store (one round trip).
-  Result<std::vector<StoreRead>> ReadStore(const std::vector<std::string>& ids);
+  // `sources`: per id, the node holding the primary copy (from its
+  // descriptor); the local fleet-node pulls objects that are not here.
+  Result<std::vector<StoreRead>> ReadStore(const std::vector<std::string>& ids,
+                                           const std::vector<std::string>& sources = {});
+  // Prints what is left of folded (deduplicated) worker output.
+  void FlushLogs();
   Result<rpc::StoreListReply> StoreList();
 
   // ---- borrowing -------------------------------------------------------------
@@ -162,6 +177,8 @@ class CoreWorker {
   Result<int> KvDel(const std::string& key);
   Result<std::vector<std::string>> KvKeys(const std::string& prefix);
   Result<rpc::GetNodesReply> GetNodes();
+  // One request to fleet-gcs; timeout_ms < 0: the default (60 s).
+  Result<rpc::Envelope> GcsCall(rpc::Envelope req, int64_t timeout_ms);
   Result<rpc::GetNodeStatsReply> GetNodeStats();
 
   // ---- identity -------------------------------------------------------------
@@ -186,6 +203,9 @@ class CoreWorker {
   // Sets who submits `spec`: this process as owner, and the task it runs.
   void StampCaller(rpc::TaskSpec* spec);
   void OnGcsMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
+  // Worker output relayed by fleet-gcs: prefixed, folded, printed.
+  void PrintLogLines(const rpc::LogLines& l);
+  void ArmLogFlushLocked();
   void ReplyCancelled(uint64_t handle, const rpc::TaskSpec& spec);
   void FetchFromOwner(const std::string& id, const std::string& owner_address);
   Result<rpc::ConnectionPtr> ConnectionTo(const std::string& address);
@@ -286,6 +306,10 @@ class CoreWorker {
   void FlushHeldReplies();
   bool shut_down_ = false;
   std::unique_ptr<asio::steady_timer> trim_timer_;  // io thread only
+  std::mutex log_mu_;
+  LogDeduplicator log_dedup_{LogDedupOptions{.enabled = options_.dedup_logs}};  // guarded by log_mu_
+  std::unique_ptr<asio::steady_timer> log_timer_;  // created in Init
+  bool log_flush_armed_ = false;                   // guarded by log_mu_
   size_t peak_objects_ = 0;                          // io thread only
 };
 

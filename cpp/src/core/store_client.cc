@@ -111,11 +111,13 @@ Status StoreClient::Put(const std::string& id, uint64_t size, const std::string&
   return Status::OK();
 }
 
-Result<std::vector<StoreRead>> StoreClient::Get(const std::vector<std::string>& ids) {
+Result<std::vector<StoreRead>> StoreClient::Get(const std::vector<std::string>& ids,
+                                                const std::vector<std::string>& sources) {
   auto m = Mapping();
   if (!m.ok()) return m.status();
   rpc::Envelope req;
   for (const auto& id : ids) req.mutable_store_get()->add_object_ids(id);
+  for (const auto& node : sources) req.mutable_store_get()->add_source_node_ids(node);
   auto r = node_->CallSync(req, kStoreRpcTimeoutMs);
   if (!r.ok()) return r.status();
   const auto& locs = r.value().store_get_reply().locations();

@@ -74,7 +74,9 @@ class StoreClient {
   Status Put(const std::string& id, uint64_t size, const std::string& owner_address,
              const std::string& call_site, const std::function<void(uint8_t*)>& fill);
   // Pins and maps each object (one round trip for all).
-  Result<std::vector<StoreRead>> Get(const std::vector<std::string>& ids);
+  // `sources`: per id, the node holding the primary copy (may be shorter).
+  Result<std::vector<StoreRead>> Get(const std::vector<std::string>& ids,
+                                     const std::vector<std::string>& sources = {});
   // The owner lets go of its objects (one-way).
   void Free(const std::vector<std::string>& ids);
   Result<rpc::StoreListReply> List();

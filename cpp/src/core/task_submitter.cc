@@ -36,6 +36,7 @@ struct TaskSubmitter::Lease {
   int worker_pid = 0;
   std::vector<int> gpu_ids;
   rpc::ConnectionPtr conn;
+  rpc::ConnectionPtr node;  // the fleet-node that granted it (local, or after spillback)
   std::unordered_map<std::string, TaskPtr> in_flight;  // by task id
   std::chrono::steady_clock::time_point idle_since;
   bool dead = false;
@@ -52,6 +53,9 @@ struct TaskSubmitter::KeyState {
   bool cancel_sent = false;
   std::map<std::string, double> resources;
   std::string description;
+  std::string strategy;           // TaskSpec's scheduling_strategy
+  std::string affinity_node_id;
+  bool affinity_soft = false;
 };
 
 struct TaskSubmitter::Outbox {
@@ -111,13 +115,19 @@ std::map<std::string, double> TaskSubmitter::DecodeResources(const std::string& 
 std::string TaskSubmitter::SchedulingKey(const rpc::TaskSpec& spec) {
   // Per function too (as Ray's scheduling class): how deep to pipeline is
   // learned from the function's run times.
-  return spec.resources() + "|" + spec.function_key();
+  std::string key = spec.resources() + "|" + spec.function_key();
+  if (!spec.scheduling_strategy().empty()) {
+    key += "|" + spec.scheduling_strategy() + ":" + spec.affinity_node_id() +
+           (spec.affinity_soft() ? ":soft" : "");
+  }
+  return key;
 }
 
 TaskSubmitter::TaskSubmitter(asio::io_context& io, MemoryStore& store, rpc::ConnectionPtr node,
-                             rpc::Hello hello, SubmitterOptions options)
+                             rpc::Hello hello, SubmitterOptions options,
+                             rpc::Connection::MessageHandler on_node_message)
     : io_(io), store_(store), node_(std::move(node)), hello_(std::move(hello)),
-      options_(options), linger_timer_(io) {}
+      on_node_message_(std::move(on_node_message)), options_(options), linger_timer_(io) {}
 
 TaskSubmitter::~TaskSubmitter() = default;
 
@@ -171,6 +181,9 @@ void TaskSubmitter::Enqueue(const TaskPtr& task) {
         ks = std::make_unique<KeyState>();
         ks->resources = DecodeResources(task->spec().resources());
         ks->description = task->spec().function_name();
+        ks->strategy = task->spec().scheduling_strategy();
+        ks->affinity_node_id = task->spec().affinity_node_id();
+        ks->affinity_soft = task->spec().affinity_soft();
       }
       ks->queue.push_back(task);
       ks->cancel_sent = false;
@@ -248,29 +261,85 @@ void TaskSubmitter::Flush(Outbox& out) {
       OnTaskReply(l, t, s, reply);
     });
   }
-  for (auto& key : out.lease_requests) {
-    rpc::Envelope req;
-    auto* r = req.mutable_request_lease();
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      auto& ks = *keys_[key];
-      for (auto& [k, v] : ks.resources) (*r->mutable_resources())[k] = v;
-      r->set_description(ks.description);
-    }
-    r->set_scheduling_key(key);
-    node_->Call(req, [this, key](const Status& s, rpc::Envelope& reply) {
-      OnLeaseReply(key, s, reply);
-    });
-  }
+  for (auto& key : out.lease_requests) RequestLease(key, node_, false);
   for (auto& key : out.cancels) {
     rpc::Envelope req;
     req.mutable_cancel_lease_requests()->set_scheduling_key(key);
     node_->Send(req);
+    std::vector<rpc::ConnectionPtr> remotes;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      for (auto& [addr, c] : remote_nodes_) remotes.push_back(c);
+    }
+    for (auto& c : remotes) c->Send(req);
   }
 }
 
-void TaskSubmitter::OnLeaseReply(const std::string& key, const Status& s, rpc::Envelope& reply) {
+void TaskSubmitter::RequestLease(const std::string& key, const rpc::ConnectionPtr& node,
+                                 bool spilled) {
+  rpc::Envelope req;
+  auto* r = req.mutable_request_lease();
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto& ks = *keys_[key];
+    for (auto& [k, v] : ks.resources) (*r->mutable_resources())[k] = v;
+    r->set_description(ks.description);
+    r->set_strategy(ks.strategy);
+    r->set_affinity_node_id(ks.affinity_node_id);
+    r->set_affinity_soft(ks.affinity_soft);
+  }
+  r->set_scheduling_key(key);
+  r->set_spilled(spilled);
+  node->Call(req, [this, key, node](const Status& s, rpc::Envelope& reply) {
+    OnLeaseReply(key, node, s, reply);
+  });
+}
+
+Result<rpc::ConnectionPtr> TaskSubmitter::RemoteNode(const std::string& address) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = remote_nodes_.find(address);
+    if (it != remote_nodes_.end() && !it->second->closed()) return it->second;
+  }
+  auto c = rpc::Connect(io_, address, hello_);
+  if (!c.ok()) return c.status();
+  c.value()->Start(on_node_message_, nullptr);
+  std::lock_guard<std::mutex> lk(mu_);
+  remote_nodes_[address] = c.value();
+  return c.value();
+}
+
+void TaskSubmitter::OnLeaseReply(const std::string& key, const rpc::ConnectionPtr& node,
+                                 const Status& s, rpc::Envelope& reply) {
   // io thread
+  const auto& granted = reply.lease_granted();
+  if (s.ok() && granted.worker_id().empty() && !granted.spillback_address().empty()) {
+    // Spillback: the local node sends us to a node that can run it.
+    auto remote = RemoteNode(granted.spillback_address());
+    if (remote.ok()) {
+      bool go;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        go = !shutdown_;
+      }
+      if (go) return RequestLease(key, remote.value(), true);
+    } else {
+      FLEET_LOG(WARNING) << "cannot reach node " << granted.spillback_address()
+                         << " for a spilled lease request: " << remote.status().message()
+                         << "; asking the local node again";
+      return RequestLease(key, node_, true);
+    }
+  }
+  if (!s.ok() && node != node_) {
+    // The remote node died (or went away) before granting: ask the local
+    // node again, which knows the cluster's state.
+    bool go;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      go = !shutdown_;
+    }
+    if (go) return RequestLease(key, node_, false);
+  }
   Outbox out;
   std::vector<TaskPtr> to_fail;
   std::string fail_message;
@@ -279,9 +348,10 @@ void TaskSubmitter::OnLeaseReply(const std::string& key, const Status& s, rpc::E
     std::lock_guard<std::mutex> lk(mu_);
     auto& ks = *keys_[key];
     ks.pending_lease_requests--;
-    if (!s.ok()) {
+    if (!s.ok() || !granted.error().empty()) {
       if (!shutdown_) {
-        fail_message = "could not lease a worker from the local fleet-node: " + s.message();
+        fail_message = s.ok() ? "cannot be scheduled: " + granted.error()
+                              : "could not lease a worker from the local fleet-node: " + s.message();
         to_fail.assign(ks.queue.begin(), ks.queue.end());
         ks.queue.clear();
       }
@@ -291,10 +361,11 @@ void TaskSubmitter::OnLeaseReply(const std::string& key, const Status& s, rpc::E
     } else if (shutdown_) {
       rpc::Envelope ret;
       ret.mutable_return_lease()->set_worker_id(reply.lease_granted().worker_id());
-      node_->Send(ret);
+      node->Send(ret);
     } else {
       const auto& g = reply.lease_granted();
       lease = std::make_shared<Lease>();
+      lease->node = node;
       lease->key = key;
       lease->worker_id = g.worker_id();
       lease->worker_pid = g.worker_pid();
@@ -312,7 +383,7 @@ void TaskSubmitter::OnLeaseReply(const std::string& key, const Status& s, rpc::E
       rpc::Envelope ret;
       ret.mutable_return_lease()->set_worker_id(lease->worker_id);
       ret.mutable_return_lease()->set_worker_failed(true);
-      node_->Send(ret);
+      lease->node->Send(ret);
       DispatchLocked(key, out);
     } else {
       lease->conn = conn.value();
@@ -337,7 +408,7 @@ void TaskSubmitter::OnLeaseReply(const std::string& key, const Status& s, rpc::E
         rpc::Envelope ret;
         ret.mutable_return_lease()->set_worker_id(l->worker_id);
         ret.mutable_return_lease()->set_worker_failed(true);
-        node_->Send(ret);
+        l->node->Send(ret);
       });
       keys_[key]->leases.push_back(lease);
       DispatchLocked(key, out);
@@ -397,7 +468,7 @@ void TaskSubmitter::OnTaskReply(const LeasePtr& lease, const TaskPtr& task, cons
     rpc::Envelope ret;
     ret.mutable_return_lease()->set_worker_id(lease->worker_id);
     ret.mutable_return_lease()->set_worker_failed(true);
-    node_->Send(ret);
+    lease->node->Send(ret);
   }
   if (cancelled) {
     FailTask(task, kFlagTaskCancelled | (task->force ? kFlagWorkerCrashed : 0u),
@@ -415,7 +486,7 @@ void TaskSubmitter::OnTaskReply(const LeasePtr& lease, const TaskPtr& task, cons
     std::string base = os.str();
     rpc::Envelope req;
     req.mutable_get_worker_exit()->set_worker_id(lease->worker_id);
-    node_->Call(req, [this, task, base](const Status& st, rpc::Envelope& info) {
+    lease->node->Call(req, [this, task, base](const Status& st, rpc::Envelope& info) {
       std::string message = base;
       const auto& r = info.get_worker_exit_reply();
       if (st.ok() && r.known()) {
@@ -510,7 +581,7 @@ bool TaskSubmitter::Cancel(const std::string& task_id, bool force, bool recursiv
     rpc::Envelope ret;
     ret.mutable_return_lease()->set_worker_id(to_kill->worker_id);
     ret.mutable_return_lease()->set_worker_failed(true);
-    node_->Send(ret);
+    to_kill->node->Send(ret);
   }
   if (notify) SendCancelTask(notify, task_id, recursive);
   return true;
@@ -569,7 +640,7 @@ void TaskSubmitter::ReturnIdleLeases() {
   for (auto& l : to_return) {
     rpc::Envelope ret;
     ret.mutable_return_lease()->set_worker_id(l->worker_id);
-    node_->Send(ret);
+    l->node->Send(ret);
     l->conn->Close();
   }
 }
@@ -594,7 +665,7 @@ void TaskSubmitter::Shutdown() {
   for (auto& l : leases) {
     rpc::Envelope ret;
     ret.mutable_return_lease()->set_worker_id(l->worker_id);
-    node_->Send(ret);
+    l->node->Send(ret);
     l->conn->Close();
   }
 }

@@ -1,7 +1,8 @@
 // TaskSubmitter: the submitting side of normal tasks (driver or worker).
 //
 // Tasks are grouped by scheduling key (resource shape + function). For each
-// key the submitter leases workers from the local fleet-node and pushes tasks
+// key the submitter leases workers from the local fleet-node (which may send
+// it on to another node: spillback; the lease is then held there) and pushes tasks
 // straight to them: one at a time per lease until the function's average run
 // time is known, then as many as fit in `pipeline_budget_us` of work (at most
 // `max_tasks_in_flight_per_worker`). A lease with nothing to do lingers
@@ -75,7 +76,8 @@ class TaskSubmitter {
   // `node` is the connection to the local fleet-node; `hello` is what this
   // process sends when it connects to a leased worker.
   TaskSubmitter(asio::io_context& io, MemoryStore& store, rpc::ConnectionPtr node,
-                rpc::Hello hello, SubmitterOptions options);
+                rpc::Hello hello, SubmitterOptions options,
+                rpc::Connection::MessageHandler on_node_message = nullptr);
   ~TaskSubmitter();
 
   // Creates the return objects (pending) and queues the task. Returns the
@@ -112,7 +114,12 @@ class TaskSubmitter {
   struct Outbox;
   void DispatchLocked(const std::string& key, Outbox& out);
   void Flush(Outbox& out);
-  void OnLeaseReply(const std::string& key, const Status& s, rpc::Envelope& reply);
+  // Asks `node` for a lease for `key` (spilled: sent there by another node).
+  void RequestLease(const std::string& key, const rpc::ConnectionPtr& node, bool spilled);
+  void OnLeaseReply(const std::string& key, const rpc::ConnectionPtr& node, const Status& s,
+                    rpc::Envelope& reply);
+  // A connection to another node's fleet-node (spillback), cached.
+  Result<rpc::ConnectionPtr> RemoteNode(const std::string& address);
   void OnTaskReply(const LeasePtr& lease, const TaskPtr& task, const Status& s,
                    rpc::Envelope& reply);
   void FailTask(const TaskPtr& task, uint32_t flags, const std::string& message);
@@ -125,6 +132,8 @@ class TaskSubmitter {
   MemoryStore& store_;
   rpc::ConnectionPtr node_;
   rpc::Hello hello_;
+  rpc::Connection::MessageHandler on_node_message_;  // pushes from remote nodes (warnings)
+  std::map<std::string, rpc::ConnectionPtr> remote_nodes_;          // guarded by mu_
   const SubmitterOptions options_;
 
   mutable std::mutex mu_;

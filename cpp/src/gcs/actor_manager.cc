@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <asio/post.hpp>
+#include <algorithm>
 #include <sstream>
 
 #include "common/ids.h"
@@ -209,8 +210,11 @@ Result<rpc::ConnectionPtr> ActorManager::NodeConnection(const rpc::NodeInfo& nod
   hello.set_token(token_);
   hello.set_role("gcs");
   hello.set_pid(getpid());
-  std::string address = node.unix_socket();
-  if (address.rfind("unix:", 0) != 0) address = "unix:" + address;
+  std::string address = node.address();
+  if (address.empty()) {
+    address = node.unix_socket();
+    if (address.rfind("unix:", 0) != 0) address = "unix:" + address;
+  }
   auto c = rpc::Connect(io_, address, hello);
   if (!c.ok()) return c.status();
   c.value()->Start(nullptr, nullptr);
@@ -219,16 +223,48 @@ Result<rpc::ConnectionPtr> ActorManager::NodeConnection(const rpc::NodeInfo& nod
 }
 
 void ActorManager::Schedule(Actor& a) {
-  // Least loaded node that can hold the actor (by its available CPUs).
+  // Default: the node with the most free CPUs among those with the actor's
+  // resources free now, else among those that could ever hold it. SPREAD:
+  // round robin over those. NODE_AFFINITY: that node (soft: or the default).
   const rpc::NodeInfo* best = nullptr;
   auto nodes = alive_nodes_();
+  std::sort(nodes.begin(), nodes.end(),
+            [](const auto& x, const auto& y) { return x.node_id() < y.node_id(); });
+  auto cpu = [](const rpc::NodeInfo& x) {
+    auto it = x.available().find("CPU");
+    return it == x.available().end() ? 0.0 : it->second;
+  };
+  std::vector<const rpc::NodeInfo*> feasible, free;
   for (const auto& n : nodes) {
     if (!Covers(n.total(), a.info.resources()) || !Covers(n.total(), a.info.placement())) continue;
-    auto cpu = [](const rpc::NodeInfo& x) {
-      auto it = x.available().find("CPU");
-      return it == x.available().end() ? 0.0 : it->second;
-    };
-    if (!best || cpu(n) > cpu(*best)) best = &n;
+    feasible.push_back(&n);
+    if (Covers(n.available(), a.info.resources())) free.push_back(&n);
+  }
+  bool placed = false;
+  if (a.info.scheduling_strategy() == "NODE_AFFINITY") {
+    for (auto* n : feasible) {
+      if (n->node_id() == a.info.affinity_node_id()) best = n;
+    }
+    bool exists = std::any_of(nodes.begin(), nodes.end(),
+                              [&](auto& n) { return n.node_id() == a.info.affinity_node_id(); });
+    if (!best && !a.info.affinity_soft()) {
+      if (!exists) {
+        MarkDead(a, "its NodeAffinitySchedulingStrategy names node " + ToHex(a.info.affinity_node_id()) +
+                        ", which does not exist or is dead (soft=False)");
+        return;
+      }
+    }
+    placed = best != nullptr || !a.info.affinity_soft();
+  }
+  if (!placed) {
+    auto& pool = free.empty() ? feasible : free;
+    if (a.info.scheduling_strategy() == "SPREAD" && !pool.empty()) {
+      best = pool[spread_next_++ % pool.size()];
+    } else {
+      for (auto* n : pool) {
+        if (!best || cpu(*n) > cpu(*best)) best = n;
+      }
+    }
   }
   if (!best) {
     if (a.unplaceable_since == std::chrono::steady_clock::time_point{}) {
@@ -251,6 +287,7 @@ void ActorManager::Schedule(Actor& a) {
   r->set_description("actor " + a.info.class_name());
   r->set_scheduling_key("actor:" + a.info.actor_id());
   r->set_actor_class(a.info.class_name());
+  r->set_spilled(true);  // placed here by us: the node must not send it on
   a.lease_pending = true;
   a.lease_node_id = best->node_id();
   uint64_t inc = ++a.incarnation;

@@ -51,6 +51,9 @@ class ActorManager {
   // Once a second: warn about actors no node can hold.
   void Tick();
 
+ // A connection to that node's fleet-node (cached; also used for bundles).
+  Result<rpc::ConnectionPtr> NodeConnection(const rpc::NodeInfo& node);
+
  private:
   struct Actor {
     rpc::ActorInfo info;
@@ -78,7 +81,6 @@ class ActorManager {
   void MarkDead(Actor& a, const std::string& reason, const std::string& error = "");
   void ReleaseWorker(Actor& a, bool kill);
   void Publish(Actor& a);
-  Result<rpc::ConnectionPtr> NodeConnection(const rpc::NodeInfo& node);
   std::string Describe(const Actor& a) const;
 
   asio::io_context& io_;
@@ -87,7 +89,8 @@ class ActorManager {
   std::function<rpc::ConnectionPtr(uint32_t)> driver_of_job_;
   std::map<std::string, Actor> actors_;                                  // by actor id
   std::map<std::pair<std::string, std::string>, std::string> named_;     // (ns, name) -> id
-  std::map<std::string, rpc::ConnectionPtr> node_conns_;                 // by node id
+  std::map<std::string, rpc::ConnectionPtr> node_conns_;
+  uint64_t spread_next_ = 0;                 // by node id
 };
 
 }  // namespace fleet::gcs

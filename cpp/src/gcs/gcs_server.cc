@@ -17,7 +17,7 @@ int64_t NowMs() {
 }  // namespace
 
 GcsServer::GcsServer(asio::io_context& io, GcsOptions options)
-    : io_(io), options_(std::move(options)), health_timer_(io),
+    : io_(io), options_(std::move(options)), health_timer_(io), view_timer_(io),
       actors_(
           io, options_.token,
           [this] {
@@ -30,7 +30,43 @@ GcsServer::GcsServer(asio::io_context& io, GcsOptions options)
           [this](uint32_t job) -> rpc::ConnectionPtr {
             auto it = driver_of_job_.find(job);
             return it == driver_of_job_.end() ? nullptr : it->second.lock();
-          }) {}
+          }),
+      groups_(
+          io,
+          [this] {
+            std::vector<rpc::NodeInfo> alive;
+            for (auto& [id, n] : nodes_) {
+              if (n.info.alive()) alive.push_back(n.info);
+            }
+            return alive;
+          },
+          [this](const rpc::NodeInfo& n) { return actors_.NodeConnection(n); }) {}
+
+void GcsServer::ViewChanged() {
+  if (view_armed_) return;
+  view_armed_ = true;
+  view_timer_.expires_after(std::chrono::milliseconds(10));
+  view_timer_.async_wait([this](const asio::error_code& ec) {
+    view_armed_ = false;
+    if (!ec) BroadcastView();
+  });
+}
+
+void GcsServer::BroadcastView() {
+  rpc::Envelope m;
+  auto* v = m.mutable_cluster_view();
+  for (auto& [id, n] : nodes_) {
+    if (!n.info.alive()) continue;
+    auto* out = v->add_nodes();
+    *out = n.info;
+    out->clear_pending();
+  }
+  for (auto& [id, n] : nodes_) {
+    if (!n.info.alive()) continue;
+    if (auto c = n.conn.lock()) c->Send(m);
+  }
+  groups_.OnNodesChanged();
+}
 
 Result<int> GcsServer::Start() {
   listener_ = std::make_unique<rpc::Listener>(
@@ -52,8 +88,15 @@ void GcsServer::MarkDead(NodeEntry& node, const std::string& reason) {
   node.info.set_alive(false);
   node.info.set_death_reason(reason);
   node.info.clear_available();
+  node.info.clear_pending();
   FLEET_LOG(WARNING) << "node " << ToHex(node.info.node_id()) << " (" << node.info.node_ip()
                      << ") is dead: " << reason;
+  std::string id = node.info.node_id();
+  asio::post(io_, [this, id] {
+    groups_.OnNodeDead(id);
+    actors_.OnNodesChanged();
+  });
+  ViewChanged();
 }
 
 void GcsServer::CheckHealth() {
@@ -84,7 +127,9 @@ void GcsServer::OnClose(const rpc::ConnectionPtr& conn, const Status&) {
     job_of_conn_.erase(it);
     driver_of_job_.erase(job_id);
     actors_.OnJobFinished(job_id);
+    groups_.OnJobFinished(job_id);
   }
+  log_subscribers_.erase(conn.get());
   actors_.OnConnectionClosed(conn.get());
 }
 
@@ -92,7 +137,29 @@ void GcsServer::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
   rpc::Envelope reply;
   switch (msg.body_case()) {
     case rpc::Envelope::kHello:
+      if (msg.hello().role() == "driver" && msg.hello().log_to_driver()) {
+        log_subscribers_[conn.get()] = conn;
+      }
       return;
+    case rpc::Envelope::kLogLines:  // from a node: to every driver that wants them
+      for (auto& [ptr, weak] : log_subscribers_) {
+        if (auto c = weak.lock()) c->Send(msg);
+      }
+      return;
+    case rpc::Envelope::kCreatePlacementGroup: {
+      auto job = job_of_conn_.find(conn.get());
+      groups_.Create(msg.create_placement_group(), job == job_of_conn_.end() ? 0 : job->second, reply);
+      break;
+    }
+    case rpc::Envelope::kRemovePlacementGroup:
+      groups_.Remove(msg.remove_placement_group().pg_id(), reply);
+      break;
+    case rpc::Envelope::kWaitPlacementGroup:
+      groups_.Wait(conn, msg.request_id(), msg.wait_placement_group());
+      return;  // answered later
+    case rpc::Envelope::kGetPlacementGroups:
+      groups_.Get(msg.get_placement_groups(), reply);
+      break;
     case rpc::Envelope::kRegisterNode: {
       auto& entry = nodes_[msg.register_node().node().node_id()];
       entry.info = msg.register_node().node();
@@ -104,13 +171,24 @@ void GcsServer::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
                       << entry.info.node_ip();
       reply.mutable_register_node_reply();
       asio::post(io_, [this] { actors_.OnNodesChanged(); });
+      ViewChanged();
       break;
     }
     case rpc::Envelope::kReportResources: {
       auto it = nodes_.find(msg.report_resources().node_id());
       if (it != nodes_.end() && it->second.info.alive()) {
-        *it->second.info.mutable_available() = msg.report_resources().available();
+        auto& r = *msg.mutable_report_resources();
+        auto& info = it->second.info;
+        std::map<std::string, double> before(info.available().begin(), info.available().end());
+        std::map<std::string, double> before_total(info.total().begin(), info.total().end());
+        *info.mutable_available() = r.available();
+        if (r.total_size() > 0) *info.mutable_total() = r.total();
+        info.mutable_pending()->Swap(r.mutable_pending());
         it->second.last_report = std::chrono::steady_clock::now();
+        if (before != std::map<std::string, double>(info.available().begin(), info.available().end()) ||
+            before_total != std::map<std::string, double>(info.total().begin(), info.total().end())) {
+          ViewChanged();
+        }
       }
       return;  // push, no reply
     }

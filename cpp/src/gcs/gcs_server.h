@@ -1,5 +1,7 @@
 // GcsServer: the control store (fleet-gcs). Holds the node table (with health
-// checks), the job table, the actor directory (ActorManager) and a key-value
+// checks; the table goes to every node on change), the job table, the actor
+// directory (ActorManager), placement groups (PlacementGroupManager), worker
+// output relayed to drivers, and a key-value
 // store that serves as the function table. State lives in memory.
 //
 // A node is alive while its connection is open and it reports within
@@ -16,6 +18,7 @@
 
 #include "fleet.pb.h"
 #include "gcs/actor_manager.h"
+#include "gcs/placement_group_manager.h"
 #include "rpc/connection.h"
 #include "rpc/listener.h"
 
@@ -46,11 +49,17 @@ class GcsServer {
   void OnClose(const rpc::ConnectionPtr& conn, const Status& s);
   void MarkDead(NodeEntry& node, const std::string& reason);
   void CheckHealth();
+  // Pushes the node table to every node (coalesced: at most every 10 ms).
+  void ViewChanged();
+  void BroadcastView();
 
   asio::io_context& io_;
   const GcsOptions options_;
   std::unique_ptr<rpc::Listener> listener_;
   asio::steady_timer health_timer_;
+  asio::steady_timer view_timer_;
+  bool view_armed_ = false;
+  std::map<const rpc::Connection*, std::weak_ptr<rpc::Connection>> log_subscribers_;  // drivers
 
   std::map<std::string, NodeEntry> nodes_;                    // by node id
   std::map<std::string, std::string> kv_;
@@ -59,6 +68,7 @@ class GcsServer {
   std::map<uint32_t, std::weak_ptr<rpc::Connection>> driver_of_job_;
   uint32_t next_job_id_ = 1;
   ActorManager actors_;
+  PlacementGroupManager groups_;
 };
 
 }  // namespace fleet::gcs

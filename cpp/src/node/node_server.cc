@@ -55,6 +55,10 @@ Status NodeServer::Start() {
       [this](const rpc::ConnectionPtr& c, const Status& s) { OnClose(c, s); });
   auto addr = listener_->ListenUnix(options_.unix_socket);
   if (!addr.ok()) return addr.status();
+  auto port = listener_->ListenTcp(options_.node_ip, options_.port);
+  if (!port.ok()) return port.status();
+  address_ = rpc::JoinAddress(options_.node_ip + ":" + std::to_string(port.value()), addr.value());
+  transfer_client_ = next_store_client_++;
 
   store::StoreOptions so = options_.store;
   if (so.spill_dir.empty()) so.spill_dir = options_.session_dir + "/spill/" + ToHex(node_id_).substr(0, 12);
@@ -76,7 +80,8 @@ Status NodeServer::Start() {
   gcs_ = conn.value();
   bool done = false;
   Status result = Status::OK();
-  gcs_->Start(nullptr, [this](const rpc::ConnectionPtr&, const Status& s) {
+  gcs_->Start([this](const rpc::ConnectionPtr&, rpc::Envelope& m) { OnGcsMessage(m); },
+              [this](const rpc::ConnectionPtr&, const Status& s) {
     if (!stopped_) {
       FLEET_LOG(ERROR) << "lost the connection to fleet-gcs (" << s.message() << "); exiting";
       Stop();
@@ -90,6 +95,8 @@ Status NodeServer::Start() {
   gethostname(host, sizeof(host) - 1);
   info->set_hostname(host);
   info->set_unix_socket(addr.value());
+  info->set_address(address_);
+  info->set_is_head(options_.is_head);
   info->set_session_dir(options_.session_dir);
   for (auto& [k, v] : options_.resources) {
     (*info->mutable_total())[k] = v;
@@ -156,6 +163,14 @@ void NodeServer::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
     case rpc::Envelope::kStoreList:
       OnStoreMessage(conn, msg);
       return;
+    case rpc::Envelope::kPullObject:
+      ServePull(conn, msg.request_id(), msg.pull_object());
+      return;
+    case rpc::Envelope::kPrepareBundles:
+    case rpc::Envelope::kCommitBundles:
+    case rpc::Envelope::kReleaseBundles:
+      OnBundleMessage(conn, msg);
+      return;
     case rpc::Envelope::kHello: {
       const auto& h = msg.hello();
       if ((h.role() == "worker" || h.role() == "driver") && !h.address().empty()) {
@@ -173,8 +188,6 @@ void NodeServer::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
         worker_conn_by_id_[h.worker_id()] = conn;
         Schedule();
         MaybeStartZygote(false);
-      } else if (h.role() == "driver" && h.log_to_driver()) {
-        log_subscribers_.insert(conn);
       }
       return;
     }
@@ -188,6 +201,10 @@ void NodeServer::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
       e.actor_class = r.actor_class();
       e.description = r.description();
       e.key = r.scheduling_key();
+      e.strategy = r.strategy();
+      e.affinity_node_id = r.affinity_node_id();
+      e.affinity_soft = r.affinity_soft();
+      e.spilled = r.spilled();
       e.since = std::chrono::steady_clock::now();
       if (consecutive_start_failures_ >= options_.worker_start_failures_before_error) {
         reply.mutable_error()->set_code(static_cast<int>(StatusCode::kInternal));
@@ -308,7 +325,6 @@ void NodeServer::OnClose(const rpc::ConnectionPtr& conn, const Status&) {
       client_addresses_.erase(a);
     }
   }
-  log_subscribers_.erase(conn);
   auto w = worker_conns_.find(conn.get());
   if (w != worker_conns_.end()) {
     std::string id = w->second;
@@ -389,29 +405,48 @@ void NodeServer::OnStoreMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& m
       break;
     }
     case rpc::Envelope::kStoreGet: {
-      const auto& ids = msg.store_get().object_ids();
-      store_->Get(client, {ids.begin(), ids.end()}, [weak, rid](std::vector<store::ObjectLocation> locs) {
-        auto conn = weak.lock();
-        if (!conn) return;
-        rpc::Envelope reply;
-        auto* r = reply.mutable_store_get_reply();
-        for (auto& l : locs) {
-          auto* out = r->add_locations();
-          out->set_offset(l.offset);
-          out->set_size(l.size);
-          out->set_error(l.error);
-          out->set_full(l.full);
-        }
-        conn->Reply(rid, reply);
+      const auto& g = msg.store_get();
+      std::vector<std::string> ids(g.object_ids().begin(), g.object_ids().end());
+      std::vector<std::string> sources(g.source_node_ids().begin(), g.source_node_ids().end());
+      // Objects whose primary copy is on another node are pulled here first.
+      EnsureLocal(ids, sources, [this, weak, rid, client, ids](std::vector<std::string> pull_errors) {
+        if (!weak.lock()) return;  // the reader left meanwhile: pin nothing for it
+        store_->Get(client, ids, [weak, rid, pull_errors](std::vector<store::ObjectLocation> locs) {
+          auto conn = weak.lock();
+          if (!conn) return;
+          rpc::Envelope reply;
+          auto* r = reply.mutable_store_get_reply();
+          for (size_t i = 0; i < locs.size(); i++) {
+            auto& l = locs[i];
+            auto* out = r->add_locations();
+            out->set_offset(l.offset);
+            out->set_size(l.size);
+            out->set_error(l.error.empty() || pull_errors[i].empty() ? l.error : pull_errors[i]);
+            out->set_full(l.full);
+          }
+          conn->Reply(rid, reply);
+        });
       });
       return;
     }
     case rpc::Envelope::kStoreRelease:
       for (const auto& id : msg.store_release().object_ids()) store_->Release(client, id);
       return;
-    case rpc::Envelope::kStoreFree:
-      for (const auto& id : msg.store_free().object_ids()) store_->Free(id);
+    case rpc::Envelope::kStoreFree: {
+      // Copies other nodes pulled go too.
+      std::map<std::string, rpc::Envelope> forward;
+      for (const auto& id : msg.store_free().object_ids()) {
+        store_->Free(id);
+        auto c = copies_.find(id);
+        if (c == copies_.end()) continue;
+        for (const auto& node : c->second) forward[node].mutable_store_free()->add_object_ids(id);
+        copies_.erase(c);
+      }
+      for (auto& [node, m] : forward) {
+        if (auto peer = PeerNode(node); peer.ok()) peer.value()->Send(m);
+      }
       return;
+    }
     case rpc::Envelope::kStoreList:
       store_->List(reply.mutable_store_list_reply());
       break;
@@ -438,6 +473,22 @@ void NodeServer::Schedule() {
     if (!conn || conn->closed()) {
       it = pending_.erase(it);
       continue;
+    }
+    if (!it->spilled && !it->placed) {
+      Placement p = Place(*it, Feasible(*it) && resources_.Fits(it->resources));
+      if (!p.error.empty() || !p.node_id.empty()) {
+        rpc::Envelope reply;
+        auto* g = reply.mutable_lease_granted();
+        if (!p.error.empty()) {
+          g->set_error(p.error);
+        } else {
+          g->set_spillback_node_id(p.node_id);
+          g->set_spillback_address(cluster_[p.node_id].address());
+        }
+        conn->Reply(it->request_id, reply);
+        it = pending_.erase(it);
+        continue;
+      }
     }
     if (!Feasible(*it)) {
       ++it;
@@ -557,7 +608,11 @@ void NodeServer::ReadWorkerOutput(std::shared_ptr<WorkerIo> wio, bool is_stderr)
     }
     partial.erase(0, start);
     if (l->lines_size() > 0) {
-      for (auto& c : log_subscribers_) c->Send(msg);
+      // Through fleet-gcs, which sends them to every driver that wants them
+      // (drivers on other nodes too).
+      l->set_node_ip(options_.node_ip);
+      l->set_node_id(node_id_);
+      if (gcs_) gcs_->Send(msg);
     }
     ReadWorkerOutput(wio, is_stderr);
   });
@@ -703,11 +758,12 @@ void NodeServer::Tick() {
   }
   // Requests no node can satisfy: tell the requester, once.
   for (auto& e : pending_) {
-    if (e.warned || Feasible(e)) continue;
+    if (e.warned || FeasibleAnywhere(e)) continue;
     if (now - e.since < std::chrono::milliseconds(options_.infeasible_warning_ms)) continue;
     e.warned = true;
     std::string text = "The task '" + e.description + "' requires " + Describe(e.resources) +
-                       ", which no node in the cluster can satisfy (this node has " +
+                       ", which no node in the cluster can satisfy (" +
+                       std::to_string(cluster_.size() + 1) + " node(s) alive; this one has " +
                        Describe(resources_.total()) +
                        "). It stays pending until a node with these resources joins.";
     FLEET_LOG(WARNING) << text;
@@ -740,6 +796,21 @@ void NodeServer::ReportResources() {
   auto* r = m.mutable_report_resources();
   r->set_node_id(node_id_);
   for (auto& [k, v] : ToDoubles(resources_.available())) (*r->mutable_available())[k] = v;
+  for (auto& [k, v] : ToDoubles(resources_.total())) (*r->mutable_total())[k] = v;
+  // What waits here, by shape, for `fleet status`.
+  std::map<std::pair<ResourceSet, bool>, std::pair<int, std::string>> demands;
+  for (auto& e : pending_) {
+    auto& d = demands[{e.resources, !FeasibleAnywhere(e)}];
+    d.first++;
+    if (d.second.empty()) d.second = e.description;
+  }
+  for (auto& [shape, d] : demands) {
+    auto* out = r->add_pending();
+    for (auto& [k, v] : ToDoubles(shape.first)) (*out->mutable_shape())[k] = v;
+    out->set_infeasible(shape.second);
+    out->set_count(d.first);
+    out->set_description(d.second);
+  }
   gcs_->Send(m);
 }
 

@@ -35,6 +35,8 @@ struct NodeOptions {
   std::string token;
   std::string session_dir;
   std::string node_ip = "127.0.0.1";
+  int port = 0;                      // TCP port for other nodes and remote drivers (0: any)
+  bool is_head = false;
   std::string unix_socket;           // path
   std::map<std::string, double> resources;  // CPU, GPU, memory, custom...
   std::string python = "python3";    // worker interpreter
@@ -44,6 +46,8 @@ struct NodeOptions {
   int worker_start_failures_before_error = 3;
   bool use_zygote = true;            // fork workers from a pre-imported process
   store::StoreOptions store;         // spill_dir empty: <session_dir>/spill/<node id>
+  uint64_t transfer_chunk_bytes = 8 << 20;  // object transfer between nodes
+  int transfer_chunks_in_flight = 4;
 };
 
 class NodeServer {
@@ -64,9 +68,20 @@ class NodeServer {
     std::string description;
     std::string key;
     std::string actor_class;  // non-empty: the worker will host this actor
+    std::string strategy;     // "", "SPREAD", "NODE_AFFINITY"
+    std::string affinity_node_id;
+    bool affinity_soft = false;
+    bool spilled = false;     // another node sent it here: never spill it again
+    bool placed = false;      // decided to run here
     std::chrono::steady_clock::time_point since;
     bool warned = false;
   };
+  // Where a request goes: here (node_id empty), another node, or nowhere (error).
+  struct Placement {
+    std::string node_id;
+    std::string error;
+  };
+  struct Pull;
   struct LeaseEntry {
     Allocation alloc;
     std::weak_ptr<rpc::Connection> holder;
@@ -75,6 +90,26 @@ class NodeServer {
   struct WorkerIo;
 
   void OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
+  void OnGcsMessage(rpc::Envelope& msg);
+  // Scheduling policy (see docs/architecture.md): whether `e` runs here or
+  // spills to another node. `fits_here`: free resources cover it now.
+  Placement Place(LeaseRequestEntry& e, bool fits_here);
+  std::string LeastLoadedRemote(const LeaseRequestEntry& e, bool need_free) const;
+  bool FeasibleRemote(const std::string& node_id, const LeaseRequestEntry& e) const;
+  bool FeasibleAnywhere(const LeaseRequestEntry& e) const;
+  // ---- object transfer between nodes
+  Result<rpc::ConnectionPtr> PeerNode(const std::string& node_id);
+  // Makes the objects local (pulling those whose primary copy is elsewhere),
+  // then calls `done` with an error per id ("" when local now).
+  void EnsureLocal(const std::vector<std::string>& ids, const std::vector<std::string>& sources,
+                   std::function<void(std::vector<std::string>)> done);
+  void StartPull(const std::string& id, const std::string& source);
+  void PullNextChunks(const std::shared_ptr<Pull>& pull);
+  void FinishPull(const std::shared_ptr<Pull>& pull, const std::string& error);
+  void ServePull(const rpc::ConnectionPtr& conn, uint64_t rid, const rpc::PullObject& req);
+  // ---- placement group bundles (two-phase, driven by fleet-gcs)
+  void OnBundleMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
+  void ReleaseBundles(const std::string& pg_id);
   void OnClose(const rpc::ConnectionPtr& conn, const Status& s);
   void Schedule();
   // Whether this node could ever serve the request (its totals cover it).
@@ -120,7 +155,6 @@ class NodeServer {
   std::map<std::string, LeaseEntry> leases_;                    // by worker id
   std::map<const rpc::Connection*, std::string> worker_conns_;  // conn -> worker id
   std::map<std::string, rpc::ConnectionPtr> worker_conn_by_id_;
-  std::set<rpc::ConnectionPtr> log_subscribers_;
   std::map<std::string, std::shared_ptr<WorkerIo>> worker_io_;  // by worker id
   struct ExitInfo {
     std::string reason;
@@ -134,6 +168,21 @@ class NodeServer {
   };
   std::map<std::string, std::vector<ExitWaiter>> exit_waiters_;  // by worker id
   std::unique_ptr<store::ObjectStore> store_;
+  std::string address_;                               // "ip:port,unix:/path"
+  std::map<std::string, rpc::NodeInfo> cluster_;      // other alive nodes, from fleet-gcs
+  std::map<std::string, ResourceSet> cluster_free_;   // their free resources, less our spills since
+  uint64_t spread_next_ = 0;
+  std::map<std::string, rpc::ConnectionPtr> peer_nodes_;     // by node id
+  std::map<std::string, std::shared_ptr<Pull>> pulls_;       // by object id
+  std::map<std::string, std::set<std::string>> copies_;      // object id -> nodes that pulled it
+  store::ClientId transfer_client_ = 0;                      // pins while serving pulls
+  std::map<std::string, rpc::ConnectionPtr> owner_conns_;    // to tell owners about copies
+  struct BundleReservation {
+    std::vector<Allocation> allocs;
+    ResourceSet group;       // the "<R>_group_..." resources it adds once committed
+    bool committed = false;
+  };
+  std::map<std::string, BundleReservation> bundles_;         // by placement group id
   std::map<const rpc::Connection*, store::ClientId> store_clients_;
   store::ClientId next_store_client_ = 1;
   std::map<const rpc::Connection*, std::string> client_addresses_;  // drivers and workers

@@ -46,6 +46,30 @@ NodeResources::NodeResources(ResourceSet total) : total_(std::move(total)), avai
   gpu_free_.assign(n, kUnit);
 }
 
+void NodeResources::Add(const ResourceSet& r) {
+  for (auto& [k, v] : r) {
+    total_[k] += v;
+    available_[k] += v;
+  }
+}
+
+void NodeResources::Remove(const ResourceSet& r) {
+  for (auto& [k, v] : r) {
+    if ((total_[k] -= v) <= 0) total_.erase(k);
+    available_[k] -= v;
+    if (available_[k] == 0 && !total_.count(k)) available_.erase(k);
+  }
+}
+
+bool NodeResources::Fits(const ResourceSet& req) const {
+  for (auto& [k, v] : req) {
+    if (v <= 0) continue;
+    auto it = available_.find(k);
+    if (it == available_.end() || it->second < v) return false;
+  }
+  return true;
+}
+
 bool NodeResources::Feasible(const ResourceSet& req) const {
   for (auto& [k, v] : req) {
     if (v <= 0) continue;

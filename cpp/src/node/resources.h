@@ -45,6 +45,13 @@ class NodeResources {
   void ReleaseCpu(Allocation& a);
   void ForceAcquireCpu(Allocation& a);
 
+  // Adds resources the node did not have (placement group bundles: "CPU_group_<pg>"...)
+  // to its totals and to what is free; Remove takes them away again (free
+  // may go negative while leases still hold them).
+  void Add(const ResourceSet& r);
+  void Remove(const ResourceSet& r);
+  // Whether what is free now covers `req` (ignoring per-device GPU packing).
+  bool Fits(const ResourceSet& req) const;
   const ResourceSet& total() const { return total_; }
   const ResourceSet& available() const { return available_; }
 

@@ -97,6 +97,29 @@ std::string& LocalVersionStorage() {
 }  // namespace
 
 void SetLocalVersion(const std::string& version) { LocalVersionStorage() = version; }
+
+namespace {
+std::string& LocalHostStorage() {
+  static std::string host;
+  return host;
+}
+}  // namespace
+
+void SetLocalHost(const std::string& ip) { LocalHostStorage() = ip; }
+const std::string& LocalHost() { return LocalHostStorage(); }
+
+std::string JoinAddress(const std::string& tcp, const std::string& unix_address) {
+  if (tcp.empty()) return unix_address;
+  if (unix_address.empty()) return tcp;
+  return tcp + "," + unix_address;
+}
+
+std::string AddressHost(const std::string& address) {
+  if (address.rfind("unix:", 0) == 0) return "";
+  std::string tcp = address.substr(0, address.find(','));
+  auto colon = tcp.rfind(':');
+  return colon == std::string::npos ? tcp : tcp.substr(0, colon);
+}
 const std::string& LocalVersion() { return LocalVersionStorage(); }
 
 void Connection::Dispatch(Envelope& msg) {
@@ -355,9 +378,18 @@ void Connection::DoClose(const Status& why) {
   on_close_ = nullptr;
 }
 
-Result<ConnectionPtr> Connect(asio::io_context& io, const std::string& address, const Hello& hello) {
+Result<ConnectionPtr> Connect(asio::io_context& io, const std::string& full_address,
+                              const Hello& hello) {
   Connection::Socket socket(io);
   asio::error_code ec;
+  // A composite address: the Unix socket when the peer is on this host.
+  std::string address = full_address;
+  if (auto comma = full_address.find(','); comma != std::string::npos) {
+    std::string tcp = full_address.substr(0, comma);
+    std::string local = full_address.substr(comma + 1);
+    bool same_host = !LocalHost().empty() && AddressHost(tcp) == LocalHost();
+    address = same_host && local.rfind("unix:", 0) == 0 ? local : tcp;
+  }
   if (address.rfind("unix:", 0) == 0) {
     asio::local::stream_protocol::endpoint ep(address.substr(5));
     socket.connect(ep, ec);

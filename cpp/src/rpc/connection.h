@@ -114,7 +114,18 @@ using ConnectionPtr = std::shared_ptr<Connection>;
 void SetLocalVersion(const std::string& version);
 const std::string& LocalVersion();
 
-// Parses "unix:/path" or "host:port". Connects synchronously from the calling
+// This process's IP address (its node's). A composite address
+// "ip:port,unix:/path" (a process that listens on both) is reached over the
+// Unix socket when its ip is this one, else over TCP. Empty: always TCP.
+// Set once at startup, before connecting.
+void SetLocalHost(const std::string& ip);
+const std::string& LocalHost();
+// "ip:port,unix:/path" from the parts (either may be empty).
+std::string JoinAddress(const std::string& tcp, const std::string& unix_address);
+// The ip of an address ("" for a Unix-only one).
+std::string AddressHost(const std::string& address);
+
+// Parses "unix:/path", "host:port" or "host:port,unix:/path". Connects synchronously from the calling
 // thread and sends Hello (not waiting for the answer). The connection is not
 // started: call Start() with handlers. A refused Hello logs and closes.
 Result<ConnectionPtr> Connect(asio::io_context& io, const std::string& address, const Hello& hello);

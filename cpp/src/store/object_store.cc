@@ -216,6 +216,33 @@ void ObjectStore::Create(ClientId client, const std::string& id, uint64_t size,
   });
 }
 
+bool ObjectStore::Contains(const std::string& id) const {
+  auto it = objects_.find(id);
+  if (it == objects_.end() || it->second.freed) return false;
+  State st = it->second.state;
+  return st != State::kCreating && st != State::kLost;
+}
+
+void ObjectStore::Abort(ClientId client, const std::string& id) {
+  auto it = objects_.find(id);
+  if (it == objects_.end() || it->second.state != State::kCreating || it->second.creator != client) {
+    return;
+  }
+  DropRegion(it->second);
+  objects_.erase(it);
+  ProcessPending();
+}
+
+std::string ObjectStore::OwnerOf(const std::string& id) const {
+  auto it = objects_.find(id);
+  return it == objects_.end() ? std::string() : it->second.owner;
+}
+
+void ObjectStore::MarkSecondary(const std::string& id) {
+  auto it = objects_.find(id);
+  if (it != objects_.end()) it->second.secondary = true;
+}
+
 Status ObjectStore::Seal(ClientId client, const std::string& id) {
   auto it = objects_.find(id);
   if (it == objects_.end() || it->second.state != State::kCreating ||
@@ -403,7 +430,21 @@ void ObjectStore::RequestSpace(uint64_t size, ClientId client, const std::string
 
 std::optional<uint64_t> ObjectStore::AllocateEvicting(uint64_t size) {
   if (auto off = alloc_.Allocate(size)) return off;
-  // Drop in-memory copies that also live on disk, least recently used first.
+  // Drop copies of other nodes' objects, then in-memory copies that also
+  // live on disk, least recently used first.
+  std::vector<std::pair<uint64_t, std::string>> copies;
+  for (auto& [id, o] : objects_) {
+    if (o.state == State::kInMemory && o.secondary && o.total_pins == 0) {
+      copies.emplace_back(o.last_used, id);
+    }
+  }
+  std::sort(copies.begin(), copies.end());
+  for (auto& [tick, id] : copies) {
+    auto it = objects_.find(id);
+    DropRegion(it->second);
+    objects_.erase(it);
+    if (auto off = alloc_.Allocate(size)) return off;
+  }
   std::vector<std::pair<uint64_t, Object*>> victims;
   for (auto& [id, o] : objects_) {
     if (o.state == State::kInMemory && o.on_disk && o.total_pins == 0) {
@@ -448,7 +489,7 @@ void ObjectStore::StartSpills(uint64_t need) {
   std::vector<std::pair<uint64_t, std::string>> candidates;
   for (auto& [id, o] : objects_) {
     if (o.state == State::kInMemory && !o.on_disk && o.total_pins == 0 && !o.freed &&
-        !o.spill_failed) {
+        !o.spill_failed && !o.secondary) {
       candidates.emplace_back(o.last_used, id);
     }
   }

@@ -90,6 +90,18 @@ class ObjectStore {
   // The process at `owner_address` is gone: its objects are freed.
   void OwnerGone(const std::string& owner_address);
   void List(rpc::StoreListReply* out) const;
+  // Whether a sealed, usable copy is here (in memory or spilled).
+  bool Contains(const std::string& id) const;
+  // Drops an object `client` is still writing (a transfer that failed).
+  void Abort(ClientId client, const std::string& id);
+  // The owner's address of an object here ("" if unknown).
+  std::string OwnerOf(const std::string& id) const;
+  // A copy pulled from another node: evicted (dropped) before anything is
+  // spilled when room is needed and no reader pins it; never spilled.
+  void MarkSecondary(const std::string& id);
+  // The arena, for node-to-node transfer (reads of sealed, pinned objects;
+  // writes of objects being created by the caller).
+  uint8_t* base() const { return base_; }
   // Stops the I/O thread and removes every spill file. Idempotent.
   void Shutdown();
 
@@ -109,6 +121,7 @@ class ObjectStore {
     bool on_disk = false;   // a complete spill file exists
     bool freed = false;     // the owner let go
     bool spill_failed = false;  // writing its spill file failed: not tried again
+    bool secondary = false;     // a copy of another node's object (see MarkSecondary)
     ClientId creator = 0;
     std::string owner;
     std::string call_site;

@@ -130,18 +130,15 @@ def init(
             else:
                 gcs_address = address
             token = os.environ.get("FLEET_CLUSTER_TOKEN", "")
-            if not token and info is not None and info["gcs_address"] == gcs_address:
+            local = info is not None and info["gcs_address"] == gcs_address
+            if not token and local:
                 token = info["token"]
-            if info is not None and info["gcs_address"] == gcs_address:
+            if local:
                 node_socket, session_dir, node_ip = (
                     info["node_socket"], info["session_dir"], info["node_ip"],
                 )
             else:
-                raise ConnectionError(
-                    f"No fleet-node of the cluster at {gcs_address} runs on this machine; "
-                    "start one with `fleet start --address "
-                    f"{gcs_address}` first (multi-node joining is not implemented yet)."
-                )
+                node_socket, session_dir, node_ip = services.find_local_node(gcs_address, token)
         listen = os.path.join(
             session_dir, "sockets", f"driver-{os.getpid()}-{_core.random_id().hex()[:8]}.sock"
         )
@@ -154,6 +151,8 @@ def init(
                     "session_dir": session_dir,
                     "listen_path": listen,
                     "log_to_driver": "1" if log_to_driver else "0",
+                    "dedup_logs": "0" if _env_off("FLEET_DEDUP_LOGS", "RAY_DEDUP_LOGS") else "1",
+                    "node_ip": node_ip,
                     "namespace": namespace or "",
                     "max_tasks_in_flight": os.environ.get("FLEET_MAX_TASKS_IN_FLIGHT", ""),
                     "version": version_tag(),
@@ -178,6 +177,10 @@ def init(
         core.kv_put(f"job:{core.job_id}:namespace", state.namespace.encode(), True)
         _register_atexit()
         return FleetContext(_address_info())
+
+
+def _env_off(*names: str) -> bool:
+    return any(os.environ.get(n, "").strip().lower() in ("0", "false", "no") for n in names)
 
 
 def _anonymous_namespace() -> str:

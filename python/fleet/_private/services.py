@@ -198,6 +198,93 @@ def _store_flags(
     return flags
 
 
+def _daemon_env(token: str) -> Dict[str, str]:
+    env = dict(os.environ)
+    env["FLEET_CLUSTER_TOKEN"] = token
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = pkg_parent + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
+    return env
+
+
+def _spawn(args: List[str], log: str, env: Dict[str, str], detached: bool) -> subprocess.Popen:
+    if not detached:
+        args = [*args, "--watch-stdin"]
+    with open(log, "ab") as err:
+        return subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL if detached else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=env,
+            start_new_session=detached,
+            close_fds=True,
+        )
+
+
+def start_gcs(
+    session_dir: str, token: str, host: str = "127.0.0.1", port: int = 0,
+    detached: bool = False, timeout: float = 30.0,
+) -> tuple[subprocess.Popen, str]:
+    """Starts fleet-gcs; returns the process and its address once it serves."""
+    log = os.path.join(session_dir, "logs", "fleet-gcs.log")
+    proc = _spawn(
+        [bin_path("fleet-gcs"), "--host", host, "--port", str(port),
+         "--version-tag", version_tag()], log, _daemon_env(token), detached,
+    )
+    try:
+        bound = _wait_ready(proc, "fleet-gcs", log, timeout)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    connect_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return proc, f"{connect_host}:{bound}"
+
+
+def start_node(
+    gcs_address: str,
+    token: str,
+    session_dir: str,
+    resources: Dict[str, float],
+    node_ip: str = "127.0.0.1",
+    head: bool = False,
+    port: int = 0,
+    socket_name: str = "node.sock",
+    detached: bool = False,
+    timeout: float = 30.0,
+    spill_dir: Optional[str] = None,
+    system_config: Optional[Dict[str, Any]] = None,
+) -> tuple[subprocess.Popen, str]:
+    """Starts a fleet-node that joins the cluster at `gcs_address`; returns
+    the process and its Unix socket address ("unix:/path") once it serves."""
+    node_socket = os.path.join(session_dir, "sockets", socket_name)
+    log = os.path.join(session_dir, "logs", "fleet-" + socket_name.replace(".sock", "") + ".log")
+    args = [
+        bin_path("fleet-node"),
+        "--gcs-address", gcs_address,
+        "--session-dir", session_dir,
+        "--socket", node_socket,
+        "--node-ip", node_ip,
+        "--port", str(port),
+        "--resources", _encode_resources(resources),
+        "--python", sys.executable,
+        "--version-tag", version_tag(),
+        *_store_flags(resources, spill_dir, system_config or {}),
+    ]
+    if head:
+        args.append("--head")
+    proc = _spawn(args, log, _daemon_env(token), detached)
+    try:
+        _wait_ready(proc, "fleet-node", log, timeout)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, "unix:" + node_socket
+
+
 def start_local_cluster(
     resources: Dict[str, float],
     session_dir: Optional[str] = None,
@@ -209,8 +296,9 @@ def start_local_cluster(
     timeout: float = 30.0,
     spill_dir: Optional[str] = None,
     system_config: Optional[Dict[str, Any]] = None,
+    node_port: int = 0,
 ) -> LocalCluster:
-    """Starts fleet-gcs and fleet-node; returns once both are serving.
+    """Starts fleet-gcs and the head fleet-node; returns once both are serving.
 
     The node's object store gets ``resources["object_store_memory"]`` bytes;
     spilled objects go to `spill_dir` (default: under the session dir).
@@ -219,67 +307,23 @@ def start_local_cluster(
     ``object_store_full_timeout_ms``."""
     session_dir = session_dir or new_session_dir()
     token = token or secrets.token_hex(16)
-    env = dict(os.environ)
-    env["FLEET_CLUSTER_TOKEN"] = token
-    pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = pkg_parent + (
-        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
-    )
-    logs = os.path.join(session_dir, "logs")
-    procs: List[subprocess.Popen] = []
-    extra = [] if detached else ["--watch-stdin"]
-
-    def spawn(args: List[str], log: str) -> subprocess.Popen:
-        with open(log, "ab") as err:
-            return subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL if detached else subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                env=env,
-                start_new_session=detached,
-                close_fds=True,
-            )
-
+    gcs, gcs_address = start_gcs(session_dir, token, gcs_host, gcs_port, detached, timeout)
     try:
-        gcs_log = os.path.join(logs, "fleet-gcs.log")
-        gcs = spawn(
-            [bin_path("fleet-gcs"), "--host", gcs_host, "--port", str(gcs_port),
-             "--version-tag", version_tag(), *extra], gcs_log
+        node, node_socket = start_node(
+            gcs_address, token, session_dir, resources, node_ip, head=True, port=node_port,
+            detached=detached, timeout=timeout, spill_dir=spill_dir,
+            system_config=system_config,
         )
-        procs.append(gcs)
-        port = _wait_ready(gcs, "fleet-gcs", gcs_log, timeout)
-        connect_host = "127.0.0.1" if gcs_host in ("0.0.0.0", "::") else gcs_host
-        gcs_address = f"{connect_host}:{port}"
-        node_socket = os.path.join(session_dir, "sockets", "node.sock")
-        node_log = os.path.join(logs, "fleet-node.log")
-        node = spawn(
-            [
-                bin_path("fleet-node"),
-                "--gcs-address", gcs_address,
-                "--session-dir", session_dir,
-                "--socket", node_socket,
-                "--node-ip", node_ip,
-                "--resources", _encode_resources(resources),
-                "--python", sys.executable,
-                "--version-tag", version_tag(),
-                *_store_flags(resources, spill_dir, system_config or {}),
-                *extra,
-            ],
-            node_log,
-        )
-        procs.append(node)
-        _wait_ready(node, "fleet-node", node_log, timeout)
     except BaseException:
-        for p in procs:
-            p.kill()
-            p.wait()
+        gcs.kill()
+        gcs.wait()
         raise
+    procs = [gcs, node]
     cluster = LocalCluster(
         session_dir=session_dir,
         token=token,
         gcs_address=gcs_address,
-        node_socket="unix:" + node_socket,
+        node_socket=node_socket,
         node_ip=node_ip,
         procs=procs,
         pids=[p.pid for p in procs],
@@ -289,6 +333,46 @@ def start_local_cluster(
             p.stdout.close()
         cluster.procs = []
     return cluster
+
+
+def local_ip_towards(address: str) -> str:
+    """This machine's IP address on the route to `address` ("host:port")."""
+    import socket
+
+    host = address.rsplit(":", 1)[0]
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((host, 9))
+            return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+
+
+def find_local_node(gcs_address: str, token: str) -> tuple[str, str, str]:
+    """(node socket, session dir, node ip) of the cluster's fleet-node on this
+    machine: the alive node whose IP is this machine's IP towards the control
+    store (the head node if several, as with ``cluster_utils.Cluster``)."""
+    from fleet import _core
+
+    try:
+        nodes = _core.probe_nodes(gcs_address, token, version_tag(), 10000)
+    except RuntimeError as e:
+        raise ConnectionError(f"fleet.init could not reach the cluster at {gcs_address}: {e}")
+    ip = local_ip_towards(gcs_address)
+    mine = [n for n in nodes if n["alive"] and n["node_ip"] == ip]
+    if not mine:
+        ips = ", ".join(sorted({n["node_ip"] for n in nodes if n["alive"]})) or "none"
+        raise ConnectionError(
+            f"No fleet-node of the cluster at {gcs_address} runs on this machine ({ip}); "
+            f"nodes alive: {ips}. Join this machine first with "
+            f"`fleet start --address {gcs_address}`."
+        )
+    mine.sort(key=lambda n: (not n["is_head"], n["start_time_ms"]))
+    node = mine[0]
+    socket_path = node["unix_socket"]
+    if not socket_path.startswith("unix:"):
+        socket_path = "unix:" + socket_path
+    return socket_path, node["session_dir"], node["node_ip"]
 
 
 def write_cluster_file(cluster: LocalCluster) -> None:

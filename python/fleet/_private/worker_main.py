@@ -620,6 +620,7 @@ def main() -> None:
             "session_dir": session_dir,
             "worker_id": worker_hex,
             "listen_path": os.path.join(session_dir, "sockets", f"worker-{worker_hex[:16]}.sock"),
+            "node_ip": os.environ.get("FLEET_NODE_IP", "127.0.0.1"),
             "version": version_tag(),
         }
     )

@@ -1,0 +1,449 @@
+// PlacementGroupManager implementation; see placement_group_manager.h.
+#include "gcs/placement_group_manager.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "common/ids.h"
+#include "common/logging.h"
+
+namespace fleet::gcs {
+
+namespace {
+
+using Amounts = std::map<std::string, int64_t>;  // 1/10000 units, as fleet-node
+
+Amounts ToAmounts(const google::protobuf::Map<std::string, double>& m) {
+  Amounts a;
+  for (auto& [k, v] : m) a[k] = static_cast<int64_t>(std::llround(v * 10000));
+  return a;
+}
+
+bool Fits(const Amounts& free, const Amounts& want) {
+  for (auto& [k, v] : want) {
+    if (v <= 0) continue;
+    auto it = free.find(k);
+    if (it == free.end() || it->second < v) return false;
+  }
+  return true;
+}
+
+void Take(Amounts& free, const Amounts& want) {
+  for (auto& [k, v] : want) free[k] -= v;
+}
+
+int64_t FreeCpu(const Amounts& free) {
+  auto it = free.find("CPU");
+  return it == free.end() ? 0 : it->second;
+}
+
+std::string DescribeBundle(const rpc::Bundle& b) {
+  std::string s = "{";
+  for (auto& [k, v] : b.resources()) {
+    if (s.size() > 1) s += ", ";
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "%s: %g", k.c_str(), v);
+    s += buf;
+  }
+  return s + "}";
+}
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+Result<std::vector<std::string>> PlanBundles(const std::vector<rpc::Bundle>& bundles,
+                                             const std::string& strategy,
+                                             const std::vector<rpc::NodeInfo>& nodes,
+                                             const std::vector<std::string>& fixed) {
+  std::vector<std::string> ids;
+  std::map<std::string, Amounts> free, total;
+  for (auto& n : nodes) {
+    ids.push_back(n.node_id());
+    free[n.node_id()] = ToAmounts(n.available());
+    total[n.node_id()] = ToAmounts(n.total());
+  }
+  std::vector<std::string> plan(bundles.size());
+  std::set<std::string> used;
+  for (size_t i = 0; i < bundles.size(); i++) {
+    if (i < fixed.size() && !fixed[i].empty()) {
+      plan[i] = fixed[i];
+      used.insert(fixed[i]);
+    }
+  }
+  // A bundle no node could ever hold makes the group infeasible.
+  for (size_t i = 0; i < bundles.size(); i++) {
+    Amounts want = ToAmounts(bundles[i].resources());
+    bool any = std::any_of(ids.begin(), ids.end(), [&](auto& id) { return Fits(total[id], want); });
+    if (!any) {
+      return Status::Invalid("bundle " + std::to_string(i) + " " + DescribeBundle(bundles[i]) +
+                             " fits no node in the cluster (infeasible)");
+    }
+  }
+  // Most free CPUs first: ties broken by id, so plans are deterministic.
+  auto by_free = [&](std::vector<std::string> v) {
+    std::sort(v.begin(), v.end(), [&](auto& a, auto& b) {
+      int64_t fa = FreeCpu(free[a]), fb = FreeCpu(free[b]);
+      return fa != fb ? fa > fb : a < b;
+    });
+    return v;
+  };
+  if (strategy == "STRICT_PACK") {
+    Amounts sum;
+    for (size_t i = 0; i < bundles.size(); i++) {
+      if (plan[i].empty()) Take(sum, ToAmounts(bundles[i].resources()));
+    }
+    for (auto& [k, v] : sum) v = -v;
+    std::vector<std::string> candidates = used.empty() ? by_free(ids)
+                                                       : std::vector<std::string>(used.begin(), used.end());
+    for (auto& id : candidates) {
+      if (!Fits(free[id], sum)) continue;
+      for (auto& p : plan) {
+        if (p.empty()) p = id;
+      }
+      return plan;
+    }
+    return Status::NotFound("no node has the free resources of all the bundles together (STRICT_PACK)");
+  }
+  for (size_t i = 0; i < bundles.size(); i++) {
+    if (!plan[i].empty()) continue;
+    Amounts want = ToAmounts(bundles[i].resources());
+    std::string pick;
+    if (strategy == "PACK") {
+      // Onto a node the group already uses if it fits, else the most free.
+      for (auto& id : by_free(std::vector<std::string>(used.begin(), used.end()))) {
+        if (Fits(free[id], want)) {
+          pick = id;
+          break;
+        }
+      }
+    }
+    if (pick.empty()) {
+      for (auto& id : by_free(ids)) {
+        if (!Fits(free[id], want)) continue;
+        bool fresh = !used.count(id);
+        if (strategy == "STRICT_SPREAD" && !fresh) continue;
+        if (strategy == "SPREAD" && !fresh) {
+          if (pick.empty()) pick = id;  // a used node only if no fresh one fits
+          continue;
+        }
+        pick = id;
+        break;
+      }
+    }
+    if (pick.empty()) {
+      return Status::NotFound(strategy == "STRICT_SPREAD"
+                                     ? "not enough nodes with free resources for one bundle each (STRICT_SPREAD)"
+                                     : "bundle " + std::to_string(i) + " " + DescribeBundle(bundles[i]) +
+                                           " does not fit the free resources of any node now");
+    }
+    plan[i] = pick;
+    used.insert(pick);
+    Take(free[pick], want);
+  }
+  return plan;
+}
+
+PlacementGroupManager::PlacementGroupManager(asio::io_context& io, NodesFn nodes, NodeConnFn node_conn)
+    : io_(io), nodes_(std::move(nodes)), node_conn_(std::move(node_conn)) {}
+
+void PlacementGroupManager::Create(const rpc::CreatePlacementGroup& req, uint32_t job_id,
+                                   rpc::Envelope& reply) {
+  const auto& info = req.info();
+  auto* r = reply.mutable_create_placement_group_reply();
+  static const std::set<std::string> kStrategies = {"PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"};
+  if (!kStrategies.count(info.strategy())) {
+    r->set_error("unknown placement strategy '" + info.strategy() +
+                 "': use PACK, SPREAD, STRICT_PACK or STRICT_SPREAD");
+    return;
+  }
+  if (info.bundles_size() == 0) {
+    r->set_error("a placement group needs at least one bundle");
+    return;
+  }
+  if (!info.name().empty()) {
+    for (auto& [id, g] : groups_) {
+      if (g.info.name() == info.name() && g.info.namespace_() == info.namespace_() &&
+          g.info.state() != rpc::PlacementGroupInfo::REMOVED) {
+        r->set_error("a placement group named '" + info.name() + "' already exists");
+        return;
+      }
+    }
+  }
+  Group g;
+  g.info = info;
+  g.info.set_state(rpc::PlacementGroupInfo::PENDING);
+  g.info.set_job_id(job_id);
+  g.info.set_create_time_ms(NowMs());
+  for (int i = 0; i < g.info.bundles_size(); i++) {
+    g.info.mutable_bundles(i)->set_index(i);
+    g.info.mutable_bundles(i)->clear_node_id();
+  }
+  auto [it, added] = groups_.emplace(info.pg_id(), std::move(g));
+  if (!added) {
+    r->set_error("placement group " + ToHex(info.pg_id()) + " exists already");
+    return;
+  }
+  TrySchedule(it->second);
+}
+
+void PlacementGroupManager::TrySchedule(Group& g) {
+  auto state = g.info.state();
+  if (g.in_flight || state == rpc::PlacementGroupInfo::CREATED ||
+      state == rpc::PlacementGroupInfo::REMOVED) {
+    return;
+  }
+  std::vector<rpc::Bundle> bundles(g.info.bundles().begin(), g.info.bundles().end());
+  std::vector<std::string> fixed;
+  for (auto& b : bundles) fixed.push_back(b.node_id());
+  auto nodes = nodes_();
+  auto plan = PlanBundles(bundles, g.info.strategy(), nodes, fixed);
+  if (!plan.ok()) {
+    g.info.set_pending_reason(plan.status().message());
+    return;
+  }
+  Round round;
+  for (size_t i = 0; i < bundles.size(); i++) {
+    if (fixed[i].empty()) round.by_node[plan.value()[i]].push_back(static_cast<int>(i));
+  }
+  g.in_flight = true;
+  uint64_t n = ++g.round;
+  std::string pg_id = g.info.pg_id();
+  round.outstanding = static_cast<int>(round.by_node.size());
+  rounds_[pg_id] = round;
+  for (auto& [node_id, indexes] : rounds_[pg_id].by_node) {
+    rpc::NodeInfo* node = FindNode(nodes, node_id);
+    Result<rpc::ConnectionPtr> conn = node ? node_conn_(*node) : Status::NotFound("node is gone");
+    if (!conn.ok()) {
+      std::string why = conn.status().message();
+      asio::post(io_, [this, pg_id, n, why] { OnPrepared(pg_id, n, false, why); });
+      continue;
+    }
+    rpc::Envelope req;
+    auto* p = req.mutable_prepare_bundles();
+    p->set_pg_id(pg_id);
+    for (int i : indexes) *p->add_bundles() = bundles[i];
+    std::string nid = node_id;
+    conn.value()->Call(req, [this, pg_id, n, nid](const Status& s, rpc::Envelope& reply) {
+      const auto& r = reply.prepare_bundles_reply();
+      bool ok = s.ok() && r.ok();
+      auto rit = rounds_.find(pg_id);
+      if (ok && rit != rounds_.end()) rit->second.prepared.push_back(nid);
+      OnPrepared(pg_id, n, ok, s.ok() ? r.error() : s.message());
+    });
+  }
+}
+
+void PlacementGroupManager::OnPrepared(const std::string& pg_id, uint64_t round_no, bool ok,
+                                       const std::string& error) {
+  auto rit = rounds_.find(pg_id);
+  auto git = groups_.find(pg_id);
+  if (rit == rounds_.end()) return;
+  Round& round = rit->second;
+  if (!ok) {
+    round.failed = true;
+    if (round.error.empty()) round.error = error;
+  }
+  if (--round.outstanding > 0) return;
+  Round done = std::move(round);
+  rounds_.erase(rit);
+  bool current = git != groups_.end() && git->second.round == round_no &&
+                 git->second.info.state() != rpc::PlacementGroupInfo::REMOVED;
+  if (!current || done.failed) {
+    ReleaseOn(pg_id, done.prepared);  // all or nothing
+    if (!current) return;
+    Group& g = git->second;
+    g.in_flight = false;
+    g.info.set_pending_reason("a node refused its bundles: " + done.error + "; retrying");
+    // Retry soon: the view that made the plan was stale.
+    auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(50));
+    timer->async_wait([this, timer, pg_id](const asio::error_code& ec) {
+      if (ec) return;
+      if (auto it = groups_.find(pg_id); it != groups_.end()) TrySchedule(it->second);
+    });
+    return;
+  }
+  Group& g = git->second;
+  for (auto& [node_id, indexes] : done.by_node) {
+    for (int i : indexes) g.info.mutable_bundles(i)->set_node_id(node_id);
+  }
+  auto nodes = nodes_();
+  for (auto& node_id : done.prepared) {
+    rpc::NodeInfo* node = FindNode(nodes, node_id);
+    if (!node) continue;
+    if (auto conn = node_conn_(*node); conn.ok()) {
+      rpc::Envelope req;
+      req.mutable_commit_bundles()->set_pg_id(pg_id);
+      conn.value()->Send(req);
+    }
+  }
+  g.in_flight = false;
+  g.info.set_state(rpc::PlacementGroupInfo::CREATED);
+  g.info.clear_pending_reason();
+  AnswerWaiters(g);
+}
+
+void PlacementGroupManager::ReleaseOn(const std::string& pg_id, const std::vector<std::string>& node_ids) {
+  auto nodes = nodes_();
+  for (auto& id : node_ids) {
+    rpc::NodeInfo* node = FindNode(nodes, id);
+    if (!node) continue;
+    if (auto conn = node_conn_(*node); conn.ok()) {
+      rpc::Envelope req;
+      req.mutable_release_bundles()->set_pg_id(pg_id);
+      conn.value()->Send(req);
+    }
+  }
+}
+
+rpc::NodeInfo* PlacementGroupManager::FindNode(std::vector<rpc::NodeInfo>& nodes, const std::string& id) {
+  for (auto& n : nodes) {
+    if (n.node_id() == id) return &n;
+  }
+  return nullptr;
+}
+
+void PlacementGroupManager::Remove(const std::string& pg_id, rpc::Envelope& reply) {
+  auto it = groups_.find(pg_id);
+  auto* r = reply.mutable_remove_placement_group_reply();
+  if (it == groups_.end() || it->second.info.state() == rpc::PlacementGroupInfo::REMOVED) return;
+  r->set_found(true);
+  Group& g = it->second;
+  std::set<std::string> on;
+  for (auto& b : g.info.bundles()) {
+    if (!b.node_id().empty()) on.insert(b.node_id());
+  }
+  ReleaseOn(pg_id, {on.begin(), on.end()});
+  g.round++;  // a round in flight releases what it prepared when it ends
+  g.info.set_state(rpc::PlacementGroupInfo::REMOVED);
+  AnswerWaiters(g);
+  // Keep a bounded history of removed groups for placement_group_table().
+  size_t removed = 0;
+  for (auto& [id, grp] : groups_) removed += grp.info.state() == rpc::PlacementGroupInfo::REMOVED;
+  if (removed > 1000) {
+    for (auto i = groups_.begin(); i != groups_.end() && removed > 1000;) {
+      if (i->second.info.state() == rpc::PlacementGroupInfo::REMOVED && !i->second.in_flight) {
+        i = groups_.erase(i);
+        removed--;
+      } else {
+        ++i;
+      }
+    }
+  }
+}
+
+void PlacementGroupManager::Wait(const rpc::ConnectionPtr& conn, uint64_t request_id,
+                                 const rpc::WaitPlacementGroup& req) {
+  auto it = groups_.find(req.pg_id());
+  rpc::Envelope reply;
+  auto* r = reply.mutable_wait_placement_group_reply();
+  if (it == groups_.end()) {
+    r->set_error("placement group " + ToHex(req.pg_id()) + " does not exist");
+    conn->Reply(request_id, reply);
+    return;
+  }
+  Group& g = it->second;
+  if (g.info.state() != rpc::PlacementGroupInfo::PENDING &&
+      g.info.state() != rpc::PlacementGroupInfo::RESCHEDULING) {
+    r->set_ready(g.info.state() == rpc::PlacementGroupInfo::CREATED);
+    if (g.info.state() == rpc::PlacementGroupInfo::REMOVED) r->set_error("it was removed");
+    conn->Reply(request_id, reply);
+    return;
+  }
+  if (req.timeout_ms() == 0) {
+    conn->Reply(request_id, reply);
+    return;
+  }
+  Waiter w{conn, request_id, nullptr};
+  if (req.timeout_ms() > 0) {
+    w.timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(req.timeout_ms()));
+    std::string pg_id = req.pg_id();
+    w.timer->async_wait([this, pg_id, request_id](const asio::error_code& ec) {
+      if (ec) return;
+      auto git = groups_.find(pg_id);
+      if (git == groups_.end()) return;
+      auto& ws = git->second.waiters;
+      for (auto wit = ws.begin(); wit != ws.end(); ++wit) {
+        if (wit->request_id != request_id) continue;
+        if (auto c = wit->conn.lock()) {
+          rpc::Envelope timeout;
+          timeout.mutable_wait_placement_group_reply()->set_ready(false);
+          c->Reply(request_id, timeout);
+        }
+        ws.erase(wit);
+        break;
+      }
+    });
+  }
+  g.waiters.push_back(std::move(w));
+}
+
+void PlacementGroupManager::AnswerWaiters(Group& g) {
+  auto waiters = std::move(g.waiters);
+  g.waiters.clear();
+  for (auto& w : waiters) {
+    if (w.timer) w.timer->cancel();
+    auto c = w.conn.lock();
+    if (!c) continue;
+    rpc::Envelope reply;
+    auto* r = reply.mutable_wait_placement_group_reply();
+    r->set_ready(g.info.state() == rpc::PlacementGroupInfo::CREATED);
+    if (g.info.state() == rpc::PlacementGroupInfo::REMOVED) r->set_error("it was removed");
+    c->Reply(w.request_id, reply);
+  }
+}
+
+void PlacementGroupManager::Get(const rpc::GetPlacementGroups& req, rpc::Envelope& reply) const {
+  auto* r = reply.mutable_get_placement_groups_reply();
+  for (auto& [id, g] : groups_) {
+    if (!req.pg_id().empty() && id != req.pg_id()) continue;
+    if (!req.name().empty() &&
+        (g.info.name() != req.name() || g.info.namespace_() != req.namespace_() ||
+         g.info.state() == rpc::PlacementGroupInfo::REMOVED)) {
+      continue;
+    }
+    *r->add_groups() = g.info;
+  }
+}
+
+void PlacementGroupManager::OnNodesChanged() {
+  for (auto& [id, g] : groups_) TrySchedule(g);
+}
+
+void PlacementGroupManager::OnNodeDead(const std::string& node_id) {
+  for (auto& [id, g] : groups_) {
+    if (g.info.state() == rpc::PlacementGroupInfo::REMOVED) continue;
+    bool hit = false;
+    for (auto& b : *g.info.mutable_bundles()) {
+      if (b.node_id() == node_id) {
+        b.clear_node_id();
+        hit = true;
+      }
+    }
+    if (hit && g.info.state() == rpc::PlacementGroupInfo::CREATED) {
+      g.info.set_state(rpc::PlacementGroupInfo::RESCHEDULING);
+    }
+  }
+  OnNodesChanged();
+}
+
+void PlacementGroupManager::OnJobFinished(uint32_t job_id) {
+  std::vector<std::string> ids;
+  for (auto& [id, g] : groups_) {
+    if (g.info.job_id() == job_id && !g.info.detached() &&
+        g.info.state() != rpc::PlacementGroupInfo::REMOVED) {
+      ids.push_back(id);
+    }
+  }
+  for (auto& id : ids) {
+    rpc::Envelope ignored;
+    Remove(id, ignored);
+  }
+}
+
+}  // namespace fleet::gcs
