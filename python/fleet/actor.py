@@ -127,6 +127,11 @@ class ActorClass:
             core = _ensure_initialized()
         o = opts_mod.resolved(self._options, opts_mod.ACTOR_OPTIONS)
         resources, placement = _actor_resources(o)
+        resources, strategy, affinity, soft, pg_id, _index, capture = opts_mod.placement(
+            o, resources
+        )
+        if pg_id:
+            placement = {}  # the bundle's resources say where it goes
         name = o["name"] or ""
         if o["get_if_exists"] and not name:
             raise ValueError("get_if_exists=True requires a name for the actor (options(name=...))")
@@ -144,6 +149,8 @@ class ActorClass:
         key = self._export(core)
         env = dict((state.job_runtime_env or {}).get("env_vars") or {})
         env.update(((o["runtime_env"] or {}).get("env_vars")) or {})
+        if capture:
+            env["FLEET_PLACEMENT_GROUP_CAPTURE"] = pg_id.hex()
         template = _core.TaskTemplate(
             key, f"{self._name}.__init__", 1, resources, b"", env, 0
         )
@@ -171,7 +178,7 @@ class ActorClass:
         actor_id = _core.random_id()
         actor_id, existed, existing_meta = core.register_actor(
             actor_id, name, namespace, self._name, o["max_restarts"], detached, meta_blob,
-            resources, placement, bool(o["get_if_exists"]),
+            resources, placement, bool(o["get_if_exists"]), strategy, affinity, soft,
         )
         if existed:
             return ActorHandle(actor_id, pickle.loads(existing_meta) if existing_meta else meta)

@@ -83,11 +83,16 @@ class RemoteFunction:
             max_retries = 1 << 30
         from fleet import _core
 
+        resources, strategy, node, soft, pg_id, index, capture = opts_mod.placement(o, resources)
+        if capture:  # the tasks it submits run in the group too
+            env["FLEET_PLACEMENT_GROUP_CAPTURE"] = pg_id.hex()
         key = self._key if self._exported_to is core else self._export(core)
         template = _core.TaskTemplate(
             key, name, 1 if streaming else num_returns, resources, retry_blob, env,
             o["max_calls"] or 0, streaming,
         )
+        if strategy or pg_id:
+            template.set_strategy(strategy, node, soft, pg_id, index, capture)
         self._prepared = (core, template, name, num_returns, max_retries)
         return self._prepared
 
@@ -99,7 +104,7 @@ class RemoteFunction:
 
             core = _ensure_initialized()
         p = self._prepared
-        if p is None or p[0] is not core:
+        if p is None or p[0] is not core or (state.mode == "worker" and _captures()):
             p = self._prepare(core)
         _, template, name, num_returns, max_retries = p
         if args or kwargs:
@@ -111,6 +116,14 @@ class RemoteFunction:
         if num_returns == 1:
             return ObjectRef(ids, "", False)
         return refs_for(ids, num_returns)
+
+
+def _captures() -> bool:
+    # Inside a placement group that captures child tasks, tasks without a
+    # strategy of their own go into the group: not the cached template.
+    import os
+
+    return "FLEET_PLACEMENT_GROUP_CAPTURE" in os.environ
 
 
 def _name(function: Callable) -> str:

@@ -129,7 +129,7 @@ def init(
                 gcs_address = info["gcs_address"]
             else:
                 gcs_address = address
-            token = os.environ.get("FLEET_CLUSTER_TOKEN", "")
+            token = os.environ.get("FLEET_CLUSTER_TOKEN", "") or services.known_token(gcs_address)
             local = info is not None and info["gcs_address"] == gcs_address
             if not token and local:
                 token = info["token"]

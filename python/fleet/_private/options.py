@@ -100,6 +100,22 @@ def _strategy(v: Any) -> Optional[str]:
     )
 
 
+def _placement_group(v: Any) -> Optional[str]:
+    if v is None or v == "default" or hasattr(v, "bundle_specs"):
+        return None
+    return f"placement_group must be a PlacementGroup, got {v!r}"
+
+
+def _bundle_index(v: Any) -> Optional[str]:
+    if isinstance(v, int) and not isinstance(v, bool) and v >= -1:
+        return None
+    return f"placement_group_bundle_index must be an integer >= -1, got {v!r}"
+
+
+def _optional_bool(v: Any) -> Optional[str]:
+    return None if v is None or isinstance(v, bool) else f"expected a bool, got {v!r}"
+
+
 def _runtime_env(v: Any) -> Optional[str]:
     if v is None:
         return None
@@ -152,6 +168,10 @@ TASK_OPTIONS: Dict[str, Option] = {
     "num_returns": Option(1, _num_returns),
     "name": Option(None, _str_or_none("name")),
     "scheduling_strategy": Option(None, _strategy),
+    # Ray's older spelling of PlacementGroupSchedulingStrategy.
+    "placement_group": Option(None, _placement_group),
+    "placement_group_bundle_index": Option(-1, _bundle_index),
+    "placement_group_capture_child_tasks": Option(None, _optional_bool),
     "runtime_env": Option(None, _runtime_env),
     "max_calls": Option(0, _int("max_calls", 0)),
     "label_selector": Option(None, _any),
@@ -226,6 +246,10 @@ ACTOR_OPTIONS: Dict[str, Option] = {
     "lifetime": Option(None, _lifetime),
     "get_if_exists": Option(False, _bool("get_if_exists")),
     "scheduling_strategy": Option(None, _strategy),
+    # Ray's older spelling of PlacementGroupSchedulingStrategy.
+    "placement_group": Option(None, _placement_group),
+    "placement_group_bundle_index": Option(-1, _bundle_index),
+    "placement_group_capture_child_tasks": Option(None, _optional_bool),
     "runtime_env": Option(None, _runtime_env),
     "label_selector": Option(None, _any),
     "_metadata": Option(None, _any),
@@ -285,3 +309,54 @@ def resource_request(opts: Dict[str, Any], default_cpus: float = 1) -> Dict[str,
         if v:
             req[k] = float(v)
     return req
+
+
+def placement(
+    opts: Dict[str, Any], resources: Dict[str, float]
+) -> tuple[Dict[str, float], str, bytes, bool, bytes, int, bool]:
+    """Where a task or actor runs, from its resolved options:
+    (resources, strategy, affinity node id, soft, placement group id, bundle
+    index, capture child tasks). In a placement group the resources become
+    the bundle's, with Ray's names: "CPU_group_<i>_<pg>" for bundle i,
+    "CPU_group_<pg>" for any bundle, plus a sliver of "bundle_group_..." so
+    that a task asking for nothing still lands on a node of the group."""
+    s = opts.get("scheduling_strategy")
+    pg = opts.get("placement_group")
+    index = opts.get("placement_group_bundle_index", -1)
+    capture = bool(opts.get("placement_group_capture_child_tasks"))
+    if isinstance(s, PlacementGroupSchedulingStrategy):
+        pg, index, capture = (
+            s.placement_group, s.placement_group_bundle_index,
+            bool(s.placement_group_capture_child_tasks),
+        )
+    if pg is None and s is None:
+        from fleet._private.state import current_placement_group
+
+        current = current_placement_group()
+        if current is not None:  # a child of a task that captures its children
+            pg, index, capture = current, -1, True
+    if pg is not None and pg != "default":
+        hex_id = pg.id.hex()
+        if index is None:
+            index = -1
+        if index >= len(pg.bundle_specs) or index < -1:
+            raise ValueError(
+                f"placement_group_bundle_index {index} is out of range: the placement group "
+                f"has {len(pg.bundle_specs)} bundle(s)"
+            )
+        suffix = f"_{index}_{hex_id}" if index >= 0 else f"_{hex_id}"
+        out = {f"{k}_group{suffix}": v for k, v in resources.items() if v}
+        out[f"bundle_group{suffix}"] = 0.001
+        return out, "", b"", False, pg.id, index, capture
+    if isinstance(s, NodeAffinitySchedulingStrategy):
+        try:
+            node = bytes.fromhex(s.node_id)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"NodeAffinitySchedulingStrategy: node_id must be a node id in hex, got "
+                f"{s.node_id!r}"
+            ) from None
+        return resources, "NODE_AFFINITY", node, bool(s.soft), b"", -1, False
+    if s == "SPREAD":
+        return resources, "SPREAD", b"", False, b"", -1, False
+    return resources, "", b"", False, b"", -1, False

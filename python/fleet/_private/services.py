@@ -335,6 +335,21 @@ def start_local_cluster(
     return cluster
 
 
+# Tokens of clusters this process started (cluster_utils.Cluster), so that
+# init(address=...) needs no FLEET_CLUSTER_TOKEN for them.
+_known_tokens: Dict[str, str] = {}
+
+
+def remember_token(gcs_address: str, token: str) -> None:
+    """Lets ``init(address=gcs_address)`` in this process use `token`."""
+    _known_tokens[gcs_address] = token
+
+
+def known_token(gcs_address: str) -> str:
+    """The token remembered for `gcs_address`, or ""."""
+    return _known_tokens.get(gcs_address, "")
+
+
 def local_ip_towards(address: str) -> str:
     """This machine's IP address on the route to `address` ("host:port")."""
     import socket

@@ -30,3 +30,16 @@ current_actor_id: Optional[bytes] = None
 actor_restarts: int = 0  # > 0: this actor instance is a restart
 actor_name: str = ""
 actor_meta: Dict[str, Any] = {}  # the actor's method table (for current_actor)
+
+
+def current_placement_group() -> Any:
+    """The placement group whose tasks capture their children (set in the
+    environment of a task that runs in one with capture_child_tasks), or None."""
+    import os
+
+    hex_id = os.environ.get("FLEET_PLACEMENT_GROUP_CAPTURE")
+    if not hex_id or mode != "worker":
+        return None
+    from fleet.util.placement_group import PlacementGroup
+
+    return PlacementGroup(bytes.fromhex(hex_id))

@@ -5,6 +5,8 @@
 - ``fleet.util.multiprocessing.Pool``: ``multiprocessing.Pool`` on actors.
 - ``fleet.util.scheduling_strategies``: where tasks run.
 - ``fleet.util.state``: what the cluster runs (``list_actors``).
+- ``fleet.util.placement_group``: reserve bundles of resources across nodes.
+- ``fleet.util.get_node_ip_address()``: this node's IP.
 
 The submodules load on first use, so ``import fleet`` stays fast.
 """
@@ -21,8 +23,25 @@ if TYPE_CHECKING:  # pragma: no cover
     from fleet.util.actor_pool import ActorPool
     from fleet.util.state import list_named_actors
 
-_LAZY_ATTRS = {"ActorPool": "fleet.util.actor_pool", "list_named_actors": "fleet.util.state"}
+_PG = "fleet.util.placement_group"
+_LAZY_ATTRS = {
+    "ActorPool": "fleet.util.actor_pool",
+    "list_named_actors": "fleet.util.state",
+    "placement_group": _PG,
+    "remove_placement_group": _PG,
+    "get_placement_group": _PG,
+    "placement_group_table": _PG,
+    "get_current_placement_group": _PG,
+    "PlacementGroup": _PG,
+}
 _LAZY_MODULES = ("actor_pool", "multiprocessing", "queue", "state")
+
+
+def get_node_ip_address() -> str:
+    """This process's node IP address (as ``ray.util.get_node_ip_address``)."""
+    from fleet._private import state as _state
+
+    return _state.node_ip
 
 
 def __getattr__(name: str) -> Any:
@@ -42,6 +61,13 @@ def __dir__() -> list:
 
 __all__ = [
     "ActorPool",
+    "PlacementGroup",
+    "get_current_placement_group",
+    "get_node_ip_address",
+    "get_placement_group",
+    "placement_group",
+    "placement_group_table",
+    "remove_placement_group",
     "list_named_actors",
     "multiprocessing",
     "queue",

@@ -1,7 +1,13 @@
 """Scheduling strategies, with Ray's names.
 
-On a one-node cluster every strategy places work on that node; multi-node
-placement comes with the multi-node issue.
+- ``"DEFAULT"``: the submitting node while it has the resources free, then
+  the least loaded node that has them.
+- ``"SPREAD"``: round robin over the nodes that can run the task.
+- ``NodeAffinitySchedulingStrategy(node_id, soft)``: that node; if it is dead
+  (or could never run the task), an error when ``soft=False``, the default
+  policy when ``soft=True``.
+- ``PlacementGroupSchedulingStrategy(pg, bundle_index)``: inside a bundle of a
+  placement group (``fleet.util.placement_group``).
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ class NodeAffinitySchedulingStrategy:
 
 
 class PlacementGroupSchedulingStrategy:
-    """Run inside a placement group's bundle (placement groups: not yet implemented)."""
+    """Run inside a placement group's bundle (-1: any bundle); with
+    capture_child_tasks the tasks it submits run in the group too."""
 
     def __init__(
         self,

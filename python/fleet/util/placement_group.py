@@ -1,0 +1,209 @@
+"""Placement groups, with Ray's names: reserve bundles of resources across
+nodes, all or nothing, then run tasks and actors inside them.
+
+    import fleet
+    from fleet.util.placement_group import placement_group, remove_placement_group
+    from fleet.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    pg = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="SPREAD")
+    fleet.get(pg.ready(), timeout=10)
+
+    @fleet.remote(num_cpus=1)
+    def where():
+        return fleet.get_runtime_context().get_node_id()
+
+    strategy = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=1)
+    fleet.get(where.options(scheduling_strategy=strategy).remote())
+    remove_placement_group(pg)
+
+fleet-gcs plans a node per bundle (PACK, SPREAD, STRICT_PACK, STRICT_SPREAD)
+and reserves them in two phases; a group that does not fit stays PENDING
+(``fleet status`` shows it) until nodes with room join.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from fleet._private import state
+
+VALID_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+def _core() -> Any:
+    if state.core is None:
+        from fleet._private.api import _ensure_initialized
+
+        return _ensure_initialized()
+    return state.core
+
+
+class PlacementGroup:
+    """A handle to a placement group (picklable: pass it to tasks)."""
+
+    def __init__(self, id: bytes, bundle_cache: Optional[List[Dict[str, float]]] = None):
+        self.id = id
+        self._bundle_cache = bundle_cache
+
+    @staticmethod
+    def empty() -> PlacementGroup:
+        """The null group (Ray's ``PlacementGroup.empty()``)."""
+        return PlacementGroup(b"")
+
+    def is_empty(self) -> bool:
+        """Whether this is the null group."""
+        return not self.id
+
+    @property
+    def bundle_specs(self) -> List[Dict[str, float]]:
+        """The bundles' resource maps, in order."""
+        if self._bundle_cache is None:
+            table = _table(self.id)
+            bundles = table["bundles"] if table else {}
+            self._bundle_cache = [bundles[i] for i in sorted(bundles)]
+        return self._bundle_cache
+
+    @property
+    def bundle_count(self) -> int:
+        """How many bundles the group has."""
+        return len(self.bundle_specs)
+
+    def ready(self) -> Any:
+        """An ObjectRef that resolves (to True) once the group is reserved,
+        from a zero-CPU task run in the group's first bundle, as Ray does."""
+        global _bundle_reservation_check
+        from fleet.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        if _bundle_reservation_check is None:
+            _bundle_reservation_check = _make_check()
+        strategy = PlacementGroupSchedulingStrategy(self, placement_group_bundle_index=0)
+        return _bundle_reservation_check.options(scheduling_strategy=strategy).remote(
+            self.id.hex()
+        )
+
+    def wait(self, timeout_seconds: float = 30) -> bool:
+        """Waits up to `timeout_seconds` for the group to be reserved; True if it is."""
+        ms = -1 if timeout_seconds is None else max(0, int(timeout_seconds * 1000))
+        ready, _error = _core().wait_placement_group(self.id, ms)
+        return bool(ready)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PlacementGroup) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"PlacementGroup(id={self.id.hex()})"
+
+    def __reduce__(self) -> Any:
+        return PlacementGroup, (self.id, self._bundle_cache)
+
+
+def _check(pg_id_hex: str) -> bool:
+    """Runs in the group's first bundle: it is reserved."""
+    return True
+
+
+_bundle_reservation_check: Any = None
+
+
+def _make_check() -> Any:
+    import fleet
+
+    return fleet.remote(num_cpus=0, max_retries=0)(_check)
+
+
+def placement_group(
+    bundles: List[Dict[str, float]],
+    strategy: str = "PACK",
+    name: str = "",
+    lifetime: Optional[str] = None,
+    _soft_target_node_id: Optional[str] = None,
+    bundle_label_selector: Any = None,
+) -> PlacementGroup:
+    """Reserves `bundles` (resource maps) with `strategy`; returns at once.
+    Use ``pg.ready()`` or ``pg.wait()`` to wait for the reservation."""
+    if not isinstance(bundles, list) or not bundles:
+        raise ValueError("The placement group `bundles` argument must be a non-empty list.")
+    clean: List[Dict[str, float]] = []
+    for i, b in enumerate(bundles):
+        if not isinstance(b, dict) or not b:
+            raise ValueError(
+                f"Bundles must be non-empty dictionaries of resources, got {b!r} at index {i}."
+            )
+        for k, v in b.items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise ValueError(
+                    f"bundle {i}: the amount of {k!r} must be a number >= 0, got {v!r}"
+                )
+        if all(v == 0 for v in b.values()):
+            raise ValueError(f"bundle {i} {b!r} only has zero resources: it would reserve nothing")
+        clean.append({k: float(v) for k, v in b.items() if v})
+    if strategy not in VALID_STRATEGIES:
+        raise ValueError(
+            f"Invalid placement group strategy {strategy!r}. Supported strategies are: "
+            f"{', '.join(VALID_STRATEGIES)}."
+        )
+    if lifetime not in (None, "detached"):
+        raise ValueError(
+            f"Placement group `lifetime` must be None or 'detached', got {lifetime!r}"
+        )
+    from fleet import _core as core_mod
+
+    core = _core()
+    pg_id = core_mod.random_id()[:14]
+    core.create_placement_group(
+        pg_id, name or "", state.namespace, strategy, clean, lifetime == "detached"
+    )
+    return PlacementGroup(pg_id, clean)
+
+
+def remove_placement_group(placement_group: PlacementGroup) -> None:
+    """Removes the group: its bundles are released, and the tasks and actors
+    still running in it are killed."""
+    if not isinstance(placement_group, PlacementGroup):
+        raise TypeError(f"expected a PlacementGroup, got {type(placement_group).__name__}")
+    _core().remove_placement_group(placement_group.id)
+
+
+def get_placement_group(placement_group_name: str) -> PlacementGroup:
+    """The live group named `placement_group_name` in this job's namespace."""
+    groups = _core().placement_groups(b"", placement_group_name, state.namespace)
+    if not groups:
+        raise ValueError(f"Failed to look up placement group with name: {placement_group_name}")
+    return PlacementGroup(bytes.fromhex(groups[0]["placement_group_id"]))
+
+
+def _table(pg_id: bytes) -> Optional[Dict[str, Any]]:
+    groups = _core().placement_groups(pg_id, "", "")
+    return groups[0] if groups else None
+
+
+def placement_group_table(placement_group: Optional[PlacementGroup] = None) -> Dict[str, Any]:
+    """State of one group (a dict), or of all groups keyed by id (Ray's layout:
+    placement_group_id, name, bundles, bundles_to_node_id, strategy, state)."""
+    if placement_group is not None:
+        return _table(placement_group.id) or {}
+    return {g["placement_group_id"]: g for g in _core().placement_groups(b"", "", "")}
+
+
+def get_current_placement_group() -> Optional[PlacementGroup]:
+    """The group the current task or actor runs in, or None (and None in a driver)."""
+    if state.mode != "worker":
+        return None
+    for item in (state.current_resources or "").split(";"):
+        name = item.split("=", 1)[0]
+        if name.startswith("bundle_group_"):
+            return PlacementGroup(bytes.fromhex(name.rsplit("_", 1)[1]))
+    return None
+
+
+__all__ = [
+    "PlacementGroup",
+    "get_current_placement_group",
+    "get_placement_group",
+    "placement_group",
+    "placement_group_table",
+    "remove_placement_group",
+]
