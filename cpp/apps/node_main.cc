@@ -2,7 +2,9 @@
 // --socket (Unix socket path), --node-ip, --resources "CPU=2,GPU=1,foo=3",
 // --python (worker interpreter), --parent-pid, --object-store-memory BYTES
 // (default 30% of RAM), --spill-dir (default <session-dir>/spill/<node>),
-// --object-store-full-timeout-ms. Token: FLEET_CLUSTER_TOKEN.
+// --object-store-full-timeout-ms, --port (TCP, for other nodes), --head,
+// --transfer-chunk-bytes, --transfer-chunks-in-flight. Token: FLEET_CLUSTER_TOKEN.
+#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -49,6 +51,16 @@ int main(int argc, char** argv) {
   opts.store.capacity = std::strtoull(
       apps::Flag(flags, "object-store-memory", std::to_string(mem / 10 * 3)).c_str(), nullptr, 10);
   opts.store.spill_dir = apps::Flag(flags, "spill-dir", "");
+  opts.transfer_chunk_bytes = std::strtoull(
+      apps::Flag(flags, "transfer-chunk-bytes", std::to_string(opts.transfer_chunk_bytes)).c_str(),
+      nullptr, 10);
+  opts.transfer_chunks_in_flight = std::atoi(
+      apps::Flag(flags, "transfer-chunks-in-flight", std::to_string(opts.transfer_chunks_in_flight))
+          .c_str());
+  // Transfer chunks are multi-MiB strings: keep them on the heap (reused,
+  // already faulted in) instead of fresh mmap'd pages for every chunk.
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
   opts.store.full_timeout_ms =
       std::atoi(apps::Flag(flags, "object-store-full-timeout-ms", "10000").c_str());
   std::stringstream rs(apps::Flag(flags, "resources", ""));

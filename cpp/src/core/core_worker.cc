@@ -105,7 +105,11 @@ Status CoreWorker::Init() {
   }
   node_ = node.value();
   store_client_ = std::make_unique<StoreClient>(node_);
-  store_.SetFreeHook([this](const std::string& id) { store_client_->Free({id}); });
+  // The object may live on another node (a task ran there): the local
+  // fleet-node forwards the free to it.
+  store_.SetFreeHook([this](const std::string& id, const std::string& descriptor) {
+    store_client_->Free({id}, {descriptor.size() > 8 ? descriptor.substr(8) : std::string()});
+  });
   store_.SetReleaseBorrowHook(
       [this](const std::string& id, const std::string& owner, int count, bool unconfirmed) {
         std::lock_guard<std::mutex> lk(borrow_mu_);

@@ -32,7 +32,7 @@ bool MemoryStore::Complete(const std::string& id, std::string data, uint32_t fla
     std::lock_guard<std::mutex> lk(mu_);
     auto it = objects_.find(id);
     if (it == objects_.end() || it->second.ready) {
-      if (it == objects_.end() && !borrowed && (flags & kFlagInStore) && free_hook_) free_hook_(id);
+      if (it == objects_.end() && !borrowed && (flags & kFlagInStore) && free_hook_) free_hook_(id, data);
       return false;
     }
     FinishCompleteLocked(it, std::move(data), flags, &callbacks, &copy);
@@ -47,7 +47,7 @@ void MemoryStore::PutOrComplete(const std::string& id, std::string data, uint32_
   {
     std::lock_guard<std::mutex> lk(mu_);
     if (!released_streams_.empty() && released_streams_.count(id.substr(0, kUniqueIdSize))) {
-      if ((flags & kFlagInStore) && free_hook_) free_hook_(id);
+      if ((flags & kFlagInStore) && free_hook_) free_hook_(id, data);
       return;  // its generator was dropped: nobody will read it
     }
     auto [it, inserted] = objects_.try_emplace(id);
@@ -253,7 +253,7 @@ void MemoryStore::MaybeFreeLocked(std::unordered_map<std::string, Entry>::iterat
     const Entry& e = it->second;
     if (e.local_refs <= 0 && e.submitted_refs <= 0 && !e.escaped && e.waiters.empty() &&
         e.callbacks.empty() && e.contained <= 0 && e.borrowers.empty()) {
-      if (e.owned && e.ready && (e.value.flags & kFlagInStore) && free_hook_) free_hook_(it->first);
+      if (e.owned && e.ready && (e.value.flags & kFlagInStore) && free_hook_) free_hook_(it->first, e.value.data);
       if (!e.owned && e.registered > 0 && release_borrow_) {
         release_borrow_(it->first, e.owner_address, e.registered, e.unconfirmed);
       }

@@ -40,7 +40,8 @@ class MemoryStore {
 
   // Called (under the lock: it must only queue a message) when an owned
   // object whose value lives in the shared-memory store is let go.
-  using FreeFn = std::function<void(const std::string& id)>;
+  // `descriptor`: the stored value (size + the node holding the object).
+  using FreeFn = std::function<void(const std::string& id, const std::string& descriptor)>;
 
   // Called (under the lock: it must only queue a message) when a borrowed
   // entry that registered `count` times with its owner goes. `unconfirmed`:

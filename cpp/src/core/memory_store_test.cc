@@ -530,7 +530,7 @@ struct HookLog {
   std::vector<Release> released;
 
   void Attach(MemoryStore& store) {
-    store.SetFreeHook([this](const std::string& id) { freed.push_back(id); });
+    store.SetFreeHook([this](const std::string& id, const std::string&) { freed.push_back(id); });
     store.SetReleaseBorrowHook([this](const std::string& id, const std::string& owner, int count,
                                       bool /*unconfirmed*/) {
       released.push_back({id, owner, count});

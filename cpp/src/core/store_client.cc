@@ -137,10 +137,11 @@ Result<std::vector<StoreRead>> StoreClient::Get(const std::vector<std::string>& 
   return out;
 }
 
-void StoreClient::Free(const std::vector<std::string>& ids) {
+void StoreClient::Free(const std::vector<std::string>& ids, const std::vector<std::string>& nodes) {
   if (ids.empty()) return;
   rpc::Envelope m;
   for (const auto& id : ids) m.mutable_store_free()->add_object_ids(id);
+  for (const auto& node : nodes) m.mutable_store_free()->add_node_ids(node);
   node_->Send(m);
 }
 

@@ -78,7 +78,8 @@ class StoreClient {
   Result<std::vector<StoreRead>> Get(const std::vector<std::string>& ids,
                                      const std::vector<std::string>& sources = {});
   // The owner lets go of its objects (one-way).
-  void Free(const std::vector<std::string>& ids);
+  // `nodes`: per id, the node holding it (may be shorter; empty: this one).
+  void Free(const std::vector<std::string>& ids, const std::vector<std::string>& nodes = {});
   Result<rpc::StoreListReply> List();
   // Whether views of objects (numpy arrays from get) are alive here.
   bool ViewsAlive();

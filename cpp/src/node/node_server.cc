@@ -357,6 +357,13 @@ void NodeServer::OnClose(const rpc::ConnectionPtr& conn, const Status&) {
 
 // ---- object store -----------------------------------------------------------
 
+bool NodeServer::IsLocalClient(const std::string& address) const {
+  for (auto& [conn, a] : client_addresses_) {
+    if (a == address) return true;
+  }
+  return false;
+}
+
 store::ClientId NodeServer::StoreClientOf(const rpc::ConnectionPtr& conn) {
   auto [it, added] = store_clients_.try_emplace(conn.get(), 0);
   if (added) it->second = next_store_client_++;
@@ -386,6 +393,11 @@ void NodeServer::OnStoreMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& m
     }
     case rpc::Envelope::kStoreCreate: {
       const auto& c = msg.store_create();
+      // An owner on another node (a task's caller): watch it, so its objects
+      // go when it does.
+      if (!c.owner_address().empty() && !IsLocalClient(c.owner_address())) {
+        OwnerConnection(c.owner_address());
+      }
       store_->Create(client, c.object_id(), c.size(), c.owner_address(), c.call_site(),
                      [weak, rid, fail](Result<std::pair<uint64_t, bool>> r) {
                        if (!r.ok()) return fail(r.status());
@@ -435,11 +447,20 @@ void NodeServer::OnStoreMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& m
     case rpc::Envelope::kStoreFree: {
       // Copies other nodes pulled go too.
       std::map<std::string, rpc::Envelope> forward;
-      for (const auto& id : msg.store_free().object_ids()) {
+      const auto& f = msg.store_free();
+      for (int i = 0; i < f.object_ids_size(); i++) {
+        const std::string& id = f.object_ids(i);
+        // Held by another node (the primary copy): that node frees it (and
+        // the copies it served); a copy here goes now.
+        if (i < f.node_ids_size() && !f.node_ids(i).empty() && f.node_ids(i) != node_id_) {
+          forward[f.node_ids(i)].mutable_store_free()->add_object_ids(id);
+        }
         store_->Free(id);
         auto c = copies_.find(id);
         if (c == copies_.end()) continue;
-        for (const auto& node : c->second) forward[node].mutable_store_free()->add_object_ids(id);
+        for (const auto& node : c->second) {
+          if (node != node_id_) forward[node].mutable_store_free()->add_object_ids(id);
+        }
         copies_.erase(c);
       }
       for (auto& [node, m] : forward) {

@@ -12,13 +12,34 @@
 // copies, and remembers which nodes copied the object, so its owner's free
 // reaches the copies too. Once a copy is sealed, the owner is told where it
 // is (AddObjectLocation).
+#include <sys/mman.h>
+
 #include <cstring>
 
 #include "common/ids.h"
 #include "common/logging.h"
 #include "node/node_server.h"
 
+#include <asio/post.hpp>
+
 namespace fleet::node {
+
+namespace {
+// Copies a received chunk into the arena, faulting its pages in first in
+// one call (a fresh page fault per 4 KiB inside memcpy costs more than the
+// copy itself).
+void CopyIn(uint8_t* dst, std::string_view src) {
+  uintptr_t a = reinterpret_cast<uintptr_t>(dst) & ~uintptr_t{4095};
+  uintptr_t b = (reinterpret_cast<uintptr_t>(dst) + src.size() + 4095) & ~uintptr_t{4095};
+#ifdef MADV_POPULATE_WRITE
+  ::madvise(reinterpret_cast<void*>(a), b - a, MADV_POPULATE_WRITE);  // best effort
+#else
+  (void)a;
+  (void)b;
+#endif
+  std::memcpy(dst, src.data(), src.size());
+}
+}  // namespace
 
 struct NodeServer::Pull {
   std::string id;
@@ -54,6 +75,34 @@ Result<rpc::ConnectionPtr> NodeServer::PeerNode(const std::string& node_id) {
   return c.value();
 }
 
+rpc::ConnectionPtr NodeServer::OwnerConnection(const std::string& owner) {
+  if (owner.empty()) return nullptr;
+  auto it = owner_conns_.find(owner);
+  if (it != owner_conns_.end() && !it->second->closed()) return it->second;
+  rpc::Hello hello;
+  hello.set_token(options_.token);
+  hello.set_role("node");
+  hello.set_pid(getpid());
+  auto c = rpc::Connect(io_, owner, hello);
+  if (!c.ok()) {
+    store_->OwnerGone(owner);  // unreachable: it is gone, and so are its objects
+    owner_conns_.erase(owner);
+    return nullptr;
+  }
+  // When the owner's process ends, the objects it owns here go too (the
+  // owner may live on another node, so its local connection cannot tell us).
+  c.value()->Start(nullptr, [this, owner](const rpc::ConnectionPtr& conn, const Status&) {
+    asio::post(io_, [this, owner, conn] {
+      auto it = owner_conns_.find(owner);
+      if (it == owner_conns_.end() || it->second != conn || stopped_) return;
+      owner_conns_.erase(it);
+      store_->OwnerGone(owner);
+    });
+  });
+  owner_conns_[owner] = c.value();
+  return c.value();
+}
+
 void NodeServer::ServePull(const rpc::ConnectionPtr& conn, uint64_t rid, const rpc::PullObject& req) {
   std::weak_ptr<rpc::Connection> weak = conn;
   std::string id = req.object_id();
@@ -65,20 +114,22 @@ void NodeServer::ServePull(const rpc::ConnectionPtr& conn, uint64_t rid, const r
     rpc::Envelope reply;
     auto* r = reply.mutable_pull_object_reply();
     const auto& l = locs[0];
+    auto c = weak.lock();
     if (!l.error.empty()) {
       r->set_error(l.error);
-    } else {
-      uint64_t off = std::min(offset, l.size);
-      uint64_t len = std::min(length, l.size - off);
-      r->set_total_size(l.size);
-      r->mutable_data()->assign(reinterpret_cast<const char*>(store_->base() + l.offset + off), len);
-      if (offset == 0) {
-        r->set_owner_address(store_->OwnerOf(id));
-        if (!requester.empty()) copies_[id].insert(requester);
-      }
-      store_->Release(transfer_client_, id);
+      if (c) c->Reply(rid, reply);
+      return;
     }
-    if (auto c = weak.lock()) c->Reply(rid, reply);
+    uint64_t off = std::min(offset, l.size);
+    uint64_t len = std::min(length, l.size - off);
+    r->set_total_size(l.size);
+    if (offset == 0) {
+      r->set_owner_address(store_->OwnerOf(id));
+      if (!requester.empty()) copies_[id].insert(requester);
+    }
+    // The chunk goes out as the frame's raw payload: one copy, from the arena.
+    if (c) c->ReplyWithPayload(rid, reply, reinterpret_cast<const char*>(store_->base() + l.offset + off), len);
+    store_->Release(transfer_client_, id);
   });
 }
 
@@ -147,7 +198,7 @@ void NodeServer::StartPull(const std::string& id, const std::string& source) {
     pull->size = r->total_size();
     pull->owner = r->owner_address();
     pull->next = std::min<uint64_t>(pull->next, pull->size);
-    auto first = std::make_shared<std::string>(std::move(*r->mutable_data()));
+    auto first = std::make_shared<std::string>(rpc::CurrentPayload());  // kept: create may wait
     store_->Create(transfer_client_, pull->id, pull->size, pull->owner,
                    "copy from node " + ToHex(pull->source).substr(0, 12),
                    [this, pull, first](Result<std::pair<uint64_t, bool>> created) {
@@ -156,7 +207,7 @@ void NodeServer::StartPull(const std::string& id, const std::string& source) {
                      if (created.value().second) return FinishPull(pull, "");  // already here
                      pull->created = true;
                      pull->store_offset = created.value().first;
-                     std::memcpy(store_->base() + pull->store_offset, first->data(), first->size());
+                     CopyIn(store_->base() + pull->store_offset, *first);
                      pull->received = first->size();
                      PullNextChunks(pull);
                    });
@@ -188,8 +239,9 @@ void NodeServer::PullNextChunks(const std::shared_ptr<Pull>& pull) {
         return FinishPull(pull, "its transfer from node " + ToHex(pull->source) + " failed: " + s.message());
       }
       if (!r.error().empty()) return FinishPull(pull, r.error());
-      if (r.data().size() != length) return FinishPull(pull, "a chunk came back short");
-      std::memcpy(store_->base() + pull->store_offset + offset, r.data().data(), length);
+      std::string_view data = rpc::CurrentPayload();
+      if (data.size() != length) return FinishPull(pull, "a chunk came back short");
+      CopyIn(store_->base() + pull->store_offset + offset, data);
       pull->received += length;
       PullNextChunks(pull);
     });
@@ -206,23 +258,11 @@ void NodeServer::FinishPull(const std::shared_ptr<Pull>& pull, const std::string
                        << ToHex(pull->source) << " failed: " << error;
   } else if (!pull->owner.empty()) {
     // The owner keeps the list of copies (get_object_locations).
-    rpc::Hello hello;
-    hello.set_token(options_.token);
-    hello.set_role("node");
-    hello.set_pid(getpid());
-    auto owner = owner_conns_.find(pull->owner);
-    if (owner == owner_conns_.end() || owner->second->closed()) {
-      auto c = rpc::Connect(io_, pull->owner, hello);
-      if (c.ok()) {
-        c.value()->Start(nullptr, nullptr);
-        owner = owner_conns_.insert_or_assign(pull->owner, c.value()).first;
-      }
-    }
-    if (owner != owner_conns_.end()) {
+    if (auto owner = OwnerConnection(pull->owner)) {
       rpc::Envelope m;
       m.mutable_add_object_location()->set_object_id(pull->id);
       m.mutable_add_object_location()->set_node_id(node_id_);
-      owner->second->Send(m);
+      owner->Send(m);
     }
   }
   auto waiters = std::move(pull->waiters);

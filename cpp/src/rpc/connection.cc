@@ -1,6 +1,8 @@
 // Connection implementation; see connection.h for the threading contract.
 #include "rpc/connection.h"
 
+#include <sys/uio.h>
+
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -41,6 +43,12 @@ void Connection::Start(MessageHandler on_message, CloseHandler on_close, std::st
   asio::post(io_, [self = shared_from_this()] { self->ReadMore(); });
 }
 
+namespace {
+thread_local std::string_view t_payload;
+}  // namespace
+
+std::string_view CurrentPayload() { return t_payload; }
+
 void Connection::ReadMore() {
   if (closed_) return;
   char* p = decoder_.WritePtr();
@@ -69,7 +77,8 @@ void Connection::OnRead(const asio::error_code& ec, size_t n) {
     // Until the peer proves the token, accept only a small Hello: a stray
     // client (say, HTTP on the TCP port) must not make us allocate a huge frame.
     decoder_.set_max_frame(authenticated_ ? kMaxFrameBytes : kMaxUnauthenticatedFrameBytes);
-    auto r = decoder_.Next(&msg);
+    std::string_view payload;
+    auto r = decoder_.Next(&msg, &payload);
     if (!r.ok()) {
       if (outermost) {
         t_corked = nullptr;
@@ -80,7 +89,9 @@ void Connection::OnRead(const asio::error_code& ec, size_t n) {
       return;
     }
     if (!r.value()) break;
+    t_payload = payload;
     Dispatch(msg);
+    t_payload = {};
   }
   if (outermost) {
     t_corked = nullptr;
@@ -189,6 +200,81 @@ void Connection::Dispatch(Envelope& msg) {
 void Connection::Send(const Envelope& msg, bool flush) {
   std::string frame;
   EncodeFrame(msg, &frame);
+  SendFrame(std::move(frame), flush);
+}
+
+void Connection::ReplyWithPayload(uint64_t request_id, Envelope& msg, const char* payload,
+                                  size_t len) {
+  msg.set_request_id(request_id);
+  msg.set_is_reply(true);
+  std::string head;
+  EncodeFrameWithPayload(msg, payload, len, &head, /*header_only=*/true);
+  std::unique_lock<std::mutex> lk(mu_);
+  if (closed_ || !write_error_.empty()) return;
+  if (!out_.empty() || writing_) {
+    // Behind other frames: queue a copy, in order.
+    out_.append(head);
+    out_.append(payload, len);
+    if (writing_ || corked_) return;
+    writing_ = true;
+    FlushLocked(lk);
+    return;
+  }
+  // Nothing queued: write header and payload straight from the caller's
+  // memory (the payload is not copied unless the socket fills up).
+  writing_ = true;
+  lk.unlock();
+  size_t total = head.size() + len, off = 0;
+  int err = 0;
+  while (off < total) {
+    iovec iov[2];
+    int n_iov = 0;
+    if (off < head.size()) iov[n_iov++] = {head.data() + off, head.size() - off};
+    size_t poff = off < head.size() ? 0 : off - head.size();
+    iov[n_iov++] = {const_cast<char*>(payload) + poff, len - poff};
+    msghdr mh{};
+    mh.msg_iov = iov;
+    mh.msg_iovlen = static_cast<size_t>(n_iov);
+    ssize_t n = ::sendmsg(fd_, &mh, MSG_NOSIGNAL);
+    if (n > 0) {
+      off += static_cast<size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      break;
+    } else {
+      err = errno;
+      break;
+    }
+  }
+  lk.lock();
+  if (err != 0) {
+    ::shutdown(fd_, SHUT_WR);
+    writing_ = false;
+    out_.clear();
+    if (write_error_.empty()) write_error_ = std::string("write failed: ") + std::strerror(err);
+    return;
+  }
+  if (off < total) {
+    // The socket is full: the rest (and what queued meanwhile) goes from the io thread.
+    auto rest = std::make_shared<std::string>();
+    rest->reserve(total - off + out_.size());
+    if (off < head.size()) rest->append(head, off);
+    size_t poff = off < head.size() ? 0 : off - head.size();
+    rest->append(payload + poff, len - poff);
+    rest->append(out_);
+    out_.clear();
+    asio::post(io_, [self = shared_from_this(), rest] { self->AsyncWrite(rest); });
+    return;
+  }
+  if (out_.empty() || closed_) {
+    writing_ = false;
+    return;
+  }
+  FlushLocked(lk);
+}
+
+void Connection::SendFrame(std::string frame, bool flush) {
   std::unique_lock<std::mutex> lk(mu_);
   if (closed_ || !write_error_.empty()) return;
   if (out_.empty()) {

@@ -58,6 +58,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Blocks the calling thread (never the io thread) until the reply arrives.
   Result<Envelope> CallSync(Envelope& msg, int timeout_ms);
   void Reply(uint64_t request_id, Envelope& msg, bool flush = true);
+  // A reply followed by `len` raw bytes (see frame.h); the receiver's reply
+  // callback reads them with CurrentPayload(). One copy into the output buffer.
+  void ReplyWithPayload(uint64_t request_id, Envelope& msg, const char* payload, size_t len);
 
   // Thread-safe, idempotent. Pending calls fail with `why`.
   void Close(const Status& why = Status::Disconnected("connection closed"));
@@ -72,6 +75,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const Hello& hello() const { return hello_; }
 
  private:
+  // Queues an encoded frame and writes it (see Send).
+  void SendFrame(std::string frame, bool flush);
   void ReadMore();
   void OnRead(const asio::error_code& ec, size_t n);
   void Dispatch(Envelope& msg);
@@ -105,6 +110,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
 };
 
 using ConnectionPtr = std::shared_ptr<Connection>;
+
+// The raw payload of the frame being dispatched on this thread (empty if
+// none); valid only inside the message handler or reply callback.
+std::string_view CurrentPayload();
 
 // This process's "fleet X, Python Y", sent in every Hello it makes and
 // compared with every Hello it accepts: a connection between different

@@ -14,6 +14,18 @@ void EncodeFrame(const Envelope& msg, std::string* out) {
   msg.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(out->data() + start + 4));
 }
 
+void EncodeFrameWithPayload(const Envelope& msg, const char* payload, size_t len, std::string* out,
+                            bool header_only) {
+  size_t size = msg.ByteSizeLong();
+  uint32_t header[2] = {static_cast<uint32_t>(4 + size + len) | kPayloadFlag, static_cast<uint32_t>(size)};
+  out->reserve(out->size() + 8 + size + (header_only ? 0 : len));
+  out->append(reinterpret_cast<const char*>(header), 8);  // little-endian hosts only
+  size_t start = out->size();
+  out->resize(start + size);
+  msg.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(out->data() + start));
+  if (!header_only) out->append(payload, len);
+}
+
 char* FrameDecoder::WritePtr(size_t min_free) {
   if (head_ == tail_) head_ = tail_ = 0;
   if (buf_.size() - tail_ < min_free) {
@@ -27,11 +39,13 @@ char* FrameDecoder::WritePtr(size_t min_free) {
   return buf_.data() + tail_;
 }
 
-Result<bool> FrameDecoder::Next(Envelope* msg) {
+Result<bool> FrameDecoder::Next(Envelope* msg, std::string_view* payload) {
   size_t avail = tail_ - head_;
   if (avail < 4) return false;
-  uint32_t len;
-  std::memcpy(&len, buf_.data() + head_, 4);
+  uint32_t word;
+  std::memcpy(&word, buf_.data() + head_, 4);
+  bool has_payload = (word & kPayloadFlag) != 0;
+  uint32_t len = word & ~kPayloadFlag;
   if (len > max_frame_) {
     return Status::IoError("frame of " + std::to_string(len) + " bytes exceeds the limit of " +
                            std::to_string(max_frame_));
@@ -41,8 +55,19 @@ Result<bool> FrameDecoder::Next(Envelope* msg) {
     if (buf_.size() - head_ < 4 + static_cast<size_t>(len)) WritePtr(4 + len - avail);
     return false;
   }
-  if (!msg->ParseFromArray(buf_.data() + head_ + 4, static_cast<int>(len))) {
+  const char* body = buf_.data() + head_ + 4;
+  uint32_t env_len = len;
+  if (has_payload) {
+    if (len < 4) return Status::IoError("malformed payload frame on the wire");
+    std::memcpy(&env_len, body, 4);
+    if (env_len > len - 4) return Status::IoError("malformed payload frame on the wire");
+    body += 4;
+  }
+  if (!msg->ParseFromArray(body, static_cast<int>(env_len))) {
     return Status::IoError("malformed message on the wire");
+  }
+  if (payload) {
+    *payload = has_payload ? std::string_view(body + env_len, len - 4 - env_len) : std::string_view();
   }
   head_ += 4 + len;
   return true;
