@@ -37,6 +37,7 @@ struct TaskSubmitter::Lease {
   std::vector<int> gpu_ids;
   rpc::ConnectionPtr conn;
   rpc::ConnectionPtr node;  // the fleet-node that granted it (local, or after spillback)
+  std::string node_id;
   std::unordered_map<std::string, TaskPtr> in_flight;  // by task id
   std::chrono::steady_clock::time_point idle_since;
   bool dead = false;
@@ -54,6 +55,9 @@ struct TaskSubmitter::KeyState {
   std::map<std::string, double> resources;
   std::string description;
   std::string strategy;           // TaskSpec's scheduling_strategy
+  // SPREAD: tasks pushed per node, so each task goes to the node with the
+  // fewest (leases are reused, so spreading the leases alone is not enough).
+  std::map<std::string, uint64_t> spread_counts;
   std::string affinity_node_id;
   bool affinity_soft = false;
 };
@@ -222,10 +226,26 @@ void TaskSubmitter::DispatchLocked(const std::string& key, Outbox& out) {
     if (!io_.get_executor().running_in_this_thread()) depth = 1;
     // A worker that exits after max_calls must not have tasks queued behind.
     if (ks.queue.front()->spec().max_calls() > 0) depth = 1;
+    bool spread = ks.strategy == "SPREAD";
+    // SPREAD: no node runs more than a window ahead of the one with the
+    // fewest tasks (among nodes we hold leases on): a busy node's tasks wait
+    // for it rather than piling onto the fastest one.
+    uint64_t spread_limit = UINT64_MAX;
+    if (spread) {
+      for (auto& l : ks.leases) {
+        if (!l->dead) spread_limit = std::min(spread_limit, ks.spread_counts[l->node_id] + 64);
+      }
+    }
     for (auto& l : ks.leases) {
       if (l->dead) continue;
       if (static_cast<int>(l->in_flight.size()) >= depth) continue;
-      if (!best || l->in_flight.size() < best->in_flight.size()) {
+      if (spread && ks.spread_counts[l->node_id] >= spread_limit) continue;
+      bool better = !best || l->in_flight.size() < best->in_flight.size();
+      if (spread && best) {
+        uint64_t mine = ks.spread_counts[l->node_id], theirs = ks.spread_counts[best->node_id];
+        better = mine != theirs ? mine < theirs : better;
+      }
+      if (better) {
         best = l.get();
         best_ptr = l;
       }
@@ -237,6 +257,7 @@ void TaskSubmitter::DispatchLocked(const std::string& key, Outbox& out) {
     spec->clear_gpu_ids();
     for (int g : best->gpu_ids) spec->add_gpu_ids(g);
     best->in_flight.emplace(spec->task_id(), task);
+    if (spread) ks.spread_counts[best->node_id]++;
     task->lease = best_ptr;
     out.pushes.emplace_back(best_ptr, task);
   }
@@ -366,6 +387,7 @@ void TaskSubmitter::OnLeaseReply(const std::string& key, const rpc::ConnectionPt
       const auto& g = reply.lease_granted();
       lease = std::make_shared<Lease>();
       lease->node = node;
+      lease->node_id = g.node_id();
       lease->key = key;
       lease->worker_id = g.worker_id();
       lease->worker_pid = g.worker_pid();
