@@ -10,7 +10,8 @@ PY=${PYTHON:-$(command -v python3)}
 PY=$("$PY" -c 'import sys; print(sys.executable)')
 
 need_apt=()
-for pkg in libasio-dev libprotobuf-dev protobuf-compiler libgtest-dev libbenchmark-dev ninja-build ccache; do
+for pkg in libasio-dev libprotobuf-dev protobuf-compiler libgtest-dev libbenchmark-dev ninja-build ccache \
+  iproute2; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
