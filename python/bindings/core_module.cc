@@ -874,6 +874,30 @@ NB_MODULE(_core, m) {
              if (!r.ok()) throw std::runtime_error(r.status().message());
              return NodesToList(r.value());
            })
+      .def("object_locations",
+           [](PyCore& c, const std::vector<nb::bytes>& ids, int64_t timeout_ms) {
+             std::vector<std::string> want;
+             for (auto& i : ids) want.push_back(Str(i));
+             fleet::Result<std::vector<fleet::rpc::ObjectLocations>> r = [&] {
+               nb::gil_scoped_release release;
+               return c.core().ObjectLocations(want, timeout_ms);
+             }();
+             if (!r.ok()) throw std::runtime_error(r.status().message());
+             nb::list out;
+             for (const auto& l : r.value()) {
+               if (!l.found()) {
+                 out.append(nb::none());
+                 continue;
+               }
+               nb::list nodes;
+               for (const auto& n : l.node_ids()) nodes.append(fleet::ToHex(n));
+               nb::dict d;
+               d["node_ids"] = nodes;
+               d["object_size"] = l.object_size();
+               out.append(d);
+             }
+             return out;
+           })
       // ---- placement groups
       .def("create_placement_group",
            [](PyCore& c, const nb::bytes& pg_id, const std::string& name, const std::string& ns,

@@ -4,7 +4,7 @@ The API is Ray's core API, name for name: ``import fleet as ray`` runs Ray
 programs. The runtime underneath is C++ (see docs/architecture.md).
 """
 
-from fleet import actor, exceptions
+from fleet import actor, exceptions, experimental
 from fleet._private.api import (
     FleetContext,
     available_resources,
@@ -42,6 +42,7 @@ __all__ = [
     "cancel",
     "cluster_resources",
     "exceptions",
+    "experimental",
     "get",
     "get_actor",
     "get_gpu_ids",

@@ -1,6 +1,8 @@
 // CoreWorker implementation; see core_worker.h.
 #include "core/core_worker.h"
 
+#include <cstring>
+
 #include <malloc.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -109,6 +111,8 @@ Status CoreWorker::Init() {
   // fleet-node forwards the free to it.
   store_.SetFreeHook([this](const std::string& id, const std::string& descriptor) {
     store_client_->Free({id}, {descriptor.size() > 8 ? descriptor.substr(8) : std::string()});
+    std::lock_guard<std::mutex> lk(loc_mu_);
+    copy_locations_.erase(id);
   });
   store_.SetReleaseBorrowHook(
       [this](const std::string& id, const std::string& owner, int count, bool unconfirmed) {
@@ -523,6 +527,61 @@ Result<rpc::ConnectionPtr> CoreWorker::Gcs() {
   return gcs_;
 }
 
+// ---- object locations ------------------------------------------------------------
+
+rpc::ObjectLocations CoreWorker::LocateOwned(const std::string& id) {
+  rpc::ObjectLocations out;
+  StoredObject v;
+  auto r = store_.GetOrSubscribe(id, &v, nullptr);
+  if (!r.ok() || !r.value()) return out;
+  out.set_found(true);
+  if (v.flags & kFlagInStore) {
+    uint64_t size = 0;
+    if (v.data.size() >= 8) std::memcpy(&size, v.data.data(), 8);  // little-endian, as written
+    out.set_object_size(size);
+    std::string primary = v.data.size() > 8 ? v.data.substr(8) : node_id_;
+    out.add_node_ids(primary);
+    std::lock_guard<std::mutex> lk(loc_mu_);
+    if (auto it = copy_locations_.find(id); it != copy_locations_.end()) {
+      for (const auto& n : it->second) {
+        if (n != primary) out.add_node_ids(n);
+      }
+    }
+  } else {
+    // A small value lives in its owner's memory (inline), on this node.
+    out.set_object_size(v.data.size());
+    out.add_node_ids(node_id_);
+  }
+  return out;
+}
+
+Result<std::vector<rpc::ObjectLocations>> CoreWorker::ObjectLocations(
+    const std::vector<std::string>& ids, int64_t timeout_ms) {
+  std::vector<rpc::ObjectLocations> out(ids.size());
+  std::map<std::string, std::vector<size_t>> by_owner;
+  for (size_t i = 0; i < ids.size(); i++) {
+    auto owner = store_.OwnerOf(ids[i]);
+    if (owner && !owner->empty() && *owner != address_) {
+      by_owner[*owner].push_back(i);
+    } else {
+      out[i] = LocateOwned(ids[i]);
+    }
+  }
+  for (auto& [owner, idx] : by_owner) {
+    auto conn = ConnectionTo(owner);
+    if (!conn.ok()) continue;  // the owner is gone: not found
+    rpc::Envelope req;
+    for (size_t i : idx) req.mutable_get_object_locations()->add_object_ids(ids[i]);
+    auto r = conn.value()->CallSync(req, timeout_ms < 0 ? kRpcTimeoutMs : static_cast<int>(timeout_ms));
+    if (!r.ok()) return r.status();
+    const auto& locs = r.value().get_object_locations_reply().locations();
+    for (size_t k = 0; k < idx.size() && k < static_cast<size_t>(locs.size()); k++) {
+      out[idx[k]] = locs[static_cast<int>(k)];
+    }
+  }
+  return out;
+}
+
 // ---- worker output -----------------------------------------------------------------
 
 void CoreWorker::PrintLogLines(const rpc::LogLines& l) {
@@ -605,6 +664,20 @@ void CoreWorker::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
       for (const auto& id : b.object_ids()) store_.AddBorrower(id, b.borrower(), 1);
       rpc::Envelope reply;
       reply.mutable_add_borrowers_reply();
+      conn->Reply(msg.request_id(), reply);
+      break;
+    }
+    case rpc::Envelope::kAddObjectLocation: {
+      const auto& a = msg.add_object_location();
+      if (!store_.Contains(a.object_id())) break;  // freed meanwhile
+      std::lock_guard<std::mutex> lk(loc_mu_);
+      copy_locations_[a.object_id()].insert(a.node_id());
+      break;
+    }
+    case rpc::Envelope::kGetObjectLocations: {
+      rpc::Envelope reply;
+      auto* r = reply.mutable_get_object_locations_reply();
+      for (const auto& id : msg.get_object_locations().object_ids()) *r->add_locations() = LocateOwned(id);
       conn->Reply(msg.request_id(), reply);
       break;
     }

@@ -114,6 +114,10 @@ class CoreWorker {
                                            const std::vector<std::string>& sources = {});
   // Prints what is left of folded (deduplicated) worker output.
   void FlushLogs();
+  // Where each object's copies are (node ids) and its size; asks the owner
+  // of borrowed ones. Unknown objects come back with found = false.
+  Result<std::vector<rpc::ObjectLocations>> ObjectLocations(const std::vector<std::string>& ids,
+                                                            int64_t timeout_ms);
   Result<rpc::StoreListReply> StoreList();
 
   // ---- borrowing -------------------------------------------------------------
@@ -203,6 +207,8 @@ class CoreWorker {
   // Sets who submits `spec`: this process as owner, and the task it runs.
   void StampCaller(rpc::TaskSpec* spec);
   void OnGcsMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
+  // The locations of an object this process owns (see ObjectLocations).
+  rpc::ObjectLocations LocateOwned(const std::string& id);
   // Worker output relayed by fleet-gcs: prefixed, folded, printed.
   void PrintLogLines(const rpc::LogLines& l);
   void ArmLogFlushLocked();
@@ -306,6 +312,10 @@ class CoreWorker {
   void FlushHeldReplies();
   bool shut_down_ = false;
   std::unique_ptr<asio::steady_timer> trim_timer_;  // io thread only
+  std::mutex loc_mu_;
+  // Nodes that pulled a copy of an owned object (AddObjectLocation); the
+  // primary's node is in the object's descriptor.
+  std::unordered_map<std::string, std::set<std::string>> copy_locations_;  // guarded by loc_mu_
   std::mutex log_mu_;
   LogDeduplicator log_dedup_{LogDedupOptions{.enabled = options_.dedup_logs}};  // guarded by log_mu_
   std::unique_ptr<asio::steady_timer> log_timer_;  // created in Init
