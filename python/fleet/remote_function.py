@@ -57,7 +57,7 @@ class RemoteFunction:
         return serialization.export(root, root._function, core, "fn", "remote function",
                                     self._name)
 
-    def _prepare(self, core: Any):
+    def _prepare(self, core: Any, cache: bool = True):
         o = opts_mod.resolved(self._options)
         resources = opts_mod.resource_request(o)
         retry = o["retry_exceptions"]
@@ -93,8 +93,10 @@ class RemoteFunction:
         )
         if strategy or pg_id:
             template.set_strategy(strategy, node, soft, pg_id, index, capture)
-        self._prepared = (core, template, name, num_returns, max_retries)
-        return self._prepared
+        prepared = (core, template, name, num_returns, max_retries)
+        if cache:
+            self._prepared = prepared
+        return prepared
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Submits the task; returns an ObjectRef (or a list for num_returns > 1)."""
@@ -104,7 +106,9 @@ class RemoteFunction:
 
             core = _ensure_initialized()
         p = self._prepared
-        if p is None or p[0] is not core or (state.mode == "worker" and _captures()):
+        if state.mode == "worker" and _captures():
+            p = self._prepare(core, cache=False)  # this task's group: not for later tasks
+        elif p is None or p[0] is not core:
             p = self._prepare(core)
         _, template, name, num_returns, max_retries = p
         if args or kwargs:

@@ -348,7 +348,13 @@ void TaskSubmitter::OnLeaseReply(const std::string& key, const rpc::ConnectionPt
       FLEET_LOG(WARNING) << "cannot reach node " << granted.spillback_address()
                          << " for a spilled lease request: " << remote.status().message()
                          << "; asking the local node again";
-      return RequestLease(key, node_, true);
+      // Placed again (not `spilled`): the local node's view will have lost
+      // that node by then, and a hard affinity to it must fail.
+      auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(50));
+      timer->async_wait([this, timer, key](const asio::error_code& ec) {
+        if (!ec) RequestLease(key, node_, false);
+      });
+      return;
     }
   }
   if (!s.ok() && node != node_) {

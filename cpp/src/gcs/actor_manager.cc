@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
 #include <algorithm>
 #include <sstream>
 
@@ -316,6 +317,22 @@ void ActorManager::OnLeaseReply(const std::string& actor_id, uint64_t incarnatio
     return;
   }
   a.lease_pending = false;
+  if (!s.ok() && s.code() == StatusCode::kDisconnected) {
+    // The node went away before granting (it died): place the actor again
+    // once the node table has caught up.
+    auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(100));
+    timer->async_wait([this, timer, actor_id](const asio::error_code& ec) {
+      if (ec) return;
+      auto it = actors_.find(actor_id);
+      if (it == actors_.end()) return;
+      Actor& a = it->second;
+      if (a.has_spec && !a.lease_pending && !a.worker_conn &&
+          (a.info.state() == rpc::ActorInfo::PENDING || a.info.state() == rpc::ActorInfo::RESTARTING)) {
+        Schedule(a);
+      }
+    });
+    return;
+  }
   if (!s.ok()) {
     MarkDead(a, "no worker could be started for it: " + s.message());
     return;

@@ -65,7 +65,9 @@ void GcsServer::BroadcastView() {
     if (!n.info.alive()) continue;
     if (auto c = n.conn.lock()) c->Send(m);
   }
+  // Resources changed (a bundle committed, work finished): place what waits.
   groups_.OnNodesChanged();
+  actors_.OnNodesChanged();
 }
 
 Result<int> GcsServer::Start() {

@@ -211,6 +211,11 @@ void PlacementGroupManager::TrySchedule(Group& g) {
   for (size_t i = 0; i < bundles.size(); i++) {
     if (fixed[i].empty()) round.by_node[plan.value()[i]].push_back(static_cast<int>(i));
   }
+  if (round.by_node.empty()) {  // every bundle still has its node
+    g.info.set_state(rpc::PlacementGroupInfo::CREATED);
+    AnswerWaiters(g);
+    return;
+  }
   g.in_flight = true;
   uint64_t n = ++g.round;
   std::string pg_id = g.info.pg_id();
@@ -256,7 +261,10 @@ void PlacementGroupManager::OnPrepared(const std::string& pg_id, uint64_t round_
                  git->second.info.state() != rpc::PlacementGroupInfo::REMOVED;
   if (!current || done.failed) {
     ReleaseOn(pg_id, done.prepared);  // all or nothing
-    if (!current) return;
+    if (!current) {
+      if (git != groups_.end()) git->second.in_flight = false;
+      return;
+    }
     Group& g = git->second;
     g.in_flight = false;
     g.info.set_pending_reason("a node refused its bundles: " + done.error + "; retrying");
@@ -272,20 +280,33 @@ void PlacementGroupManager::OnPrepared(const std::string& pg_id, uint64_t round_
   for (auto& [node_id, indexes] : done.by_node) {
     for (int i : indexes) g.info.mutable_bundles(i)->set_node_id(node_id);
   }
+  // Commit everywhere; the group is CREATED once every node has made the
+  // bundles' resources usable (so work sent right after wait() finds them).
   auto nodes = nodes_();
+  auto remaining = std::make_shared<int>(0);
+  auto finish = [this, pg_id, round_no] {
+    auto it = groups_.find(pg_id);
+    if (it == groups_.end()) return;
+    Group& grp = it->second;
+    grp.in_flight = false;
+    if (grp.round != round_no || grp.info.state() == rpc::PlacementGroupInfo::REMOVED) return;
+    grp.info.set_state(rpc::PlacementGroupInfo::CREATED);
+    grp.info.clear_pending_reason();
+    AnswerWaiters(grp);
+  };
   for (auto& node_id : done.prepared) {
     rpc::NodeInfo* node = FindNode(nodes, node_id);
     if (!node) continue;
     if (auto conn = node_conn_(*node); conn.ok()) {
       rpc::Envelope req;
       req.mutable_commit_bundles()->set_pg_id(pg_id);
-      conn.value()->Send(req);
+      ++*remaining;
+      conn.value()->Call(req, [remaining, finish](const Status&, rpc::Envelope&) {
+        if (--*remaining == 0) finish();
+      });
     }
   }
-  g.in_flight = false;
-  g.info.set_state(rpc::PlacementGroupInfo::CREATED);
-  g.info.clear_pending_reason();
-  AnswerWaiters(g);
+  if (*remaining == 0) finish();
 }
 
 void PlacementGroupManager::ReleaseOn(const std::string& pg_id, const std::vector<std::string>& node_ids) {
