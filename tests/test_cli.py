@@ -178,3 +178,65 @@ def test_driver_with_another_version_is_refused_naming_both(cli_env):
     assert "CONNECTED" in res.stdout, res.stdout + res.stderr
     rc, out, err = _cli(env, "stop")
     assert rc == 0, out + err
+
+
+JOIN_RE = re.compile(r"fleet start --address (\S+) --token ([0-9a-f]+)")
+
+
+def _status_nodes(env, address, token):
+    """(ip, state) per node line of `fleet status`."""
+    rc, out, err = _cli(dict(env, FLEET_CLUSTER_TOKEN=token), "status", "--address", address)
+    assert rc == 0, out + err
+    return re.findall(r"^\s*node [0-9a-f]+\s+(\S+)\s+(ALIVE|DEAD)", out, re.M), out
+
+
+def test_join_with_the_printed_command(cli_env):
+    # `fleet start --head` prints the exact join command with the token; a
+    # second node (here: another FLEET_TMPDIR on this machine) joins with it.
+    # A missing or wrong token, or another version, is refused with a clear
+    # message; `fleet stop` on the joined machine stops only its node.
+    env, port = cli_env
+    rc, out, err = _cli(env, "start", "--head", "--num-cpus", "1", "--object-store-memory",
+                        str(100_000_000), "--port", str(port))
+    assert rc == 0, out + err
+    m = JOIN_RE.search(out)
+    assert m, out
+    address, token = m.group(1), m.group(2)
+    assert address.endswith(f":{port}"), out
+
+    other_dir = tempfile.mkdtemp(prefix="flcl2", dir="/tmp")
+    other = dict(env, FLEET_TMPDIR=other_dir)
+    other.pop("FLEET_CLUSTER_TOKEN", None)
+    try:
+        common = ["start", "--address", address, "--num-cpus", "1",
+                  "--object-store-memory", str(100_000_000)]
+        rc, out, err = _cli(other, *common)
+        assert rc == 2 and "token" in err, out + err
+        rc, out, err = _cli(other, *common, "--token", "0" * 32)
+        assert rc == 1 and "cannot join" in err, out + err
+        skewed = dict(other, FLEET_VERSION_TAG="fleet 0.0.1, Python 3.0.0")
+        rc, out, err = _cli(skewed, *common, "--token", token)
+        assert rc == 1 and "fleet 0.0.1, Python 3.0.0" in err, out + err
+        from fleet._private.version import version_tag
+
+        assert version_tag() in err, err
+        assert len(_status_nodes(env, address, token)[0]) == 1  # nothing joined
+
+        token_file = os.path.join(other_dir, "token")
+        with open(token_file, "w") as f:
+            f.write(token + "\n")
+        rc, out, err = _cli(other, *common, "--token-file", token_file)
+        assert rc == 0, out + err
+        nodes, text = _status_nodes(env, address, token)
+        assert [s for _, s in nodes] == ["ALIVE", "ALIVE"], text
+        assert "2/2 CPU" not in text and "CPU" in text, text
+
+        rc, out, err = _cli(other, "stop")
+        assert rc == 0, out + err
+        nodes, text = _status_nodes(env, address, token)
+        assert sorted(s for _, s in nodes) == ["ALIVE", "DEAD"], text
+    finally:
+        _cli(other, "stop")
+        shutil.rmtree(other_dir, ignore_errors=True)
+    rc, out, err = _cli(env, "stop")
+    assert rc == 0, out + err
