@@ -608,7 +608,7 @@ def test_placement_group_strategies(cl, strategy, n):
             assert distinct == n, placed
         else:  # PACK: as few nodes as fit (2 CPUs a node)
             assert distinct == 2, placed
-        assert fleet.get(pg.ready(), timeout=T) is True
+        assert fleet.get(pg.ready(), timeout=T) == pg  # as Ray: the group itself
         refs = [
             in_bundle.options(
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
@@ -925,3 +925,76 @@ def test_dedup_disabled_by_env(cl, tmp_path, monkeypatch):
         )
     finally:
         fleet.shutdown()  # the next test reconnects without the variable
+
+
+# --------------------------------------------------------------------------
+# Object locations, placement group details
+# --------------------------------------------------------------------------
+
+
+def test_object_locations_follow_the_copies(cl):
+    # The owner tracks every copy: the node that made the object, then also
+    # the node that pulled it for a reader (as ray.experimental).
+    n = 20 * 1024 * 1024
+    ref, _ = produce.options(resources={"b": 0.01}).remote(n)
+    fleet.wait([ref], fetch_local=False, timeout=T)
+    locs = fleet.experimental.get_object_locations([ref])
+    assert locs[ref]["node_ids"] == [cl.b.node_id], locs
+    assert locs[ref]["object_size"] >= n
+    ok, node, _ = fleet.get(check_array.options(resources={"c": 0.01}).remote(ref, n), timeout=T)
+    assert ok and node == cl.c.node_id
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        got = fleet.experimental.get_object_locations([ref])[ref]["node_ids"]
+        if set(got) == {cl.b.node_id, cl.c.node_id}:
+            break
+        time.sleep(0.05)
+    assert got[0] == cl.b.node_id and set(got) == {cl.b.node_id, cl.c.node_id}, got
+    small = fleet.put(7)
+    assert fleet.experimental.get_object_locations([small])[small]["node_ids"] == [
+        driver_node_id()
+    ]
+    with pytest.raises(TypeError):
+        fleet.experimental.get_object_locations(ref)
+
+
+def test_wait_without_timeout_returns_once_created(cl):
+    # pg.wait(None) blocks until the group exists, however long that takes.
+    assert wait_available_cpu(6) == 6
+    blocker = placement_group([{"CPU": 2}] * 3, strategy="STRICT_SPREAD")
+    assert blocker.wait(10)
+    pg = placement_group([{"CPU": 2}], strategy="PACK")
+    assert not pg.wait(0.2)
+    import threading
+
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("ready", pg.wait(None)))
+    t.start()
+    time.sleep(0.3)
+    assert t.is_alive()
+    remove_placement_group(blocker)
+    t.join(20)
+    assert result.get("ready") is True
+    remove_placement_group(pg)
+
+
+def test_explicit_placement_group_none_opts_out_of_capture(cl):
+    pg = placement_group([{"CPU": 1}])
+    assert pg.wait(10)
+
+    @fleet.remote(num_cpus=0)
+    def child():
+        g = get_current_placement_group()
+        return g.id.hex() if g else None
+
+    @fleet.remote(num_cpus=1)
+    def parent():
+        return (fleet.get(child.remote(), timeout=30),
+                fleet.get(child.options(placement_group=None).remote(), timeout=30))
+
+    strategy = PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)
+    captured, opted_out = fleet.get(parent.options(scheduling_strategy=strategy).remote(),
+                                    timeout=T)
+    assert captured == pg.id.hex()
+    assert opted_out is None
+    remove_placement_group(pg)

@@ -902,9 +902,10 @@ NB_MODULE(_core, m) {
       .def("create_placement_group",
            [](PyCore& c, const nb::bytes& pg_id, const std::string& name, const std::string& ns,
               const std::string& strategy, const std::vector<std::map<std::string, double>>& bundles,
-              bool detached) {
+              bool detached, uint32_t job_id) {
              fleet::rpc::Envelope req;
              auto* info = req.mutable_create_placement_group()->mutable_info();
+             info->set_job_id(job_id);  // the caller's job (a worker runs tasks of a job)
              info->set_pg_id(Str(pg_id));
              info->set_name(name);
              info->set_namespace_(ns);

@@ -52,6 +52,7 @@ Status CoreWorker::Init() {
   worker_id_ = options_.worker_id.empty() ? RandomId() : options_.worker_id;
   work_ = std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
       io_.get_executor());
+  log_timer_ = std::make_unique<asio::steady_timer>(io_);  // before any connection delivers lines
   io_thread_ = std::thread([this] { io_.run(); });
 
   // Our own listener: submitters push tasks here, borrowers fetch objects.
@@ -150,7 +151,6 @@ Status CoreWorker::Init() {
   actor_submitter_ = std::make_unique<ActorSubmitter>(
       io_, store_, [this] { return Gcs(); }, submit_hello);
   trim_timer_ = std::make_unique<asio::steady_timer>(io_);
-  log_timer_ = std::make_unique<asio::steady_timer>(io_);
   hold_timer_ = std::make_unique<asio::steady_timer>(io_);
   asio::post(io_, [this] { TrimMemory(); });
   return Status::OK();

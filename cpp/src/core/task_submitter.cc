@@ -230,19 +230,26 @@ void TaskSubmitter::DispatchLocked(const std::string& key, Outbox& out) {
     // SPREAD: no node runs more than a window ahead of the one with the
     // fewest tasks (among nodes we hold leases on): a busy node's tasks wait
     // for it rather than piling onto the fastest one.
-    uint64_t spread_limit = UINT64_MAX;
+    // Counts are per node (as Ray's SPREAD: nodes, not workers, share the
+    // work); a node whose first lease arrives late starts at the minimum.
+    double spread_limit = 1e300;
+    auto score = [&](const std::string& node) { return static_cast<double>(ks.spread_counts[node]); };
     if (spread) {
+      uint64_t low = UINT64_MAX;
+      for (auto& [node, count] : ks.spread_counts) low = std::min(low, count);
       for (auto& l : ks.leases) {
-        if (!l->dead) spread_limit = std::min(spread_limit, ks.spread_counts[l->node_id] + 64);
+        if (l->dead) continue;
+        if (!ks.spread_counts.count(l->node_id)) ks.spread_counts[l->node_id] = low == UINT64_MAX ? 0 : low;
+        spread_limit = std::min(spread_limit, score(l->node_id) + 64);
       }
     }
     for (auto& l : ks.leases) {
       if (l->dead) continue;
       if (static_cast<int>(l->in_flight.size()) >= depth) continue;
-      if (spread && ks.spread_counts[l->node_id] >= spread_limit) continue;
+      if (spread && score(l->node_id) >= spread_limit) continue;
       bool better = !best || l->in_flight.size() < best->in_flight.size();
       if (spread && best) {
-        uint64_t mine = ks.spread_counts[l->node_id], theirs = ks.spread_counts[best->node_id];
+        double mine = score(l->node_id), theirs = score(best->node_id);
         better = mine != theirs ? mine < theirs : better;
       }
       if (better) {

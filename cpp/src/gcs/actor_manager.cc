@@ -341,6 +341,10 @@ void ActorManager::OnLeaseReply(const std::string& actor_id, uint64_t incarnatio
     give_back(true);
     return;
   }
+  if (!g.error().empty()) {  // can never be served (e.g. its placement group was removed)
+    MarkDead(a, "it cannot be scheduled: " + g.error());
+    return;
+  }
   if (g.worker_id().empty()) return;  // canceled
   rpc::Hello hello;
   hello.set_token(token_);

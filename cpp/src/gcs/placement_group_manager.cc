@@ -178,7 +178,7 @@ void PlacementGroupManager::Create(const rpc::CreatePlacementGroup& req, uint32_
   Group g;
   g.info = info;
   g.info.set_state(rpc::PlacementGroupInfo::PENDING);
-  g.info.set_job_id(job_id);
+  if (g.info.job_id() == 0) g.info.set_job_id(job_id);  // else: the job of the task that made it
   g.info.set_create_time_ms(NowMs());
   for (int i = 0; i < g.info.bundles_size(); i++) {
     g.info.mutable_bundles(i)->set_index(i);
@@ -259,8 +259,20 @@ void PlacementGroupManager::OnPrepared(const std::string& pg_id, uint64_t round_
   rounds_.erase(rit);
   bool current = git != groups_.end() && git->second.round == round_no &&
                  git->second.info.state() != rpc::PlacementGroupInfo::REMOVED;
+  // A node that said yes and died since cannot commit: the round fails.
+  auto alive = nodes_();
+  for (auto& node_id : done.prepared) {
+    if (!FindNode(alive, node_id)) {
+      done.failed = true;
+      if (done.error.empty()) done.error = "node " + ToHex(node_id) + " died";
+    }
+  }
   if (!current || done.failed) {
-    ReleaseOn(pg_id, done.prepared);  // all or nothing
+    // All or nothing: undo this round's bundles (only them: the group's
+    // other bundles on those nodes stay).
+    std::map<std::string, std::vector<int>> undo;
+    for (auto& node_id : done.prepared) undo[node_id] = done.by_node[node_id];
+    ReleaseOn(pg_id, undo);
     if (!current) {
       if (git != groups_.end()) git->second.in_flight = false;
       return;
@@ -284,39 +296,65 @@ void PlacementGroupManager::OnPrepared(const std::string& pg_id, uint64_t round_
   // bundles' resources usable (so work sent right after wait() finds them).
   auto nodes = nodes_();
   auto remaining = std::make_shared<int>(0);
-  auto finish = [this, pg_id, round_no] {
+  auto failed_nodes = std::make_shared<std::set<std::string>>();
+  auto finish = [this, pg_id, round_no, failed_nodes] {
     auto it = groups_.find(pg_id);
     if (it == groups_.end()) return;
     Group& grp = it->second;
     grp.in_flight = false;
     if (grp.round != round_no || grp.info.state() == rpc::PlacementGroupInfo::REMOVED) return;
+    // Every bundle must sit on a live node that committed it; those that do
+    // not are placed again (the group waits as RESCHEDULING meanwhile).
+    auto live = nodes_();
+    bool complete = true;
+    for (auto& b : *grp.info.mutable_bundles()) {
+      if (b.node_id().empty() || failed_nodes->count(b.node_id()) || !FindNode(live, b.node_id())) {
+        b.clear_node_id();
+        complete = false;
+      }
+    }
+    if (!complete) {
+      grp.info.set_state(rpc::PlacementGroupInfo::RESCHEDULING);
+      TrySchedule(grp);
+      return;
+    }
     grp.info.set_state(rpc::PlacementGroupInfo::CREATED);
     grp.info.clear_pending_reason();
     AnswerWaiters(grp);
   };
   for (auto& node_id : done.prepared) {
     rpc::NodeInfo* node = FindNode(nodes, node_id);
-    if (!node) continue;
-    if (auto conn = node_conn_(*node); conn.ok()) {
-      rpc::Envelope req;
-      req.mutable_commit_bundles()->set_pg_id(pg_id);
-      ++*remaining;
-      conn.value()->Call(req, [remaining, finish](const Status&, rpc::Envelope&) {
-        if (--*remaining == 0) finish();
-      });
+    if (!node) {
+      failed_nodes->insert(node_id);
+      continue;
     }
+    auto conn = node_conn_(*node);
+    if (!conn.ok()) {
+      failed_nodes->insert(node_id);
+      continue;
+    }
+    rpc::Envelope req;
+    req.mutable_commit_bundles()->set_pg_id(pg_id);
+    ++*remaining;
+    std::string nid = node_id;
+    conn.value()->Call(req, [remaining, finish, failed_nodes, nid](const Status& s, rpc::Envelope&) {
+      if (!s.ok()) failed_nodes->insert(nid);
+      if (--*remaining == 0) finish();
+    });
   }
   if (*remaining == 0) finish();
 }
 
-void PlacementGroupManager::ReleaseOn(const std::string& pg_id, const std::vector<std::string>& node_ids) {
+void PlacementGroupManager::ReleaseOn(const std::string& pg_id,
+                                      const std::map<std::string, std::vector<int>>& bundles) {
   auto nodes = nodes_();
-  for (auto& id : node_ids) {
+  for (auto& [id, indexes] : bundles) {
     rpc::NodeInfo* node = FindNode(nodes, id);
     if (!node) continue;
     if (auto conn = node_conn_(*node); conn.ok()) {
       rpc::Envelope req;
       req.mutable_release_bundles()->set_pg_id(pg_id);
+      for (int i : indexes) req.mutable_release_bundles()->add_indexes(i);
       conn.value()->Send(req);
     }
   }
@@ -339,7 +377,9 @@ void PlacementGroupManager::Remove(const std::string& pg_id, rpc::Envelope& repl
   for (auto& b : g.info.bundles()) {
     if (!b.node_id().empty()) on.insert(b.node_id());
   }
-  ReleaseOn(pg_id, {on.begin(), on.end()});
+  std::map<std::string, std::vector<int>> all;
+  for (auto& node : on) all[node];  // no indexes: every bundle of the group there
+  ReleaseOn(pg_id, all);
   g.round++;  // a round in flight releases what it prepared when it ends
   g.info.set_state(rpc::PlacementGroupInfo::REMOVED);
   AnswerWaiters(g);
@@ -380,17 +420,18 @@ void PlacementGroupManager::Wait(const rpc::ConnectionPtr& conn, uint64_t reques
     conn->Reply(request_id, reply);
     return;
   }
-  Waiter w{conn, request_id, nullptr};
+  Waiter w{conn, request_id, nullptr, conn.get()};
   if (req.timeout_ms() > 0) {
     w.timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(req.timeout_ms()));
     std::string pg_id = req.pg_id();
-    w.timer->async_wait([this, pg_id, request_id](const asio::error_code& ec) {
+    const rpc::Connection* who = conn.get();
+    w.timer->async_wait([this, pg_id, request_id, who](const asio::error_code& ec) {
       if (ec) return;
       auto git = groups_.find(pg_id);
       if (git == groups_.end()) return;
       auto& ws = git->second.waiters;
       for (auto wit = ws.begin(); wit != ws.end(); ++wit) {
-        if (wit->request_id != request_id) continue;
+        if (wit->request_id != request_id || wit->who != who) continue;
         if (auto c = wit->conn.lock()) {
           rpc::Envelope timeout;
           timeout.mutable_wait_placement_group_reply()->set_ready(false);

@@ -58,6 +58,7 @@ class PlacementGroupManager {
     std::weak_ptr<rpc::Connection> conn;
     uint64_t request_id;
     std::shared_ptr<asio::steady_timer> timer;
+    const rpc::Connection* who;  // request ids are per connection
   };
   struct Group {
     rpc::PlacementGroupInfo info;
@@ -68,7 +69,8 @@ class PlacementGroupManager {
   void TrySchedule(Group& g);
   void OnPrepared(const std::string& pg_id, uint64_t round, bool ok, const std::string& error);
   void AnswerWaiters(Group& g);
-  void ReleaseOn(const std::string& pg_id, const std::vector<std::string>& node_ids);
+  // Releases bundles: node id -> bundle indexes (empty: all of the group there).
+  void ReleaseOn(const std::string& pg_id, const std::map<std::string, std::vector<int>>& bundles);
   rpc::NodeInfo* FindNode(std::vector<rpc::NodeInfo>& nodes, const std::string& id);
 
   asio::io_context& io_;

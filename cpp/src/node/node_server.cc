@@ -421,9 +421,14 @@ void NodeServer::OnStoreMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& m
       std::vector<std::string> ids(g.object_ids().begin(), g.object_ids().end());
       std::vector<std::string> sources(g.source_node_ids().begin(), g.source_node_ids().end());
       // Objects whose primary copy is on another node are pulled here first.
-      EnsureLocal(ids, sources, [this, weak, rid, client, ids](std::vector<std::string> pull_errors) {
-        if (!weak.lock()) return;  // the reader left meanwhile: pin nothing for it
-        store_->Get(client, ids, [weak, rid, pull_errors](std::vector<store::ObjectLocation> locs) {
+      EnsureLocal(ids, sources, [this, weak, rid, client, ids](std::vector<std::string> pull_errors,
+                                                               std::vector<std::string> held) {
+        auto unhold = [this, held] {
+          for (const auto& id : held) store_->Release(transfer_client_, id);
+        };
+        if (!weak.lock()) return unhold();  // the reader left meanwhile: pin nothing for it
+        store_->Get(client, ids, [weak, rid, pull_errors, unhold](std::vector<store::ObjectLocation> locs) {
+          unhold();
           auto conn = weak.lock();
           if (!conn) return;
           rpc::Envelope reply;
@@ -777,6 +782,8 @@ void NodeServer::Tick() {
       worker_conn_by_id_.erase(wc);
     }
   }
+  // Copies served for objects that are gone here need no forwarding.
+  std::erase_if(copies_, [&](const auto& kv) { return !store_->Contains(kv.first); });
   // Requests no node can satisfy: tell the requester, once.
   for (auto& e : pending_) {
     if (e.warned || FeasibleAnywhere(e)) continue;

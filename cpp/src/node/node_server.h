@@ -100,9 +100,11 @@ class NodeServer {
   // ---- object transfer between nodes
   Result<rpc::ConnectionPtr> PeerNode(const std::string& node_id);
   // Makes the objects local (pulling those whose primary copy is elsewhere),
-  // then calls `done` with an error per id ("" when local now).
+  // then calls `done` with an error per id ("" when local now) and the ids
+  // pulled for this caller, which stay pinned (by transfer_client_) until
+  // the caller releases them once it has pinned them itself.
   void EnsureLocal(const std::vector<std::string>& ids, const std::vector<std::string>& sources,
-                   std::function<void(std::vector<std::string>)> done);
+                   std::function<void(std::vector<std::string>, std::vector<std::string>)> done);
   void StartPull(const std::string& id, const std::string& source);
   void PullNextChunks(const std::shared_ptr<Pull>& pull);
   void FinishPull(const std::shared_ptr<Pull>& pull, const std::string& error);
@@ -112,7 +114,8 @@ class NodeServer {
   rpc::ConnectionPtr OwnerConnection(const std::string& owner);
   // ---- placement group bundles (two-phase, driven by fleet-gcs)
   void OnBundleMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
-  void ReleaseBundles(const std::string& pg_id);
+  // Releases those bundles of the group here (all if `indexes` is empty).
+  void ReleaseBundles(const std::string& pg_id, const std::vector<int>& indexes);
   void OnClose(const rpc::ConnectionPtr& conn, const Status& s);
   void Schedule();
   // Whether this node could ever serve the request (its totals cover it).
@@ -183,11 +186,12 @@ class NodeServer {
   store::ClientId transfer_client_ = 0;                      // pins while serving pulls
   std::map<std::string, rpc::ConnectionPtr> owner_conns_;    // remote owners of objects here
   struct BundleReservation {
-    std::vector<Allocation> allocs;
+    Allocation alloc;        // taken from what was free at prepare
     ResourceSet group;       // the "<R>_group_..." resources it adds once committed
     bool committed = false;
   };
-  std::map<std::string, BundleReservation> bundles_;         // by placement group id
+  // By placement group id, then bundle index.
+  std::map<std::string, std::map<int, BundleReservation>> bundles_;
   std::map<const rpc::Connection*, store::ClientId> store_clients_;
   store::ClientId next_store_client_ = 1;
   std::map<const rpc::Connection*, std::string> client_addresses_;  // drivers and workers

@@ -85,7 +85,13 @@ rpc::ConnectionPtr NodeServer::OwnerConnection(const std::string& owner) {
   hello.set_pid(getpid());
   auto c = rpc::Connect(io_, owner, hello);
   if (!c.ok()) {
-    store_->OwnerGone(owner);  // unreachable: it is gone, and so are its objects
+    // Refused (nobody listens there any more): the owner is gone, and so are
+    // its objects. Anything else (a timeout, a full fd table) proves nothing.
+    const std::string& why = c.status().message();
+    if (why.find("Connection refused") != std::string::npos ||
+        why.find("No such file or directory") != std::string::npos) {
+      store_->OwnerGone(owner);
+    }
     owner_conns_.erase(owner);
     return nullptr;
   }
@@ -135,17 +141,18 @@ void NodeServer::ServePull(const rpc::ConnectionPtr& conn, uint64_t rid, const r
 
 void NodeServer::EnsureLocal(const std::vector<std::string>& ids,
                              const std::vector<std::string>& sources,
-                             std::function<void(std::vector<std::string>)> done) {
+                             std::function<void(std::vector<std::string>, std::vector<std::string>)> done) {
   struct State {
     std::vector<std::string> errors;
+    std::vector<std::string> held;  // pulled for us, pinned by transfer_client_ until we pin it
     size_t remaining = 1;  // +1 until every id is looked at
-    std::function<void(std::vector<std::string>)> done;
+    std::function<void(std::vector<std::string>, std::vector<std::string>)> done;
   };
   auto st = std::make_shared<State>();
   st->errors.resize(ids.size());
   st->done = std::move(done);
   auto finish_one = [st] {
-    if (--st->remaining == 0) st->done(std::move(st->errors));
+    if (--st->remaining == 0) st->done(std::move(st->errors), std::move(st->held));
   };
   for (size_t i = 0; i < ids.size(); i++) {
     const std::string source = i < sources.size() ? sources[i] : std::string();
@@ -161,8 +168,10 @@ void NodeServer::EnsureLocal(const std::vector<std::string>& ids,
         continue;
       }
     }
-    it->second->waiters.push_back([st, i, finish_one](const std::string& error) {
+    std::string id = ids[i];
+    it->second->waiters.push_back([st, i, id, finish_one](const std::string& error) {
       st->errors[i] = error;
+      if (error.empty()) st->held.push_back(id);
       finish_one();
     });
   }
@@ -266,6 +275,13 @@ void NodeServer::FinishPull(const std::shared_ptr<Pull>& pull, const std::string
     }
   }
   auto waiters = std::move(pull->waiters);
+  if (error.empty()) {
+    // Pin the copy once per waiting reader until that reader has pinned it
+    // itself: another pull's room must not evict it in between.
+    for (size_t k = 0; k < waiters.size(); k++) {
+      store_->Get(transfer_client_, {pull->id}, [](std::vector<store::ObjectLocation>) {});
+    }
+  }
   for (auto& w : waiters) w(error);
 }
 

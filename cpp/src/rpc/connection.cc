@@ -1,6 +1,7 @@
 // Connection implementation; see connection.h for the threading contract.
 #include "rpc/connection.h"
 
+#include <poll.h>
 #include <sys/uio.h>
 
 #include <sys/socket.h>
@@ -18,6 +19,11 @@
 #include "common/logging.h"
 
 namespace fleet::rpc {
+
+namespace {
+// How long a TCP connect may take before it fails (see Connect).
+constexpr int kConnectTimeoutMs = 3000;
+}  // namespace
 
 namespace {
 // Connections with corked output on this (io) thread, or null outside a read.
@@ -487,16 +493,54 @@ Result<ConnectionPtr> Connect(asio::io_context& io, const std::string& full_addr
     std::string host = address.substr(0, colon);
     std::string port = address.substr(colon + 1);
     asio::ip::tcp::resolver resolver(io);
-    auto endpoints = resolver.resolve(host, port, ec);
+    asio::error_code parse_ec;
+    asio::ip::make_address(host, parse_ec);
+    auto endpoints = parse_ec ? resolver.resolve(host, port, ec)
+                              : resolver.resolve(host, port, asio::ip::resolver_base::numeric_host |
+                                                                 asio::ip::resolver_base::numeric_service,
+                                                 ec);
     if (!ec) {
       for (const auto& e : endpoints) {
-        socket = Connection::Socket(io);
-        socket.connect(asio::generic::stream_protocol::endpoint(e.endpoint()), ec);
-        if (!ec) break;
-      }
-      if (!ec) {
+        // Non-blocking connect with a deadline: daemons connect from their
+        // only thread, and a host that vanished must not stall them for the
+        // kernel's minutes of SYN retries.
+        auto ep = e.endpoint();
+        int fd = ::socket(ep.protocol().family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0) {
+          ec = asio::error_code(errno, asio::system_category());
+          continue;
+        }
+        int rc = ::connect(fd, ep.data(), static_cast<socklen_t>(ep.size()));
+        if (rc < 0 && errno == EINPROGRESS) {
+          pollfd p{fd, POLLOUT, 0};
+          int n;
+          do {
+            n = ::poll(&p, 1, kConnectTimeoutMs);
+          } while (n < 0 && errno == EINTR);
+          int err = 0;
+          socklen_t len = sizeof(err);
+          if (n == 0) {
+            err = ETIMEDOUT;
+          } else if (n < 0 || ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) {
+            err = errno;
+          }
+          rc = err == 0 ? 0 : -1;
+          errno = err;
+        }
+        if (rc < 0) {
+          ec = asio::error_code(errno, asio::system_category());
+          ::close(fd);
+          continue;
+        }
         int one = 1;
-        ::setsockopt(socket.native_handle(), IPPROTO_TCP, 1 /*TCP_NODELAY*/, &one, sizeof(one));
+        ::setsockopt(fd, IPPROTO_TCP, 1 /*TCP_NODELAY*/, &one, sizeof(one));
+        socket = Connection::Socket(io);
+        socket.assign(asio::generic::stream_protocol(ep.protocol().family(), IPPROTO_TCP), fd, ec);
+        if (ec) {
+          ::close(fd);
+          continue;
+        }
+        break;
       }
     }
   }

@@ -169,7 +169,7 @@ TASK_OPTIONS: Dict[str, Option] = {
     "name": Option(None, _str_or_none("name")),
     "scheduling_strategy": Option(None, _strategy),
     # Ray's older spelling of PlacementGroupSchedulingStrategy.
-    "placement_group": Option(None, _placement_group),
+    "placement_group": Option("default", _placement_group),
     "placement_group_bundle_index": Option(-1, _bundle_index),
     "placement_group_capture_child_tasks": Option(None, _optional_bool),
     "runtime_env": Option(None, _runtime_env),
@@ -247,7 +247,7 @@ ACTOR_OPTIONS: Dict[str, Option] = {
     "get_if_exists": Option(False, _bool("get_if_exists")),
     "scheduling_strategy": Option(None, _strategy),
     # Ray's older spelling of PlacementGroupSchedulingStrategy.
-    "placement_group": Option(None, _placement_group),
+    "placement_group": Option("default", _placement_group),
     "placement_group_bundle_index": Option(-1, _bundle_index),
     "placement_group_capture_child_tasks": Option(None, _optional_bool),
     "runtime_env": Option(None, _runtime_env),
@@ -321,7 +321,7 @@ def placement(
     "CPU_group_<pg>" for any bundle, plus a sliver of "bundle_group_..." so
     that a task asking for nothing still lands on a node of the group."""
     s = opts.get("scheduling_strategy")
-    pg = opts.get("placement_group")
+    pg = opts.get("placement_group", "default")  # None: explicitly not in any group
     index = opts.get("placement_group_bundle_index", -1)
     capture = bool(opts.get("placement_group_capture_child_tasks"))
     if isinstance(s, PlacementGroupSchedulingStrategy):
@@ -329,7 +329,7 @@ def placement(
             s.placement_group, s.placement_group_bundle_index,
             bool(s.placement_group_capture_child_tasks),
         )
-    if pg is None and s is None:
+    if pg == "default" and s is None:
         from fleet._private.state import current_placement_group
 
         current = current_placement_group()
@@ -339,7 +339,7 @@ def placement(
         hex_id = pg.id.hex()
         if index is None:
             index = -1
-        if index >= len(pg.bundle_specs) or index < -1:
+        if index != -1 and (index >= len(pg.bundle_specs) or index < -1):
             raise ValueError(
                 f"placement_group_bundle_index {index} is out of range: the placement group "
                 f"has {len(pg.bundle_specs)} bundle(s)"

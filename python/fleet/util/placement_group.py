@@ -29,6 +29,9 @@ from fleet._private import state
 
 VALID_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
+# Bundles never change: looked up once per group and process.
+_bundle_specs: Dict[bytes, List[Dict[str, float]]] = {}
+
 
 def _core() -> Any:
     if state.core is None:
@@ -58,9 +61,14 @@ class PlacementGroup:
     def bundle_specs(self) -> List[Dict[str, float]]:
         """The bundles' resource maps, in order."""
         if self._bundle_cache is None:
-            table = _table(self.id)
-            bundles = table["bundles"] if table else {}
-            self._bundle_cache = [bundles[i] for i in sorted(bundles)]
+            cached = _bundle_specs.get(self.id)
+            if cached is None:
+                table = _table(self.id)
+                bundles = table["bundles"] if table else {}
+                cached = [bundles[i] for i in sorted(bundles)]
+                if cached:
+                    _bundle_specs[self.id] = cached
+            self._bundle_cache = cached
         return self._bundle_cache
 
     @property
@@ -69,7 +77,7 @@ class PlacementGroup:
         return len(self.bundle_specs)
 
     def ready(self) -> Any:
-        """An ObjectRef that resolves (to True) once the group is reserved,
+        """An ObjectRef that resolves (to this group) once it is reserved,
         from a zero-CPU task run in the group's first bundle, as Ray does."""
         global _bundle_reservation_check
         from fleet.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -77,15 +85,19 @@ class PlacementGroup:
         if _bundle_reservation_check is None:
             _bundle_reservation_check = _make_check()
         strategy = PlacementGroupSchedulingStrategy(self, placement_group_bundle_index=0)
-        return _bundle_reservation_check.options(scheduling_strategy=strategy).remote(
-            self.id.hex()
-        )
+        return _bundle_reservation_check.options(scheduling_strategy=strategy).remote(self)
 
     def wait(self, timeout_seconds: float = 30) -> bool:
         """Waits up to `timeout_seconds` for the group to be reserved; True if it is."""
-        ms = -1 if timeout_seconds is None else max(0, int(timeout_seconds * 1000))
-        ready, _error = _core().wait_placement_group(self.id, ms)
-        return bool(ready)
+        if timeout_seconds is not None:
+            ready, _error = _core().wait_placement_group(
+                self.id, max(0, int(timeout_seconds * 1000))
+            )
+            return bool(ready)
+        while True:  # no limit: in slices, so no single call times out
+            ready, error = _core().wait_placement_group(self.id, 30_000)
+            if ready or error:
+                return bool(ready)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PlacementGroup) and other.id == self.id
@@ -100,9 +112,9 @@ class PlacementGroup:
         return PlacementGroup, (self.id, self._bundle_cache)
 
 
-def _check(pg_id_hex: str) -> bool:
-    """Runs in the group's first bundle: it is reserved."""
-    return True
+def _check(placement_group: "PlacementGroup") -> "PlacementGroup":
+    """Runs in the group's first bundle: it is reserved (as Ray, returns the group)."""
+    return placement_group
 
 
 _bundle_reservation_check: Any = None
@@ -154,7 +166,8 @@ def placement_group(
     core = _core()
     pg_id = core_mod.random_id()[:14]
     core.create_placement_group(
-        pg_id, name or "", state.namespace, strategy, clean, lifetime == "detached"
+        pg_id, name or "", state.namespace, strategy, clean, lifetime == "detached",
+        int(state.current_job_id or 0),
     )
     return PlacementGroup(pg_id, clean)
 
