@@ -18,22 +18,23 @@ from typing import TYPE_CHECKING, Any
 
 from fleet.util import scheduling_strategies
 
+# Imported eagerly: `fleet.util.placement_group` must stay the function (as
+# in Ray), which a later lazy import of the submodule would replace.
+from fleet.util.placement_group import (  # noqa: E402
+    PlacementGroup,
+    get_current_placement_group,
+    get_placement_group,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
+
 if TYPE_CHECKING:  # pragma: no cover
     from fleet.util import multiprocessing, queue, state
     from fleet.util.actor_pool import ActorPool
     from fleet.util.state import list_named_actors
 
-_PG = "fleet.util.placement_group"
-_LAZY_ATTRS = {
-    "ActorPool": "fleet.util.actor_pool",
-    "list_named_actors": "fleet.util.state",
-    "placement_group": _PG,
-    "remove_placement_group": _PG,
-    "get_placement_group": _PG,
-    "placement_group_table": _PG,
-    "get_current_placement_group": _PG,
-    "PlacementGroup": _PG,
-}
+_LAZY_ATTRS = {"ActorPool": "fleet.util.actor_pool", "list_named_actors": "fleet.util.state"}
 _LAZY_MODULES = ("actor_pool", "multiprocessing", "queue", "state")
 
 
