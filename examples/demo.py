@@ -85,6 +85,67 @@ def main() -> None:
           f"in place: {sum(parts):,.1f}")
     del view, ref
     fleet.shutdown()
+    multi_node()
+
+
+def multi_node() -> None:
+    """Three nodes on this machine (as three machines would be, with
+    `fleet start --head` / `fleet start --address`): SPREAD tasks, a placement
+    group, and an array moved from one node to another."""
+    import collections
+
+    from fleet.cluster_utils import Cluster
+    from fleet.util import placement_group, remove_placement_group
+    from fleet.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    t0 = time.perf_counter()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    b = cluster.add_node(num_cpus=1, resources={"b": 1})
+    c = cluster.add_node(num_cpus=1, resources={"c": 1})
+    fleet.init(address=cluster.address)
+    print(f"3-node cluster up in {time.perf_counter() - t0:.2f} s")
+    try:
+        names = {cluster.head_node.node_id: "head", b.node_id: "b", c.node_id: "c"}
+        spread = where.options(scheduling_strategy="SPREAD")
+        nodes = fleet.get([spread.remote() for _ in range(3000)])
+        counts = collections.Counter(names[n] for n in nodes)
+        print(f"3,000 SPREAD tasks per node: {dict(sorted(counts.items()))}")
+
+        pg = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_SPREAD")
+        assert pg.wait(timeout_seconds=10)
+        in_bundle = [
+            where.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, i)).remote()
+            for i in range(2)
+        ]
+        bundle_nodes = [names[n] for n in fleet.get(in_bundle)]
+        print("placement group STRICT_SPREAD, bundles on:", bundle_nodes)
+        remove_placement_group(pg)
+
+        ref = make_array.options(resources={"b": 0.1}).remote(200_000_000)
+        total = fleet.get(sum_array.options(resources={"c": 0.1}).remote(ref))
+        locations = fleet.experimental.get_object_locations([ref])[ref]["node_ids"]
+        print(f"200 MB array made on node b, summed on node c ({total:,}); copies now on "
+              f"{[names[n] for n in locations]}")
+    finally:
+        fleet.shutdown()
+        cluster.shutdown()
+
+
+@fleet.remote
+def where() -> str:
+    return fleet.get_runtime_context().get_node_id()
+
+
+@fleet.remote
+def make_array(n: int):
+    import numpy as np
+
+    return np.ones(n, dtype=np.uint8)
+
+
+@fleet.remote
+def sum_array(a) -> int:
+    return int(a.sum())
 
 
 @fleet.remote

@@ -58,6 +58,9 @@ struct TaskSubmitter::KeyState {
   // SPREAD: tasks pushed per node, so each task goes to the node with the
   // fewest (leases are reused, so spreading the leases alone is not enough).
   std::map<std::string, uint64_t> spread_counts;
+  // Lease requests spilled to a node and not answered yet, by node: for
+  // SPREAD such a node counts as taking part (its tasks wait for its lease).
+  std::map<std::string, int> spread_pending;
   std::string affinity_node_id;
   bool affinity_soft = false;
 };
@@ -237,10 +240,14 @@ void TaskSubmitter::DispatchLocked(const std::string& key, Outbox& out) {
     if (spread) {
       uint64_t low = UINT64_MAX;
       for (auto& [node, count] : ks.spread_counts) low = std::min(low, count);
+      std::vector<std::string> taking_part;
       for (auto& l : ks.leases) {
-        if (l->dead) continue;
-        if (!ks.spread_counts.count(l->node_id)) ks.spread_counts[l->node_id] = low == UINT64_MAX ? 0 : low;
-        spread_limit = std::min(spread_limit, score(l->node_id) + 64);
+        if (!l->dead) taking_part.push_back(l->node_id);
+      }
+      for (auto& [node, n] : ks.spread_pending) taking_part.push_back(node);
+      for (auto& node : taking_part) {
+        if (!ks.spread_counts.count(node)) ks.spread_counts[node] = low == UINT64_MAX ? 0 : low;
+        spread_limit = std::min(spread_limit, score(node) + 64);
       }
     }
     for (auto& l : ks.leases) {
@@ -304,12 +311,13 @@ void TaskSubmitter::Flush(Outbox& out) {
 }
 
 void TaskSubmitter::RequestLease(const std::string& key, const rpc::ConnectionPtr& node,
-                                 bool spilled) {
+                                 bool spilled, const std::string& target_node_id) {
   rpc::Envelope req;
   auto* r = req.mutable_request_lease();
   {
     std::lock_guard<std::mutex> lk(mu_);
     auto& ks = *keys_[key];
+    if (!target_node_id.empty()) ks.spread_pending[target_node_id]++;
     for (auto& [k, v] : ks.resources) (*r->mutable_resources())[k] = v;
     r->set_description(ks.description);
     r->set_strategy(ks.strategy);
@@ -318,7 +326,12 @@ void TaskSubmitter::RequestLease(const std::string& key, const rpc::ConnectionPt
   }
   r->set_scheduling_key(key);
   r->set_spilled(spilled);
-  node->Call(req, [this, key, node](const Status& s, rpc::Envelope& reply) {
+  node->Call(req, [this, key, node, target_node_id](const Status& s, rpc::Envelope& reply) {
+    if (!target_node_id.empty()) {
+      std::lock_guard<std::mutex> lk(mu_);
+      auto& pending = keys_[key]->spread_pending;
+      if (--pending[target_node_id] <= 0) pending.erase(target_node_id);
+    }
     OnLeaseReply(key, node, s, reply);
   });
 }
@@ -350,7 +363,7 @@ void TaskSubmitter::OnLeaseReply(const std::string& key, const rpc::ConnectionPt
         std::lock_guard<std::mutex> lk(mu_);
         go = !shutdown_;
       }
-      if (go) return RequestLease(key, remote.value(), true);
+      if (go) return RequestLease(key, remote.value(), true, granted.spillback_node_id());
     } else {
       FLEET_LOG(WARNING) << "cannot reach node " << granted.spillback_address()
                          << " for a spilled lease request: " << remote.status().message()

@@ -115,7 +115,9 @@ class TaskSubmitter {
   void DispatchLocked(const std::string& key, Outbox& out);
   void Flush(Outbox& out);
   // Asks `node` for a lease for `key` (spilled: sent there by another node).
-  void RequestLease(const std::string& key, const rpc::ConnectionPtr& node, bool spilled);
+  // `target_node_id`: the node a spilled request goes to (SPREAD accounting).
+  void RequestLease(const std::string& key, const rpc::ConnectionPtr& node, bool spilled,
+                    const std::string& target_node_id = "");
   void OnLeaseReply(const std::string& key, const rpc::ConnectionPtr& node, const Status& s,
                     rpc::Envelope& reply);
   // A connection to another node's fleet-node (spillback), cached.

@@ -112,7 +112,7 @@ class PlacementGroup:
         return PlacementGroup, (self.id, self._bundle_cache)
 
 
-def _check(placement_group: "PlacementGroup") -> "PlacementGroup":
+def _check(placement_group: PlacementGroup) -> PlacementGroup:
     """Runs in the group's first bundle: it is reserved (as Ray, returns the group)."""
     return placement_group
 
