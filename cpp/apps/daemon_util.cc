@@ -45,15 +45,20 @@ void WatchParent(int parent_pid) {
 void WatchStdin(asio::io_context& io, std::function<void()> on_eof) {
   auto sd = std::make_shared<asio::posix::stream_descriptor>(io, ::dup(0));
   auto buf = std::make_shared<std::array<char, 256>>();
+  // The pending read owns the loop (the loop only refers to itself weakly),
+  // so a daemon stopped by a signal, with the read still pending, frees it
+  // when its io_context goes.
   auto loop = std::make_shared<std::function<void()>>();
-  *loop = [sd, buf, loop, on_eof] {
-    sd->async_read_some(asio::buffer(*buf), [sd, buf, loop, on_eof](const asio::error_code& ec, size_t) {
+  std::weak_ptr<std::function<void()>> weak = loop;
+  *loop = [sd, buf, weak, on_eof] {
+    auto self = weak.lock();
+    if (!self) return;
+    sd->async_read_some(asio::buffer(*buf), [sd, buf, self, on_eof](const asio::error_code& ec, size_t) {
       if (ec) {
         on_eof();
-        *loop = nullptr;  // break the self-reference
         return;
       }
-      (*loop)();
+      (*self)();
     });
   };
   (*loop)();

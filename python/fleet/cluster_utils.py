@@ -148,6 +148,11 @@ class Cluster:
         workers die with it and the control store marks it dead."""
         proc = node.process
         if proc.poll() is None:
+            if allow_graceful and proc.stdin:
+                try:
+                    proc.stdin.close()  # the daemon watches its stdin: EOF stops it
+                except OSError:
+                    pass
             try:
                 proc.send_signal(signal.SIGTERM if allow_graceful else signal.SIGKILL)
             except OSError:
@@ -208,6 +213,11 @@ class Cluster:
         if self._gcs is not None:
             gcs, self._gcs = self._gcs, None
             if gcs.poll() is None:
+                try:
+                    if gcs.stdin:
+                        gcs.stdin.close()
+                except OSError:
+                    pass
                 gcs.send_signal(signal.SIGTERM)
             try:
                 gcs.wait(10)
