@@ -34,9 +34,9 @@ GcsServer::GcsServer(asio::io_context& io, GcsOptions options)
       groups_(
           io,
           [this] {
-            std::vector<rpc::NodeInfo> alive;
+            std::vector<const rpc::NodeInfo*> alive;
             for (auto& [id, n] : nodes_) {
-              if (n.info.alive()) alive.push_back(n.info);
+              if (n.info.alive()) alive.push_back(&n.info);
             }
             return alive;
           },
@@ -181,16 +181,26 @@ void GcsServer::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
       if (it != nodes_.end() && it->second.info.alive()) {
         auto& r = *msg.mutable_report_resources();
         auto& info = it->second.info;
-        std::map<std::string, double> before(info.available().begin(), info.available().end());
-        std::map<std::string, double> before_total(info.total().begin(), info.total().end());
-        *info.mutable_available() = r.available();
-        if (r.total_size() > 0) *info.mutable_total() = r.total();
+        // Compared in place (a node may carry thousands of placement
+        // group resources): no copies unless something changed.
+        auto same = [](const google::protobuf::Map<std::string, double>& a,
+                       const google::protobuf::Map<std::string, double>& b) {
+          if (a.size() != b.size()) return false;
+          for (auto& [k, v] : a) {
+            auto f = b.find(k);
+            if (f == b.end() || f->second != v) return false;
+          }
+          return true;
+        };
+        bool changed = !same(info.available(), r.available()) ||
+                       (r.total_size() > 0 && !same(info.total(), r.total()));
+        if (changed) {
+          info.mutable_available()->swap(*r.mutable_available());
+          if (r.total_size() > 0) info.mutable_total()->swap(*r.mutable_total());
+        }
         info.mutable_pending()->Swap(r.mutable_pending());
         it->second.last_report = std::chrono::steady_clock::now();
-        if (before != std::map<std::string, double>(info.available().begin(), info.available().end()) ||
-            before_total != std::map<std::string, double>(info.total().begin(), info.total().end())) {
-          ViewChanged();
-        }
+        if (changed) ViewChanged();
       }
       return;  // push, no reply
     }

@@ -59,14 +59,26 @@ int64_t NowMs() {
 
 Result<std::vector<std::string>> PlanBundles(const std::vector<rpc::Bundle>& bundles,
                                              const std::string& strategy,
-                                             const std::vector<rpc::NodeInfo>& nodes,
+                                             const std::vector<const rpc::NodeInfo*>& nodes,
                                              const std::vector<std::string>& fixed) {
+  std::set<std::string> keys = {"CPU"};  // CPU: to order nodes by how free they are
+  for (auto& b : bundles) {
+    for (auto& [k, v] : b.resources()) keys.insert(k);
+  }
+  auto pick = [&](const google::protobuf::Map<std::string, double>& m) {
+    Amounts a;
+    for (auto& k : keys) {
+      auto it = m.find(k);
+      if (it != m.end()) a[k] = static_cast<int64_t>(std::llround(it->second * 10000));
+    }
+    return a;
+  };
   std::vector<std::string> ids;
   std::map<std::string, Amounts> free, total;
-  for (auto& n : nodes) {
-    ids.push_back(n.node_id());
-    free[n.node_id()] = ToAmounts(n.available());
-    total[n.node_id()] = ToAmounts(n.total());
+  for (const auto* n : nodes) {
+    ids.push_back(n->node_id());
+    free[n->node_id()] = pick(n->available());
+    total[n->node_id()] = pick(n->total());
   }
   std::vector<std::string> plan(bundles.size());
   std::set<std::string> used;
@@ -222,7 +234,7 @@ void PlacementGroupManager::TrySchedule(Group& g) {
   round.outstanding = static_cast<int>(round.by_node.size());
   rounds_[pg_id] = round;
   for (auto& [node_id, indexes] : rounds_[pg_id].by_node) {
-    rpc::NodeInfo* node = FindNode(nodes, node_id);
+    const rpc::NodeInfo* node = FindNode(nodes, node_id);
     Result<rpc::ConnectionPtr> conn = node ? node_conn_(*node) : Status::NotFound("node is gone");
     if (!conn.ok()) {
       std::string why = conn.status().message();
@@ -323,7 +335,7 @@ void PlacementGroupManager::OnPrepared(const std::string& pg_id, uint64_t round_
     AnswerWaiters(grp);
   };
   for (auto& node_id : done.prepared) {
-    rpc::NodeInfo* node = FindNode(nodes, node_id);
+    const rpc::NodeInfo* node = FindNode(nodes, node_id);
     if (!node) {
       failed_nodes->insert(node_id);
       continue;
@@ -349,7 +361,7 @@ void PlacementGroupManager::ReleaseOn(const std::string& pg_id,
                                       const std::map<std::string, std::vector<int>>& bundles) {
   auto nodes = nodes_();
   for (auto& [id, indexes] : bundles) {
-    rpc::NodeInfo* node = FindNode(nodes, id);
+    const rpc::NodeInfo* node = FindNode(nodes, id);
     if (!node) continue;
     if (auto conn = node_conn_(*node); conn.ok()) {
       rpc::Envelope req;
@@ -360,9 +372,10 @@ void PlacementGroupManager::ReleaseOn(const std::string& pg_id,
   }
 }
 
-rpc::NodeInfo* PlacementGroupManager::FindNode(std::vector<rpc::NodeInfo>& nodes, const std::string& id) {
-  for (auto& n : nodes) {
-    if (n.node_id() == id) return &n;
+const rpc::NodeInfo* PlacementGroupManager::FindNode(const std::vector<const rpc::NodeInfo*>& nodes,
+                                                     const std::string& id) {
+  for (const auto* n : nodes) {
+    if (n->node_id() == id) return n;
   }
   return nullptr;
 }

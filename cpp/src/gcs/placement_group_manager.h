@@ -30,16 +30,19 @@
 namespace fleet::gcs {
 
 // One node id per bundle, or why no placement exists now. `nodes` are the
-// alive nodes with their free resources; `fixed` gives a node for bundles
-// already placed (empty string: to place).
+// alive nodes with their free resources (only the resources the bundles
+// name are looked at: a node may carry thousands of group resources);
+// `fixed` gives a node for bundles already placed (empty string: to place).
 Result<std::vector<std::string>> PlanBundles(const std::vector<rpc::Bundle>& bundles,
                                              const std::string& strategy,
-                                             const std::vector<rpc::NodeInfo>& nodes,
+                                             const std::vector<const rpc::NodeInfo*>& nodes,
                                              const std::vector<std::string>& fixed);
 
 class PlacementGroupManager {
  public:
-  using NodesFn = std::function<std::vector<rpc::NodeInfo>()>;  // alive nodes
+  // The alive nodes (pointers into fleet-gcs's table: no copies; valid
+  // until the table changes, so never kept across callbacks).
+  using NodesFn = std::function<std::vector<const rpc::NodeInfo*>()>;
   using NodeConnFn = std::function<Result<rpc::ConnectionPtr>(const rpc::NodeInfo&)>;
   PlacementGroupManager(asio::io_context& io, NodesFn nodes, NodeConnFn node_conn);
 
@@ -71,7 +74,7 @@ class PlacementGroupManager {
   void AnswerWaiters(Group& g);
   // Releases bundles: node id -> bundle indexes (empty: all of the group there).
   void ReleaseOn(const std::string& pg_id, const std::map<std::string, std::vector<int>>& bundles);
-  rpc::NodeInfo* FindNode(std::vector<rpc::NodeInfo>& nodes, const std::string& id);
+  const rpc::NodeInfo* FindNode(const std::vector<const rpc::NodeInfo*>& nodes, const std::string& id);
 
   asio::io_context& io_;
   NodesFn nodes_;

@@ -17,6 +17,15 @@ rpc::NodeInfo Node(const std::string& id, double cpus_free, double cpus_total = 
   return n;
 }
 
+// PlanBundles takes pointers into the node table: keep the nodes alive.
+Result<std::vector<std::string>> Plan(const std::vector<rpc::Bundle>& bundles, const std::string& strategy,
+                                      const std::vector<rpc::NodeInfo>& nodes,
+                                      const std::vector<std::string>& fixed) {
+  std::vector<const rpc::NodeInfo*> ptrs;
+  for (auto& n : nodes) ptrs.push_back(&n);
+  return PlanBundles(bundles, strategy, ptrs, fixed);
+}
+
 std::vector<rpc::Bundle> Bundles(int n, double cpus) {
   std::vector<rpc::Bundle> out(n);
   for (int i = 0; i < n; i++) {
@@ -27,44 +36,44 @@ std::vector<rpc::Bundle> Bundles(int n, double cpus) {
 }
 
 TEST(PlanBundlesTest, PackFillsOneNodeBeforeAnother) {
-  auto plan = PlanBundles(Bundles(3, 1), "PACK", {Node("a", 4), Node("b", 4)}, {});
+  auto plan = Plan(Bundles(3, 1), "PACK", {Node("a", 4), Node("b", 4)}, {});
   ASSERT_TRUE(plan.ok());
   EXPECT_EQ(std::set<std::string>(plan->begin(), plan->end()).size(), 1u);
   // Too big for one node: PACK spills over to a second.
-  auto big = PlanBundles(Bundles(3, 3), "PACK", {Node("a", 4), Node("b", 4), Node("c", 4)}, {});
+  auto big = Plan(Bundles(3, 3), "PACK", {Node("a", 4), Node("b", 4), Node("c", 4)}, {});
   ASSERT_TRUE(big.ok());
   EXPECT_EQ(std::set<std::string>(big->begin(), big->end()).size(), 3u);
 }
 
 TEST(PlanBundlesTest, SpreadUsesDistinctNodesWhenItCan) {
-  auto plan = PlanBundles(Bundles(2, 1), "SPREAD", {Node("a", 4), Node("b", 4)}, {});
+  auto plan = Plan(Bundles(2, 1), "SPREAD", {Node("a", 4), Node("b", 4)}, {});
   ASSERT_TRUE(plan.ok());
   EXPECT_NE(plan.value()[0], plan.value()[1]);
   // More bundles than nodes: SPREAD reuses a node, STRICT_SPREAD cannot.
-  EXPECT_TRUE(PlanBundles(Bundles(3, 1), "SPREAD", {Node("a", 4), Node("b", 4)}, {}).ok());
-  EXPECT_FALSE(PlanBundles(Bundles(3, 1), "STRICT_SPREAD", {Node("a", 4), Node("b", 4)}, {}).ok());
+  EXPECT_TRUE(Plan(Bundles(3, 1), "SPREAD", {Node("a", 4), Node("b", 4)}, {}).ok());
+  EXPECT_FALSE(Plan(Bundles(3, 1), "STRICT_SPREAD", {Node("a", 4), Node("b", 4)}, {}).ok());
 }
 
 TEST(PlanBundlesTest, StrictPackNeedsOneNodeForAll) {
-  auto plan = PlanBundles(Bundles(2, 2), "STRICT_PACK", {Node("a", 3), Node("b", 4)}, {});
+  auto plan = Plan(Bundles(2, 2), "STRICT_PACK", {Node("a", 3), Node("b", 4)}, {});
   ASSERT_TRUE(plan.ok());
   EXPECT_EQ(plan.value()[0], "b");
   EXPECT_EQ(plan.value()[1], "b");
-  EXPECT_FALSE(PlanBundles(Bundles(2, 3), "STRICT_PACK", {Node("a", 4), Node("b", 4)}, {}).ok());
+  EXPECT_FALSE(Plan(Bundles(2, 3), "STRICT_PACK", {Node("a", 4), Node("b", 4)}, {}).ok());
 }
 
 TEST(PlanBundlesTest, InfeasibleBundleIsNamed) {
-  auto plan = PlanBundles(Bundles(1, 16), "PACK", {Node("a", 4)}, {});
+  auto plan = Plan(Bundles(1, 16), "PACK", {Node("a", 4)}, {});
   ASSERT_FALSE(plan.ok());
   EXPECT_NE(plan.status().message().find("infeasible"), std::string::npos);
   // Feasible by totals but not free now: not "infeasible".
-  auto busy = PlanBundles(Bundles(1, 2), "PACK", {Node("a", 1)}, {});
+  auto busy = Plan(Bundles(1, 2), "PACK", {Node("a", 1)}, {});
   ASSERT_FALSE(busy.ok());
   EXPECT_EQ(busy.status().message().find("infeasible"), std::string::npos);
 }
 
 TEST(PlanBundlesTest, FixedBundlesStayAndStrictSpreadAvoidsTheirNodes) {
-  auto plan = PlanBundles(Bundles(2, 1), "STRICT_SPREAD", {Node("a", 4), Node("b", 1)}, {"a", ""});
+  auto plan = Plan(Bundles(2, 1), "STRICT_SPREAD", {Node("a", 4), Node("b", 1)}, {"a", ""});
   ASSERT_TRUE(plan.ok());
   EXPECT_EQ(plan.value()[0], "a");
   EXPECT_EQ(plan.value()[1], "b");
