@@ -146,28 +146,7 @@ class Cluster:
     def remove_node(self, node: NodeHandle, allow_graceful: bool = True) -> None:
         """Stops a node's fleet-node (SIGTERM if graceful, else SIGKILL); its
         workers die with it and the control store marks it dead."""
-        proc = node.process
-        if proc.poll() is None:
-            if allow_graceful and proc.stdin:
-                try:
-                    proc.stdin.close()  # the daemon watches its stdin: EOF stops it
-                except OSError:
-                    pass
-            try:
-                proc.send_signal(signal.SIGTERM if allow_graceful else signal.SIGKILL)
-            except OSError:
-                pass
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdin, proc.stdout):
-            try:
-                if stream:
-                    stream.close()
-            except OSError:
-                pass
+        _stop_daemon(node.process, allow_graceful)
         if node is self.head_node:
             self.head_node = None
         elif node in self.worker_nodes:
@@ -212,24 +191,34 @@ class Cluster:
             self.remove_node(self.head_node)
         if self._gcs is not None:
             gcs, self._gcs = self._gcs, None
-            if gcs.poll() is None:
-                try:
-                    if gcs.stdin:
-                        gcs.stdin.close()
-                except OSError:
-                    pass
-                gcs.send_signal(signal.SIGTERM)
+            _stop_daemon(gcs, graceful=True)
+
+
+def _stop_daemon(proc: subprocess.Popen, graceful: bool) -> None:
+    """Stops a daemon of the cluster and reaps it: graceful closes its stdin
+    (it watches it: EOF stops it) and sends SIGTERM; otherwise SIGKILL. After
+    10 s it is killed regardless."""
+    if proc.poll() is None:
+        if graceful and proc.stdin:
             try:
-                gcs.wait(10)
-            except subprocess.TimeoutExpired:
-                gcs.kill()
-                gcs.wait()
-            for stream in (gcs.stdin, gcs.stdout):
-                try:
-                    if stream:
-                        stream.close()
-                except OSError:
-                    pass
+                proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            proc.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        try:
+            if stream:
+                stream.close()
+        except OSError:
+            pass
 
 
 __all__ = ["Cluster", "NodeHandle"]

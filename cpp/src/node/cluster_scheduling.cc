@@ -24,15 +24,6 @@ namespace fleet::node {
 
 namespace {
 
-bool Covers(const ResourceSet& have, const ResourceSet& need) {
-  for (auto& [k, v] : need) {
-    if (v <= 0) continue;
-    auto it = have.find(k);
-    if (it == have.end() || it->second < v) return false;
-  }
-  return true;
-}
-
 ResourceSet ToSet(const google::protobuf::Map<std::string, double>& m) {
   return FromDoubles(std::map<std::string, double>(m.begin(), m.end()));
 }

@@ -99,6 +99,8 @@ class NodeServer {
   bool FeasibleAnywhere(const LeaseRequestEntry& e) const;
   // ---- object transfer between nodes
   Result<rpc::ConnectionPtr> PeerNode(const std::string& node_id);
+  // What this node says when it connects to another node or to an owner.
+  rpc::Hello NodeHello() const;
   // Makes the objects local (pulling those whose primary copy is elsewhere),
   // then calls `done` with an error per id ("" when local now) and the ids
   // pulled for this caller, which stay pinned (by transfer_client_) until

@@ -56,6 +56,14 @@ struct NodeServer::Pull {
   std::vector<std::function<void(const std::string&)>> waiters;
 };
 
+rpc::Hello NodeServer::NodeHello() const {
+  rpc::Hello hello;
+  hello.set_token(options_.token);
+  hello.set_role("node");
+  hello.set_pid(getpid());
+  return hello;
+}
+
 Result<rpc::ConnectionPtr> NodeServer::PeerNode(const std::string& node_id) {
   if (auto it = peer_nodes_.find(node_id); it != peer_nodes_.end() && !it->second->closed()) {
     return it->second;
@@ -64,11 +72,7 @@ Result<rpc::ConnectionPtr> NodeServer::PeerNode(const std::string& node_id) {
   if (n == cluster_.end()) {
     return Status::NotFound("node " + ToHex(node_id) + " is not alive in this cluster");
   }
-  rpc::Hello hello;
-  hello.set_token(options_.token);
-  hello.set_role("node");
-  hello.set_pid(getpid());
-  auto c = rpc::Connect(io_, n->second.address(), hello);
+  auto c = rpc::Connect(io_, n->second.address(), NodeHello());
   if (!c.ok()) return c.status();
   c.value()->Start(nullptr, nullptr);
   peer_nodes_[node_id] = c.value();
@@ -79,11 +83,7 @@ rpc::ConnectionPtr NodeServer::OwnerConnection(const std::string& owner) {
   if (owner.empty()) return nullptr;
   auto it = owner_conns_.find(owner);
   if (it != owner_conns_.end() && !it->second->closed()) return it->second;
-  rpc::Hello hello;
-  hello.set_token(options_.token);
-  hello.set_role("node");
-  hello.set_pid(getpid());
-  auto c = rpc::Connect(io_, owner, hello);
+  auto c = rpc::Connect(io_, owner, NodeHello());
   if (!c.ok()) {
     // Refused (nobody listens there any more): the owner is gone, and so are
     // its objects. Anything else (a timeout, a full fd table) proves nothing.
@@ -162,7 +162,7 @@ void NodeServer::EnsureLocal(const std::vector<std::string>& ids,
     if (it == pulls_.end()) {
       StartPull(ids[i], source);
       it = pulls_.find(ids[i]);
-      if (it == pulls_.end()) {  // failed at once; its error went nowhere: ask again
+      if (it == pulls_.end()) {  // failed at once (the source is not reachable)
         st->errors[i] = "cannot reach node " + ToHex(source) + " that holds it";
         finish_one();
         continue;

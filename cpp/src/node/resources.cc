@@ -61,21 +61,19 @@ void NodeResources::Remove(const ResourceSet& r) {
   }
 }
 
-bool NodeResources::Fits(const ResourceSet& req) const {
-  for (auto& [k, v] : req) {
+bool Covers(const ResourceSet& have, const ResourceSet& need) {
+  for (auto& [k, v] : need) {
     if (v <= 0) continue;
-    auto it = available_.find(k);
-    if (it == available_.end() || it->second < v) return false;
+    auto it = have.find(k);
+    if (it == have.end() || it->second < v) return false;
   }
   return true;
 }
 
+bool NodeResources::Fits(const ResourceSet& req) const { return Covers(available_, req); }
+
 bool NodeResources::Feasible(const ResourceSet& req) const {
-  for (auto& [k, v] : req) {
-    if (v <= 0) continue;
-    auto it = total_.find(k);
-    if (it == total_.end() || it->second < v) return false;
-  }
+  if (!Covers(total_, req)) return false;
   auto g = req.find("GPU");
   if (g != req.end() && g->second > kUnit && g->second % kUnit != 0) return false;
   return true;

@@ -23,6 +23,8 @@ using ResourceSet = std::map<std::string, int64_t>;
 ResourceSet FromDoubles(const std::map<std::string, double>& m);
 std::map<std::string, double> ToDoubles(const ResourceSet& r);
 std::string Describe(const ResourceSet& r);  // "{CPU: 1, GPU: 0.5}"
+// Whether `have` holds at least every positive amount of `need`.
+bool Covers(const ResourceSet& have, const ResourceSet& need);
 
 struct Allocation {
   ResourceSet amounts;
