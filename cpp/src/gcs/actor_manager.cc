@@ -78,15 +78,16 @@ void ActorManager::Register(const rpc::RegisterActor& req, rpc::Envelope& reply)
       return;
     }
   }
-  Actor& a = actors_[in.actor_id()];
+  ActorId id = ActorId::FromBinary(in.actor_id());
+  Actor& a = actors_[id];
   a.info = in;
   a.info.set_state(rpc::ActorInfo::PENDING);
-  if (!in.name().empty()) named_[{in.namespace_(), in.name()}] = in.actor_id();
+  if (!in.name().empty()) named_[{in.namespace_(), in.name()}] = id;
   r->set_actor_id(in.actor_id());
 }
 
 void ActorManager::Create(rpc::CreateActor& req) {
-  auto it = actors_.find(req.spec().actor_id());
+  auto it = actors_.find(ActorId::FromBinary(req.spec().actor_id()));
   if (it == actors_.end()) return;
   Actor& a = it->second;
   if (a.info.state() == rpc::ActorInfo::DEAD || a.has_spec) return;
@@ -95,13 +96,13 @@ void ActorManager::Create(rpc::CreateActor& req) {
   Schedule(a);
 }
 
-void ActorManager::Subscribe(const rpc::ConnectionPtr& conn, const std::string& actor_id) {
+void ActorManager::Subscribe(const rpc::ConnectionPtr& conn, const ActorId& actor_id) {
   rpc::Envelope m;
   auto it = actors_.find(actor_id);
   if (it == actors_.end()) {
     // Unknown here (the control store restarted, or a forged id): dead.
     auto* info = m.mutable_actor_update()->mutable_info();
-    info->set_actor_id(actor_id);
+    info->set_actor_id(actor_id.Binary());
     info->set_state(rpc::ActorInfo::DEAD);
     info->set_death_reason("the control store does not know this actor");
     info->set_death_flags(kFlagActorDied);
@@ -114,7 +115,7 @@ void ActorManager::Subscribe(const rpc::ConnectionPtr& conn, const std::string& 
 }
 
 void ActorManager::Kill(const rpc::KillActor& req, rpc::Envelope& reply) {
-  auto it = actors_.find(req.actor_id());
+  auto it = actors_.find(ActorId::FromBinary(req.actor_id()));
   reply.mutable_kill_actor_reply()->set_found(it != actors_.end());
   if (it == actors_.end()) return;
   Actor& a = it->second;
@@ -145,7 +146,7 @@ void ActorManager::List(rpc::Envelope& reply) {
 }
 
 void ActorManager::Exiting(const rpc::ActorExiting& req) {
-  auto it = actors_.find(req.actor_id());
+  auto it = actors_.find(ActorId::FromBinary(req.actor_id()));
   if (it == actors_.end()) return;
   it->second.exit_reason = req.reason();
 }
@@ -205,7 +206,8 @@ void ActorManager::Tick() {
 // ---- placement ---------------------------------------------------------------------
 
 Result<rpc::ConnectionPtr> ActorManager::NodeConnection(const rpc::NodeInfo& node) {
-  auto it = node_conns_.find(node.node_id());
+  NodeId node_id = NodeId::FromBinary(node.node_id());
+  auto it = node_conns_.find(node_id);
   if (it != node_conns_.end() && !it->second->closed()) return it->second;
   rpc::Hello hello;
   hello.set_token(token_);
@@ -219,7 +221,7 @@ Result<rpc::ConnectionPtr> ActorManager::NodeConnection(const rpc::NodeInfo& nod
   auto c = rpc::Connect(io_, address, hello);
   if (!c.ok()) return c.status();
   c.value()->Start(nullptr, nullptr);
-  node_conns_[node.node_id()] = c.value();
+  node_conns_[node_id] = c.value();
   return c.value();
 }
 
@@ -290,20 +292,20 @@ void ActorManager::Schedule(Actor& a) {
   r->set_actor_class(a.info.class_name());
   r->set_spilled(true);  // placed here by us: the node must not send it on
   a.lease_pending = true;
-  a.lease_node_id = best->node_id();
+  a.lease_node_id = NodeId::FromBinary(best->node_id());
   uint64_t inc = ++a.incarnation;
-  std::string id = a.info.actor_id();
+  ActorId id = ActorId::FromBinary(a.info.actor_id());
   conn.value()->Call(req, [this, id, inc](const Status& s, rpc::Envelope& reply) {
     OnLeaseReply(id, inc, s, reply);
   });
 }
 
-void ActorManager::OnLeaseReply(const std::string& actor_id, uint64_t incarnation, const Status& s,
+void ActorManager::OnLeaseReply(const ActorId& actor_id, uint64_t incarnation, const Status& s,
                                 rpc::Envelope& reply) {
   auto it = actors_.find(actor_id);
   const auto& g = reply.lease_granted();
   auto give_back = [&](bool kill) {
-    auto nc = node_conns_.find(it == actors_.end() ? "" : it->second.lease_node_id);
+    auto nc = node_conns_.find(it == actors_.end() ? NodeId() : it->second.lease_node_id);
     if (nc == node_conns_.end() || g.worker_id().empty()) return;
     rpc::Envelope ret;
     ret.mutable_return_lease()->set_worker_id(g.worker_id());
@@ -375,7 +377,7 @@ void ActorManager::OnLeaseReply(const std::string& actor_id, uint64_t incarnatio
   });
 }
 
-void ActorManager::OnCreated(const std::string& actor_id, uint64_t incarnation, const Status& s,
+void ActorManager::OnCreated(const ActorId& actor_id, uint64_t incarnation, const Status& s,
                              rpc::Envelope& reply) {
   auto it = actors_.find(actor_id);
   if (it == actors_.end()) return;
@@ -396,7 +398,7 @@ void ActorManager::OnCreated(const std::string& actor_id, uint64_t incarnation, 
   Publish(a);
 }
 
-void ActorManager::OnWorkerLost(const std::string& actor_id, uint64_t incarnation) {
+void ActorManager::OnWorkerLost(const ActorId& actor_id, uint64_t incarnation) {
   auto it = actors_.find(actor_id);
   if (it == actors_.end()) return;
   Actor& a = it->second;
@@ -464,7 +466,7 @@ void ActorManager::MarkDead(Actor& a, const std::string& reason, const std::stri
   a.info.clear_address();
   if (!a.info.name().empty()) {
     auto it = named_.find({a.info.namespace_(), a.info.name()});
-    if (it != named_.end() && it->second == a.info.actor_id()) named_.erase(it);
+    if (it != named_.end() && it->second.Binary() == a.info.actor_id()) named_.erase(it);
   }
   ReleaseWorker(a, /*kill=*/true);
   a.incarnation++;  // late replies of the last placement are ignored

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "common/typed_id.h"
 #include "fleet.pb.h"
 #include "rpc/connection.h"
 
@@ -36,7 +37,7 @@ class ActorManager {
   // Request handlers: fill `reply` (sent by the caller when the request has an id).
   void Register(const rpc::RegisterActor& req, rpc::Envelope& reply);
   void Create(rpc::CreateActor& req);
-  void Subscribe(const rpc::ConnectionPtr& conn, const std::string& actor_id);
+  void Subscribe(const rpc::ConnectionPtr& conn, const ActorId& actor_id);
   void Kill(const rpc::KillActor& req, rpc::Envelope& reply);
   void GetNamed(const rpc::GetNamedActor& req, rpc::Envelope& reply);
   void List(rpc::Envelope& reply);
@@ -61,7 +62,7 @@ class ActorManager {
     bool has_spec = false;
     uint64_t incarnation = 0;           // bumped per placement attempt
     bool lease_pending = false;
-    std::string lease_node_id;          // node holding the worker lease
+    NodeId lease_node_id;               // node holding the worker lease
     rpc::ConnectionPtr worker_conn;     // to the actor's worker, while placed
     std::string exit_reason;            // set by an intended exit
     bool kill_no_restart = false;
@@ -72,11 +73,11 @@ class ActorManager {
   };
 
   void Schedule(Actor& a);
-  void OnLeaseReply(const std::string& actor_id, uint64_t incarnation, const Status& s,
+  void OnLeaseReply(const ActorId& actor_id, uint64_t incarnation, const Status& s,
                     rpc::Envelope& reply);
-  void OnCreated(const std::string& actor_id, uint64_t incarnation, const Status& s,
+  void OnCreated(const ActorId& actor_id, uint64_t incarnation, const Status& s,
                  rpc::Envelope& reply);
-  void OnWorkerLost(const std::string& actor_id, uint64_t incarnation);
+  void OnWorkerLost(const ActorId& actor_id, uint64_t incarnation);
   void Restart(Actor& a, const std::string& reason);
   void MarkDead(Actor& a, const std::string& reason, const std::string& error = "");
   void ReleaseWorker(Actor& a, bool kill);
@@ -87,10 +88,10 @@ class ActorManager {
   const std::string token_;
   std::function<std::vector<rpc::NodeInfo>()> alive_nodes_;
   std::function<rpc::ConnectionPtr(uint32_t)> driver_of_job_;
-  std::map<std::string, Actor> actors_;                                  // by actor id
-  std::map<std::pair<std::string, std::string>, std::string> named_;     // (ns, name) -> id
-  std::map<std::string, rpc::ConnectionPtr> node_conns_;
-  uint64_t spread_next_ = 0;                 // by node id
+  std::map<ActorId, Actor> actors_;
+  std::map<std::pair<std::string, std::string>, ActorId> named_;  // (ns, name) -> id
+  std::map<NodeId, rpc::ConnectionPtr> node_conns_;
+  uint64_t spread_next_ = 0;
 };
 
 }  // namespace fleet::gcs

@@ -95,7 +95,7 @@ void GcsServer::MarkDead(NodeEntry& node, const std::string& reason) {
   node.info.clear_pending();
   FLEET_LOG(WARNING) << "node " << ToHex(node.info.node_id()) << " (" << node.info.node_ip()
                      << ") is dead: " << reason;
-  std::string id = node.info.node_id();
+  NodeId id = NodeId::FromBinary(node.info.node_id());
   asio::post(io_, [this, id] {
     groups_.OnNodeDead(id);
     actors_.OnNodesChanged();
@@ -196,7 +196,7 @@ void GcsServer::HandleLogLines(const rpc::ConnectionPtr&, uint64_t, rpc::LogLine
 }
 
 void GcsServer::HandleRegisterNode(const rpc::ConnectionPtr& conn, uint64_t rid, rpc::RegisterNode& m) {
-  auto& entry = nodes_[m.node().node_id()];
+  auto& entry = nodes_[NodeId::FromBinary(m.node().node_id())];
   entry.info = m.node();
   entry.info.set_alive(true);
   entry.info.set_start_time_ms(NowMs());
@@ -213,7 +213,7 @@ void GcsServer::HandleRegisterNode(const rpc::ConnectionPtr& conn, uint64_t rid,
 
 // A push, no reply.
 void GcsServer::HandleReportResources(const rpc::ConnectionPtr&, uint64_t, rpc::ReportResources& r) {
-  auto it = nodes_.find(r.node_id());
+  auto it = nodes_.find(NodeId::FromBinary(r.node_id()));
   if (it == nodes_.end() || !it->second.info.alive()) return;
   auto& info = it->second.info;
   // Compared in place (a node may carry thousands of placement group
@@ -326,7 +326,7 @@ void GcsServer::HandleCreateActor(const rpc::ConnectionPtr&, uint64_t, rpc::Crea
 }
 
 void GcsServer::HandleSubscribeActor(const rpc::ConnectionPtr& conn, uint64_t, rpc::SubscribeActor& m) {
-  actors_.Subscribe(conn, m.actor_id());
+  actors_.Subscribe(conn, ActorId::FromBinary(m.actor_id()));
 }
 
 void GcsServer::HandleKillActor(const rpc::ConnectionPtr& conn, uint64_t rid, rpc::KillActor& m) {
@@ -365,7 +365,7 @@ void GcsServer::HandleCreatePlacementGroup(const rpc::ConnectionPtr& conn, uint6
 void GcsServer::HandleRemovePlacementGroup(const rpc::ConnectionPtr& conn, uint64_t rid,
                                            rpc::RemovePlacementGroup& m) {
   rpc::Envelope reply;
-  groups_.Remove(m.pg_id(), reply);
+  groups_.Remove(PlacementGroupId::FromBinary(m.pg_id()), reply);
   Answer(conn, rid, reply);
 }
 

@@ -93,7 +93,7 @@ class GcsServer {
   bool view_armed_ = false;
   std::map<const rpc::Connection*, std::weak_ptr<rpc::Connection>> log_subscribers_;  // drivers
 
-  std::map<std::string, NodeEntry> nodes_;                    // by node id
+  std::map<NodeId, NodeEntry> nodes_;
   std::map<std::string, std::string> kv_;
   std::map<uint32_t, rpc::JobInfo> jobs_;
   std::map<const rpc::Connection*, uint32_t> job_of_conn_;

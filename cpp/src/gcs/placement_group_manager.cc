@@ -57,10 +57,24 @@ int64_t NowMs() {
 
 }  // namespace
 
-Result<std::vector<std::string>> PlanBundles(const std::vector<rpc::Bundle>& bundles,
-                                             const std::string& strategy,
-                                             const std::vector<const rpc::NodeInfo*>& nodes,
-                                             const std::vector<std::string>& fixed) {
+namespace {
+constexpr const char* kStrategyNames[] = {"PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"};
+}  // namespace
+
+Result<BundleStrategy> ParseBundleStrategy(const std::string& name) {
+  for (int i = 0; i < 4; i++) {
+    if (name == kStrategyNames[i]) return static_cast<BundleStrategy>(i);
+  }
+  return Status::Invalid("unknown placement strategy '" + name +
+                         "': use PACK, SPREAD, STRICT_PACK or STRICT_SPREAD");
+}
+
+const char* BundleStrategyName(BundleStrategy s) { return kStrategyNames[static_cast<int>(s)]; }
+
+Result<std::vector<NodeId>> PlanBundles(const std::vector<rpc::Bundle>& bundles,
+                                        BundleStrategy strategy,
+                                        const std::vector<const rpc::NodeInfo*>& nodes,
+                                        const std::vector<NodeId>& fixed) {
   std::set<std::string> keys = {"CPU"};  // CPU: to order nodes by how free they are
   for (auto& b : bundles) {
     for (auto& [k, v] : b.resources()) keys.insert(k);
@@ -73,17 +87,18 @@ Result<std::vector<std::string>> PlanBundles(const std::vector<rpc::Bundle>& bun
     }
     return a;
   };
-  std::vector<std::string> ids;
-  std::map<std::string, Amounts> free, total;
+  std::vector<NodeId> ids;
+  std::map<NodeId, Amounts> free, total;
   for (const auto* n : nodes) {
-    ids.push_back(n->node_id());
-    free[n->node_id()] = pick(n->available());
-    total[n->node_id()] = pick(n->total());
+    NodeId id = NodeId::FromBinary(n->node_id());
+    ids.push_back(id);
+    free[id] = pick(n->available());
+    total[id] = pick(n->total());
   }
-  std::vector<std::string> plan(bundles.size());
-  std::set<std::string> used;
+  std::vector<NodeId> plan(bundles.size());
+  std::set<NodeId> used;
   for (size_t i = 0; i < bundles.size(); i++) {
-    if (i < fixed.size() && !fixed[i].empty()) {
+    if (i < fixed.size() && !fixed[i].IsNil()) {
       plan[i] = fixed[i];
       used.insert(fixed[i]);
     }
@@ -98,58 +113,58 @@ Result<std::vector<std::string>> PlanBundles(const std::vector<rpc::Bundle>& bun
     }
   }
   // Most free CPUs first: ties broken by id, so plans are deterministic.
-  auto by_free = [&](std::vector<std::string> v) {
+  auto by_free = [&](std::vector<NodeId> v) {
     std::sort(v.begin(), v.end(), [&](auto& a, auto& b) {
       int64_t fa = FreeCpu(free[a]), fb = FreeCpu(free[b]);
       return fa != fb ? fa > fb : a < b;
     });
     return v;
   };
-  if (strategy == "STRICT_PACK") {
+  if (strategy == BundleStrategy::kStrictPack) {
     Amounts sum;
     for (size_t i = 0; i < bundles.size(); i++) {
-      if (plan[i].empty()) Take(sum, ToAmounts(bundles[i].resources()));
+      if (plan[i].IsNil()) Take(sum, ToAmounts(bundles[i].resources()));
     }
     for (auto& [k, v] : sum) v = -v;
-    std::vector<std::string> candidates = used.empty() ? by_free(ids)
-                                                       : std::vector<std::string>(used.begin(), used.end());
+    std::vector<NodeId> candidates = used.empty() ? by_free(ids)
+                                                  : std::vector<NodeId>(used.begin(), used.end());
     for (auto& id : candidates) {
       if (!Fits(free[id], sum)) continue;
       for (auto& p : plan) {
-        if (p.empty()) p = id;
+        if (p.IsNil()) p = id;
       }
       return plan;
     }
     return Status::NotFound("no node has the free resources of all the bundles together (STRICT_PACK)");
   }
   for (size_t i = 0; i < bundles.size(); i++) {
-    if (!plan[i].empty()) continue;
+    if (!plan[i].IsNil()) continue;
     Amounts want = ToAmounts(bundles[i].resources());
-    std::string pick;
-    if (strategy == "PACK") {
+    NodeId pick;
+    if (strategy == BundleStrategy::kPack) {
       // Onto a node the group already uses if it fits, else the most free.
-      for (auto& id : by_free(std::vector<std::string>(used.begin(), used.end()))) {
+      for (auto& id : by_free(std::vector<NodeId>(used.begin(), used.end()))) {
         if (Fits(free[id], want)) {
           pick = id;
           break;
         }
       }
     }
-    if (pick.empty()) {
+    if (pick.IsNil()) {
       for (auto& id : by_free(ids)) {
         if (!Fits(free[id], want)) continue;
         bool fresh = !used.count(id);
-        if (strategy == "STRICT_SPREAD" && !fresh) continue;
-        if (strategy == "SPREAD" && !fresh) {
-          if (pick.empty()) pick = id;  // a used node only if no fresh one fits
+        if (strategy == BundleStrategy::kStrictSpread && !fresh) continue;
+        if (strategy == BundleStrategy::kSpread && !fresh) {
+          if (pick.IsNil()) pick = id;  // a used node only if no fresh one fits
           continue;
         }
         pick = id;
         break;
       }
     }
-    if (pick.empty()) {
-      return Status::NotFound(strategy == "STRICT_SPREAD"
+    if (pick.IsNil()) {
+      return Status::NotFound(strategy == BundleStrategy::kStrictSpread
                                      ? "not enough nodes with free resources for one bundle each (STRICT_SPREAD)"
                                      : "bundle " + std::to_string(i) + " " + DescribeBundle(bundles[i]) +
                                            " does not fit the free resources of any node now");
@@ -168,10 +183,8 @@ void PlacementGroupManager::Create(const rpc::CreatePlacementGroup& req, uint32_
                                    rpc::Envelope& reply) {
   const auto& info = req.info();
   auto* r = reply.mutable_create_placement_group_reply();
-  static const std::set<std::string> kStrategies = {"PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"};
-  if (!kStrategies.count(info.strategy())) {
-    r->set_error("unknown placement strategy '" + info.strategy() +
-                 "': use PACK, SPREAD, STRICT_PACK or STRICT_SPREAD");
+  if (auto strategy = ParseBundleStrategy(info.strategy()); !strategy.ok()) {
+    r->set_error(strategy.status().message());
     return;
   }
   if (info.bundles_size() == 0) {
@@ -196,7 +209,7 @@ void PlacementGroupManager::Create(const rpc::CreatePlacementGroup& req, uint32_
     g.info.mutable_bundles(i)->set_index(i);
     g.info.mutable_bundles(i)->clear_node_id();
   }
-  auto [it, added] = groups_.emplace(info.pg_id(), std::move(g));
+  auto [it, added] = groups_.emplace(PlacementGroupId::FromBinary(info.pg_id()), std::move(g));
   if (!added) {
     r->set_error("placement group " + ToHex(info.pg_id()) + " exists already");
     return;
@@ -211,17 +224,19 @@ void PlacementGroupManager::TrySchedule(Group& g) {
     return;
   }
   std::vector<rpc::Bundle> bundles(g.info.bundles().begin(), g.info.bundles().end());
-  std::vector<std::string> fixed;
-  for (auto& b : bundles) fixed.push_back(b.node_id());
+  std::vector<NodeId> fixed;
+  for (auto& b : bundles) fixed.push_back(NodeId::FromBinary(b.node_id()));
   auto nodes = nodes_();
-  auto plan = PlanBundles(bundles, g.info.strategy(), nodes, fixed);
+  auto strategy = ParseBundleStrategy(g.info.strategy());  // checked at Create
+  auto plan = strategy.ok() ? PlanBundles(bundles, strategy.value(), nodes, fixed)
+                            : Result<std::vector<NodeId>>(strategy.status());
   if (!plan.ok()) {
     g.info.set_pending_reason(plan.status().message());
     return;
   }
   Round round;
   for (size_t i = 0; i < bundles.size(); i++) {
-    if (fixed[i].empty()) round.by_node[plan.value()[i]].push_back(static_cast<int>(i));
+    if (fixed[i].IsNil()) round.by_node[plan.value()[i]].push_back(static_cast<int>(i));
   }
   if (round.by_node.empty()) {  // every bundle still has its node
     g.info.set_state(rpc::PlacementGroupInfo::CREATED);
@@ -230,7 +245,7 @@ void PlacementGroupManager::TrySchedule(Group& g) {
   }
   g.in_flight = true;
   uint64_t n = ++g.round;
-  std::string pg_id = g.info.pg_id();
+  PlacementGroupId pg_id = PlacementGroupId::FromBinary(g.info.pg_id());
   round.outstanding = static_cast<int>(round.by_node.size());
   rounds_[pg_id] = round;
   for (auto& [node_id, indexes] : rounds_[pg_id].by_node) {
@@ -243,9 +258,9 @@ void PlacementGroupManager::TrySchedule(Group& g) {
     }
     rpc::Envelope req;
     auto* p = req.mutable_prepare_bundles();
-    p->set_pg_id(pg_id);
+    p->set_pg_id(pg_id.Binary());
     for (int i : indexes) *p->add_bundles() = bundles[i];
-    std::string nid = node_id;
+    NodeId nid = node_id;
     conn.value()->Call(req, [this, pg_id, n, nid](const Status& s, rpc::Envelope& reply) {
       const auto& r = reply.prepare_bundles_reply();
       bool ok = s.ok() && r.ok();
@@ -256,7 +271,7 @@ void PlacementGroupManager::TrySchedule(Group& g) {
   }
 }
 
-void PlacementGroupManager::OnPrepared(const std::string& pg_id, uint64_t round_no, bool ok,
+void PlacementGroupManager::OnPrepared(const PlacementGroupId& pg_id, uint64_t round_no, bool ok,
                                        const std::string& error) {
   auto rit = rounds_.find(pg_id);
   auto git = groups_.find(pg_id);
@@ -276,13 +291,13 @@ void PlacementGroupManager::OnPrepared(const std::string& pg_id, uint64_t round_
   for (auto& node_id : done.prepared) {
     if (!FindNode(alive, node_id)) {
       done.failed = true;
-      if (done.error.empty()) done.error = "node " + ToHex(node_id) + " died";
+      if (done.error.empty()) done.error = "node " + node_id.Hex() + " died";
     }
   }
   if (!current || done.failed) {
     // All or nothing: undo this round's bundles (only them: the group's
     // other bundles on those nodes stay).
-    std::map<std::string, std::vector<int>> undo;
+    std::map<NodeId, std::vector<int>> undo;
     for (auto& node_id : done.prepared) undo[node_id] = done.by_node[node_id];
     ReleaseOn(pg_id, undo);
     if (!current) {
@@ -302,13 +317,13 @@ void PlacementGroupManager::OnPrepared(const std::string& pg_id, uint64_t round_
   }
   Group& g = git->second;
   for (auto& [node_id, indexes] : done.by_node) {
-    for (int i : indexes) g.info.mutable_bundles(i)->set_node_id(node_id);
+    for (int i : indexes) g.info.mutable_bundles(i)->set_node_id(node_id.Binary());
   }
   // Commit everywhere; the group is CREATED once every node has made the
   // bundles' resources usable (so work sent right after wait() finds them).
   auto nodes = nodes_();
   auto remaining = std::make_shared<int>(0);
-  auto failed_nodes = std::make_shared<std::set<std::string>>();
+  auto failed_nodes = std::make_shared<std::set<NodeId>>();
   auto finish = [this, pg_id, round_no, failed_nodes] {
     auto it = groups_.find(pg_id);
     if (it == groups_.end()) return;
@@ -320,7 +335,8 @@ void PlacementGroupManager::OnPrepared(const std::string& pg_id, uint64_t round_
     auto live = nodes_();
     bool complete = true;
     for (auto& b : *grp.info.mutable_bundles()) {
-      if (b.node_id().empty() || failed_nodes->count(b.node_id()) || !FindNode(live, b.node_id())) {
+      NodeId on = NodeId::FromBinary(b.node_id());
+      if (on.IsNil() || failed_nodes->count(on) || !FindNode(live, on)) {
         b.clear_node_id();
         complete = false;
       }
@@ -346,9 +362,9 @@ void PlacementGroupManager::OnPrepared(const std::string& pg_id, uint64_t round_
       continue;
     }
     rpc::Envelope req;
-    req.mutable_commit_bundles()->set_pg_id(pg_id);
+    req.mutable_commit_bundles()->set_pg_id(pg_id.Binary());
     ++*remaining;
-    std::string nid = node_id;
+    NodeId nid = node_id;
     conn.value()->Call(req, [remaining, finish, failed_nodes, nid](const Status& s, rpc::Envelope&) {
       if (!s.ok()) failed_nodes->insert(nid);
       if (--*remaining == 0) finish();
@@ -357,15 +373,15 @@ void PlacementGroupManager::OnPrepared(const std::string& pg_id, uint64_t round_
   if (*remaining == 0) finish();
 }
 
-void PlacementGroupManager::ReleaseOn(const std::string& pg_id,
-                                      const std::map<std::string, std::vector<int>>& bundles) {
+void PlacementGroupManager::ReleaseOn(const PlacementGroupId& pg_id,
+                                      const std::map<NodeId, std::vector<int>>& bundles) {
   auto nodes = nodes_();
   for (auto& [id, indexes] : bundles) {
     const rpc::NodeInfo* node = FindNode(nodes, id);
     if (!node) continue;
     if (auto conn = node_conn_(*node); conn.ok()) {
       rpc::Envelope req;
-      req.mutable_release_bundles()->set_pg_id(pg_id);
+      req.mutable_release_bundles()->set_pg_id(pg_id.Binary());
       for (int i : indexes) req.mutable_release_bundles()->add_indexes(i);
       conn.value()->Send(req);
     }
@@ -373,24 +389,24 @@ void PlacementGroupManager::ReleaseOn(const std::string& pg_id,
 }
 
 const rpc::NodeInfo* PlacementGroupManager::FindNode(const std::vector<const rpc::NodeInfo*>& nodes,
-                                                     const std::string& id) {
+                                                     const NodeId& id) {
   for (const auto* n : nodes) {
-    if (n->node_id() == id) return n;
+    if (n->node_id() == id.Binary()) return n;
   }
   return nullptr;
 }
 
-void PlacementGroupManager::Remove(const std::string& pg_id, rpc::Envelope& reply) {
+void PlacementGroupManager::Remove(const PlacementGroupId& pg_id, rpc::Envelope& reply) {
   auto it = groups_.find(pg_id);
   auto* r = reply.mutable_remove_placement_group_reply();
   if (it == groups_.end() || it->second.info.state() == rpc::PlacementGroupInfo::REMOVED) return;
   r->set_found(true);
   Group& g = it->second;
-  std::set<std::string> on;
+  std::set<NodeId> on;
   for (auto& b : g.info.bundles()) {
-    if (!b.node_id().empty()) on.insert(b.node_id());
+    if (!b.node_id().empty()) on.insert(NodeId::FromBinary(b.node_id()));
   }
-  std::map<std::string, std::vector<int>> all;
+  std::map<NodeId, std::vector<int>> all;
   for (auto& node : on) all[node];  // no indexes: every bundle of the group there
   ReleaseOn(pg_id, all);
   g.round++;  // a round in flight releases what it prepared when it ends
@@ -413,7 +429,8 @@ void PlacementGroupManager::Remove(const std::string& pg_id, rpc::Envelope& repl
 
 void PlacementGroupManager::Wait(const rpc::ConnectionPtr& conn, uint64_t request_id,
                                  const rpc::WaitPlacementGroup& req) {
-  auto it = groups_.find(req.pg_id());
+  PlacementGroupId pg_id = PlacementGroupId::FromBinary(req.pg_id());
+  auto it = groups_.find(pg_id);
   rpc::Envelope reply;
   auto* r = reply.mutable_wait_placement_group_reply();
   if (it == groups_.end()) {
@@ -436,7 +453,6 @@ void PlacementGroupManager::Wait(const rpc::ConnectionPtr& conn, uint64_t reques
   Waiter w{conn, request_id, nullptr, conn.get()};
   if (req.timeout_ms() > 0) {
     w.timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(req.timeout_ms()));
-    std::string pg_id = req.pg_id();
     const rpc::Connection* who = conn.get();
     w.timer->async_wait([this, pg_id, request_id, who](const asio::error_code& ec) {
       if (ec) return;
@@ -476,7 +492,7 @@ void PlacementGroupManager::AnswerWaiters(Group& g) {
 void PlacementGroupManager::Get(const rpc::GetPlacementGroups& req, rpc::Envelope& reply) const {
   auto* r = reply.mutable_get_placement_groups_reply();
   for (auto& [id, g] : groups_) {
-    if (!req.pg_id().empty() && id != req.pg_id()) continue;
+    if (!req.pg_id().empty() && id.Binary() != req.pg_id()) continue;
     if (!req.name().empty() &&
         (g.info.name() != req.name() || g.info.namespace_() != req.namespace_() ||
          g.info.state() == rpc::PlacementGroupInfo::REMOVED)) {
@@ -490,12 +506,12 @@ void PlacementGroupManager::OnNodesChanged() {
   for (auto& [id, g] : groups_) TrySchedule(g);
 }
 
-void PlacementGroupManager::OnNodeDead(const std::string& node_id) {
+void PlacementGroupManager::OnNodeDead(const NodeId& node_id) {
   for (auto& [id, g] : groups_) {
     if (g.info.state() == rpc::PlacementGroupInfo::REMOVED) continue;
     bool hit = false;
     for (auto& b : *g.info.mutable_bundles()) {
-      if (b.node_id() == node_id) {
+      if (b.node_id() == node_id.Binary()) {
         b.clear_node_id();
         hit = true;
       }
@@ -508,7 +524,7 @@ void PlacementGroupManager::OnNodeDead(const std::string& node_id) {
 }
 
 void PlacementGroupManager::OnJobFinished(uint32_t job_id) {
-  std::vector<std::string> ids;
+  std::vector<PlacementGroupId> ids;
   for (auto& [id, g] : groups_) {
     if (g.info.job_id() == job_id && !g.info.detached() &&
         g.info.state() != rpc::PlacementGroupInfo::REMOVED) {

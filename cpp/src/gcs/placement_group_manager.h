@@ -24,19 +24,26 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/typed_id.h"
 #include "fleet.pb.h"
 #include "rpc/connection.h"
 
 namespace fleet::gcs {
 
+// How a group's bundles spread over nodes (PlacementGroupInfo.strategy).
+enum class BundleStrategy { kPack, kSpread, kStrictPack, kStrictSpread };
+// "PACK" ... "STRICT_SPREAD"; InvalidArgument naming the four otherwise.
+Result<BundleStrategy> ParseBundleStrategy(const std::string& name);
+const char* BundleStrategyName(BundleStrategy s);
+
 // One node id per bundle, or why no placement exists now. `nodes` are the
 // alive nodes with their free resources (only the resources the bundles
 // name are looked at: a node may carry thousands of group resources);
-// `fixed` gives a node for bundles already placed (empty string: to place).
-Result<std::vector<std::string>> PlanBundles(const std::vector<rpc::Bundle>& bundles,
-                                             const std::string& strategy,
-                                             const std::vector<const rpc::NodeInfo*>& nodes,
-                                             const std::vector<std::string>& fixed);
+// `fixed` gives a node for bundles already placed (nil: to place).
+Result<std::vector<NodeId>> PlanBundles(const std::vector<rpc::Bundle>& bundles,
+                                        BundleStrategy strategy,
+                                        const std::vector<const rpc::NodeInfo*>& nodes,
+                                        const std::vector<NodeId>& fixed);
 
 class PlacementGroupManager {
  public:
@@ -47,13 +54,13 @@ class PlacementGroupManager {
   PlacementGroupManager(asio::io_context& io, NodesFn nodes, NodeConnFn node_conn);
 
   void Create(const rpc::CreatePlacementGroup& req, uint32_t job_id, rpc::Envelope& reply);
-  void Remove(const std::string& pg_id, rpc::Envelope& reply);
+  void Remove(const PlacementGroupId& pg_id, rpc::Envelope& reply);
   // Answers when the group is created, removed, or after timeout_ms.
   void Wait(const rpc::ConnectionPtr& conn, uint64_t request_id, const rpc::WaitPlacementGroup& req);
   void Get(const rpc::GetPlacementGroups& req, rpc::Envelope& reply) const;
   // Nodes joined, died or freed resources: place what waits.
   void OnNodesChanged();
-  void OnNodeDead(const std::string& node_id);
+  void OnNodeDead(const NodeId& node_id);
   void OnJobFinished(uint32_t job_id);
 
  private:
@@ -70,25 +77,25 @@ class PlacementGroupManager {
     std::vector<Waiter> waiters;
   };
   void TrySchedule(Group& g);
-  void OnPrepared(const std::string& pg_id, uint64_t round, bool ok, const std::string& error);
+  void OnPrepared(const PlacementGroupId& pg_id, uint64_t round, bool ok, const std::string& error);
   void AnswerWaiters(Group& g);
   // Releases bundles: node id -> bundle indexes (empty: all of the group there).
-  void ReleaseOn(const std::string& pg_id, const std::map<std::string, std::vector<int>>& bundles);
-  const rpc::NodeInfo* FindNode(const std::vector<const rpc::NodeInfo*>& nodes, const std::string& id);
+  void ReleaseOn(const PlacementGroupId& pg_id, const std::map<NodeId, std::vector<int>>& bundles);
+  static const rpc::NodeInfo* FindNode(const std::vector<const rpc::NodeInfo*>& nodes, const NodeId& id);
 
   asio::io_context& io_;
   NodesFn nodes_;
   NodeConnFn node_conn_;
-  std::map<std::string, Group> groups_;   // by id
+  std::map<PlacementGroupId, Group> groups_;
   // Per round: prepares outstanding, failures, and the nodes prepared.
   struct Round {
     int outstanding = 0;
     bool failed = false;
     std::string error;
-    std::vector<std::string> prepared;
-    std::map<std::string, std::vector<int>> by_node;  // node -> bundle indexes
+    std::vector<NodeId> prepared;
+    std::map<NodeId, std::vector<int>> by_node;  // node -> bundle indexes
   };
-  std::map<std::string, Round> rounds_;   // by group id
+  std::map<PlacementGroupId, Round> rounds_;
 };
 
 }  // namespace fleet::gcs

@@ -18,12 +18,32 @@ rpc::NodeInfo Node(const std::string& id, double cpus_free, double cpus_total = 
 }
 
 // PlanBundles takes pointers into the node table: keep the nodes alive.
+// Node ids are shown as their bytes ("a"), nil as "".
 Result<std::vector<std::string>> Plan(const std::vector<rpc::Bundle>& bundles, const std::string& strategy,
                                       const std::vector<rpc::NodeInfo>& nodes,
                                       const std::vector<std::string>& fixed) {
   std::vector<const rpc::NodeInfo*> ptrs;
   for (auto& n : nodes) ptrs.push_back(&n);
-  return PlanBundles(bundles, strategy, ptrs, fixed);
+  std::vector<NodeId> fixed_ids;
+  for (auto& f : fixed) fixed_ids.push_back(NodeId::FromBinary(f));
+  auto s = ParseBundleStrategy(strategy);
+  if (!s.ok()) return s.status();
+  auto plan = PlanBundles(bundles, s.value(), ptrs, fixed_ids);
+  if (!plan.ok()) return plan.status();
+  std::vector<std::string> out;
+  for (auto& id : plan.value()) out.push_back(id.Binary());
+  return out;
+}
+
+TEST(PlanBundlesTest, StrategiesParseByTheirRayNames) {
+  for (const char* name : {"PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"}) {
+    auto s = ParseBundleStrategy(name);
+    ASSERT_TRUE(s.ok()) << name;
+    EXPECT_STREQ(BundleStrategyName(s.value()), name);
+  }
+  auto bad = ParseBundleStrategy("pack");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("use PACK, SPREAD, STRICT_PACK or STRICT_SPREAD"), std::string::npos);
 }
 
 std::vector<rpc::Bundle> Bundles(int n, double cpus) {
