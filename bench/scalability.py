@@ -5,9 +5,13 @@ task with many ObjectRef arguments, one task with many returns, one get of
 many objects, one large numpy object, many actors), sized for this 2-core,
 24 GiB machine. Each (row, backend) runs in a fresh process on a fresh local
 cluster, so one row's leftovers never weigh on the next; the time excludes
-init. "peak MB" is the machine's memory in use at the row's peak (from
-/proc/meminfo's MemAvailable, sampled every 20 ms) less what was in use just
-after init: it counts every process of the cluster and shared memory alike.
+init. "plain Python s" is the same Python work done in one process without
+any framework (building, pickling and unpickling the values, or copying the
+array into fresh shared pages): where fleet is near it, the row is bound by
+work every runtime must do. "peak MB" is the machine's memory in use at the
+row's peak (from /proc/meminfo's MemAvailable, sampled every 20 ms) less what
+was in use just after init: it counts every process of the cluster and
+shared memory alike.
 
 Ray runs in its own virtualenv (RAY_PYTHON, default /opt/rayvenv/bin/python).
 Where Ray would need more than 10 minutes for a row (or more memory than this
@@ -138,8 +142,47 @@ def _row(lib, row: str, n: int) -> None:
         raise ValueError(f"unknown row {row!r}; rows: {', '.join(ROWS)}")
 
 
+def _floor(row: str, n: int) -> None:
+    """The same Python work without any framework, in one process: building
+    and (un)pickling the values, or copying the array into fresh shared memory."""
+    import mmap
+    import pickle
+
+    import numpy as np
+
+    def through_pickle(values):
+        return [pickle.loads(pickle.dumps(v, protocol=5)) for v in values]
+
+    if row == "many_args":
+        assert sum(len(a) for a in through_pickle([[1] * 1000 for _ in range(n)])) == 1000 * n
+    elif row == "many_returns":
+        assert all(v[-1] == 9_999 for v in through_pickle(list(range(10_000)) for _ in range(n)))
+    elif row == "get_many":
+        values = through_pickle([list(range(10_000)) for _ in range(n)])
+        assert all(v[-1] == 9_999 for v in values)
+        del values
+        arrays = through_pickle([np.arange(10_000) for _ in range(n)])
+        assert all(int(a[-1]) == 9_999 for a in arrays)
+    elif row == "large_object":
+        a = np.zeros(n, dtype=np.int8)
+        a[-1] = 1
+        shm = mmap.mmap(-1, n)  # fresh shared pages, as an object store's
+        np.frombuffer(shm, dtype=np.int8)[:] = a
+        assert shm[n - 1] == 1
+    else:
+        raise ValueError(f"no floor for {row!r}")
+
+
+# Rows with a plain-Python counterpart (see _floor).
+FLOOR_ROWS = ("many_args", "many_returns", "get_many", "large_object")
+
+
 def run_one(backend: str, row: str, n: int) -> dict:
     """Runs one row on a fresh cluster of `backend`; returns its measurements."""
+    if backend == "floor":
+        start = time.perf_counter()
+        _floor(row, n)
+        return {"backend": backend, "row": row, "n": n, "seconds": time.perf_counter() - start}
     if backend == "ray":
         import ray as lib
     else:
@@ -196,7 +239,8 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows")
-    p.add_argument("--backends", default="fleet,ray")
+    p.add_argument("--backends", default="fleet,ray,floor",
+                   help="fleet, ray, and floor (the same Python work without a framework)")
     p.add_argument("--scale", type=float, default=1.0, help="scale every count (quick runs)")
     p.add_argument("--ray-scale", action="append", default=[],
                    help="ROW=F: run Ray on F times the count for that row (say so in the table)")
@@ -217,6 +261,8 @@ def main() -> int:
     for row in rows:
         desc, full, unit = ROWS[row]
         for backend in backends:
+            if backend == "floor" and row not in FLOOR_ROWS:
+                continue
             scale = args.scale * (ray_scale.get(row, 1.0) if backend == "ray" else 1.0)
             n = max(1, int(full * scale))
             r = _spawn(backend, row, n, args.timeout)
@@ -225,12 +271,13 @@ def main() -> int:
             print(f"  {row} {backend} n={n}: {shown}", file=sys.stderr, flush=True)
     print()
     print("| dimension | count (fleet / Ray) | fleet s | Ray s | fleet µs/item | Ray µs/item "
-          "| speed-up | fleet peak MB | Ray peak MB |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| speed-up | fleet peak MB | Ray peak MB | plain Python s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         desc, _, unit = ROWS[row]
         f = results.get((row, "fleet"), {})
         r = results.get((row, "ray"), {})
+        fl = results.get((row, "floor"), {})
         print("| " + " | ".join([
             desc,
             " / ".join(_fmt_count(v["n"], unit) if "n" in v else "-" for v in (f, r)),
@@ -243,6 +290,7 @@ def main() -> int:
             if "seconds" in f and "seconds" in r else "n/a",
             _cell(f, "peak_bytes", 1e-6, "{:.0f}"),
             _cell(r, "peak_bytes", 1e-6, "{:.0f}"),
+            _cell(fl, "seconds", 1, "{:.2f}") if fl else "",
         ]) + " |")
     return 0
 
