@@ -505,7 +505,7 @@ void ObjectStore::StartSpills(uint64_t need) {
     uint64_t size = o.size;
     std::string path = SpillPath(id);
     io_thread_->Submit([path, data, size] { return WriteFile(path, data, size); },
-                       [this, id](Status s) { OnSpilled(id, s); });
+                       [this, id = id](Status s) { OnSpilled(id, s); });
   }
 }
 
