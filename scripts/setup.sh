@@ -11,7 +11,7 @@ PY=$("$PY" -c 'import sys; print(sys.executable)')
 
 need_apt=()
 for pkg in libasio-dev libprotobuf-dev protobuf-compiler libgtest-dev libbenchmark-dev ninja-build ccache \
-  iproute2; do
+  iproute2 clang; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
