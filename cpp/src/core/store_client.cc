@@ -1,6 +1,8 @@
 // StoreClient implementation; see store_client.h.
 #include "core/store_client.h"
 
+#include "core/parallel_copy.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -72,7 +74,7 @@ void StoreClient::Prefault(StoreMapping& m, uint64_t offset, uint64_t size) {
     uint64_t a = run_start * kChunk;
     uint64_t b = std::min(end * kChunk, m.capacity);
     // Best effort: on kernels without MADV_POPULATE_WRITE the copy faults.
-    ::madvise(m.base + a, b - a, MADV_POPULATE_WRITE);
+    ParallelPopulateWrite(m.base + a, b - a);
     run_start = last;
   };
   for (uint64_t c = first; c < last && c < faulted_.size(); c++) {

@@ -1,6 +1,8 @@
 // Framed value layout; see value_format.h.
 #include "core/value_format.h"
 
+#include "core/parallel_copy.h"
+
 #include <cstring>
 
 namespace fleet {
@@ -46,7 +48,7 @@ void WriteFramed(uint8_t* dst, std::string_view inband, const std::vector<ByteSp
     std::memset(dst + off, 0, start - off);
     Put64(dst + 24 + 16 * i, start);
     Put64(dst + 32 + 16 * i, buffers[i].size);
-    if (buffers[i].size > 0) std::memcpy(dst + start, buffers[i].data, buffers[i].size);
+    if (buffers[i].size > 0) ParallelMemcpy(dst + start, buffers[i].data, buffers[i].size);
     off = start + buffers[i].size;
   }
 }
