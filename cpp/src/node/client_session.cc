@@ -8,6 +8,7 @@ const std::shared_ptr<ClientSession>& SessionTable::Open(const rpc::ConnectionPt
   if (added) {
     it->second = std::make_shared<ClientSession>();
     it->second->conn = conn;
+    it->second->role = rpc::ParseRole(conn->hello().role());
   }
   return it->second;
 }

@@ -16,13 +16,14 @@
 #include <unordered_map>
 
 #include "rpc/connection.h"
+#include "rpc/dispatcher.h"
 #include "store/object_store.h"
 
 namespace fleet::node {
 
 struct ClientSession {
   rpc::ConnectionPtr conn;
-  std::string role;                // from its Hello: "driver", "worker", "node", "gcs"...
+  rpc::PeerRole role = rpc::PeerRole::kUnknown;  // from its Hello
   std::string worker_id;           // a registered worker (binary id); empty otherwise
   store::ClientId store_client = 0;  // 0 until its first object store request
   std::string address;             // advertised by drivers and workers ("ip:port,unix:/path")
@@ -30,7 +31,8 @@ struct ClientSession {
 
 class SessionTable {
  public:
-  // The session of `conn`, created (empty) if it has none yet.
+  // The session of `conn`, created if it has none yet (its role from the
+  // connection's Hello).
   const std::shared_ptr<ClientSession>& Open(const rpc::ConnectionPtr& conn);
   // Null if the connection has no session.
   ClientSession* Find(const rpc::Connection* conn);

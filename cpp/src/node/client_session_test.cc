@@ -45,7 +45,6 @@ TEST_F(SessionTableTest, RemoveHandsBackEverythingOnce) {
   auto w = NewConn("w");
   std::shared_ptr<ClientSession> held = table_.Open(w);
   held->address = "10.0.0.1:5,unix:/tmp/w.sock";
-  held->role = "worker";
   table_.BindWorker(*held, "worker-1");
   store::ClientId id = table_.StoreClientOf(*held);
   EXPECT_NE(id, 0u);

@@ -52,7 +52,9 @@ NodeServer::NodeServer(asio::io_context& io, NodeOptions options)
       bundles_(resources_, {.revoke = [this](const std::set<std::string>& names) { leases_.RevokeUsing(names); },
                             .resources_changed = [this] { MarkResourcesDirty(); },
                             .schedule = [this] { leases_.Schedule(); }}),
-      tick_timer_(io), report_timer_(io) {}
+      tick_timer_(io), report_timer_(io) {
+  RegisterHandlers();
+}
 
 NodeServer::~NodeServer() = default;
 
@@ -90,7 +92,7 @@ Status NodeServer::Start() {
   if (!conn.ok()) return conn.status();
   gcs_ = conn.value();
   gcs_session_.conn = gcs_;
-  gcs_session_.role = "gcs";
+  gcs_session_.role = rpc::PeerRole::kGcs;
   bool done = false;
   Status result = Status::OK();
   gcs_->Start([this](const rpc::ConnectionPtr&, rpc::Envelope& m) { OnGcsMessage(m); },
@@ -144,54 +146,52 @@ void NodeServer::Stop() {
 
 // ---- routing ----------------------------------------------------------------
 
+void NodeServer::RegisterHandlers() {
+  using rpc::PeerRole;
+  using rpc::RoleBit;
+  constexpr rpc::RoleMask kGcs = RoleBit(PeerRole::kGcs);
+  constexpr rpc::RoleMask kNode = RoleBit(PeerRole::kNode);
+  // Lease requests come from core workers (their node connection, or a
+  // submitter's after a spillback) and from fleet-gcs (actors).
+  constexpr rpc::RoleMask kLeasers = rpc::kClientRoles | RoleBit(PeerRole::kSubmitter) | kGcs;
+  auto& d = dispatcher_;
+  FLEET_RPC_HANDLE(d, Hello, hello, HandleHello);
+  FLEET_RPC_HANDLE(d, GetNodeStats, get_node_stats, HandleGetNodeStats);  // also every client's ping
+  FLEET_RPC_HANDLE(d, RequestLease, request_lease, leases_.HandleRequestLease, kLeasers);
+  FLEET_RPC_HANDLE(d, ReturnLease, return_lease, leases_.HandleReturnLease, kLeasers);
+  FLEET_RPC_HANDLE(d, CancelLeaseRequests, cancel_lease_requests, leases_.HandleCancelLeaseRequests,
+                   kLeasers);
+  FLEET_RPC_HANDLE(d, NotifyBlocked, notify_blocked, leases_.HandleNotifyBlocked, rpc::kClientRoles);
+  FLEET_RPC_HANDLE(d, GetWorkerExit, get_worker_exit, supervisor_.HandleGetWorkerExit, kLeasers);
+  FLEET_RPC_HANDLE(d, StoreInfo, store_info, store_service_->HandleStoreInfo, rpc::kClientRoles);
+  FLEET_RPC_HANDLE(d, StoreCreate, store_create, store_service_->HandleStoreCreate, rpc::kClientRoles);
+  FLEET_RPC_HANDLE(d, StoreSeal, store_seal, store_service_->HandleStoreSeal, rpc::kClientRoles);
+  FLEET_RPC_HANDLE(d, StoreGet, store_get, store_service_->HandleStoreGet, rpc::kClientRoles);
+  FLEET_RPC_HANDLE(d, StoreRelease, store_release, store_service_->HandleStoreRelease, rpc::kClientRoles);
+  // From owners, and forwarded by the nodes that hold primaries or served copies.
+  FLEET_RPC_HANDLE(d, StoreFree, store_free, store_service_->HandleStoreFree, rpc::kClientRoles | kNode);
+  FLEET_RPC_HANDLE(d, StoreList, store_list, store_service_->HandleStoreList, rpc::kClientRoles);
+  FLEET_RPC_HANDLE(d, PullObject, pull_object, transfer_->HandlePullObject, kNode);
+  FLEET_RPC_HANDLE(d, PrepareBundles, prepare_bundles, bundles_.HandlePrepareBundles, kGcs);
+  FLEET_RPC_HANDLE(d, CommitBundles, commit_bundles, bundles_.HandleCommitBundles, kGcs);
+  FLEET_RPC_HANDLE(d, ReleaseBundles, release_bundles, bundles_.HandleReleaseBundles, kGcs);
+
+  auto& g = gcs_dispatcher_;
+  FLEET_RPC_HANDLE(g, ClusterView, cluster_view, HandleClusterView, kGcs);
+  FLEET_RPC_HANDLE(g, PrepareBundles, prepare_bundles, bundles_.HandlePrepareBundles, kGcs);
+  FLEET_RPC_HANDLE(g, CommitBundles, commit_bundles, bundles_.HandleCommitBundles, kGcs);
+  FLEET_RPC_HANDLE(g, ReleaseBundles, release_bundles, bundles_.HandleReleaseBundles, kGcs);
+}
+
 void NodeServer::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
   std::shared_ptr<ClientSession> session = sessions_.Open(conn);  // held: a handler may close it
-  ClientSession& s = *session;
-  const uint64_t rid = msg.request_id();
-  switch (msg.body_case()) {
-    case rpc::Envelope::kHello: return HandleHello(s, rid, msg.hello());
-    case rpc::Envelope::kRequestLease: return leases_.HandleRequestLease(s, rid, msg.request_lease());
-    case rpc::Envelope::kReturnLease: return leases_.HandleReturnLease(s, rid, msg.return_lease());
-    case rpc::Envelope::kCancelLeaseRequests:
-      return leases_.HandleCancelLeaseRequests(s, rid, msg.cancel_lease_requests());
-    case rpc::Envelope::kNotifyBlocked: return leases_.HandleNotifyBlocked(s, rid, msg.notify_blocked());
-    case rpc::Envelope::kGetWorkerExit: return supervisor_.HandleGetWorkerExit(s, rid, msg.get_worker_exit());
-    case rpc::Envelope::kGetNodeStats: return HandleGetNodeStats(s, rid, msg.get_node_stats());
-    case rpc::Envelope::kStoreInfo: return store_service_->HandleStoreInfo(s, rid, msg.store_info());
-    case rpc::Envelope::kStoreCreate: return store_service_->HandleStoreCreate(s, rid, msg.store_create());
-    case rpc::Envelope::kStoreSeal: return store_service_->HandleStoreSeal(s, rid, msg.store_seal());
-    case rpc::Envelope::kStoreGet: return store_service_->HandleStoreGet(s, rid, msg.store_get());
-    case rpc::Envelope::kStoreRelease: return store_service_->HandleStoreRelease(s, rid, msg.store_release());
-    case rpc::Envelope::kStoreFree: return store_service_->HandleStoreFree(s, rid, msg.store_free());
-    case rpc::Envelope::kStoreList: return store_service_->HandleStoreList(s, rid, msg.store_list());
-    case rpc::Envelope::kPullObject: return transfer_->HandlePullObject(s, rid, msg.pull_object());
-    case rpc::Envelope::kPrepareBundles: return bundles_.HandlePrepareBundles(s, rid, msg.prepare_bundles());
-    case rpc::Envelope::kCommitBundles: return bundles_.HandleCommitBundles(s, rid, msg.commit_bundles());
-    case rpc::Envelope::kReleaseBundles: return bundles_.HandleReleaseBundles(s, rid, msg.release_bundles());
-    default:
-      if (rid != 0) {
-        rpc::Envelope reply;
-        reply.mutable_error()->set_code(static_cast<int>(StatusCode::kInvalidArgument));
-        reply.mutable_error()->set_message("fleet-node does not handle this request");
-        conn->Reply(rid, reply);
-      }
-  }
+  Status st = dispatcher_.Dispatch(*session, session->role, msg);
+  if (!st.ok()) rpc::Refuse(*conn, msg, st);
 }
 
 void NodeServer::OnGcsMessage(rpc::Envelope& msg) {
-  const uint64_t rid = msg.request_id();
-  switch (msg.body_case()) {
-    case rpc::Envelope::kClusterView:
-      return HandleClusterView(gcs_session_, rid, *msg.mutable_cluster_view());
-    case rpc::Envelope::kPrepareBundles:
-      return bundles_.HandlePrepareBundles(gcs_session_, rid, msg.prepare_bundles());
-    case rpc::Envelope::kCommitBundles:
-      return bundles_.HandleCommitBundles(gcs_session_, rid, msg.commit_bundles());
-    case rpc::Envelope::kReleaseBundles:
-      return bundles_.HandleReleaseBundles(gcs_session_, rid, msg.release_bundles());
-    default:
-      return;
-  }
+  Status st = gcs_dispatcher_.Dispatch(gcs_session_, rpc::PeerRole::kGcs, msg);
+  if (!st.ok()) rpc::Refuse(*gcs_, msg, st);
 }
 
 void NodeServer::OnClose(const rpc::ConnectionPtr& conn, const Status&) {
@@ -212,7 +212,6 @@ void NodeServer::OnClose(const rpc::ConnectionPtr& conn, const Status&) {
 // ---- the router's own messages -----------------------------------------------
 
 void NodeServer::HandleHello(ClientSession& s, uint64_t, const rpc::Hello& h) {
-  s.role = h.role();
   if ((h.role() == "worker" || h.role() == "driver") && !h.address().empty()) s.address = h.address();
   if (h.role() != "worker") return;
   if (!pool_.OnRegistered(h.worker_id(), h.address(), std::chrono::steady_clock::now())) {

@@ -28,6 +28,7 @@
 #include "node/worker_pool.h"
 #include "node/worker_supervisor.h"
 #include "rpc/connection.h"
+#include "rpc/dispatcher.h"
 #include "rpc/listener.h"
 #include "store/object_store.h"
 
@@ -63,6 +64,8 @@ class NodeServer {
   void Stop();
 
  private:
+  // The message tables: who may send what, and which component handles it.
+  void RegisterHandlers();
   void OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
   void OnGcsMessage(rpc::Envelope& msg);
   void OnClose(const rpc::ConnectionPtr& conn, const Status& s);
@@ -101,6 +104,8 @@ class NodeServer {
   asio::steady_timer report_timer_;
   bool report_armed_ = false;
   bool stopped_ = false;
+  rpc::Dispatcher<ClientSession> dispatcher_{"fleet-node"};      // connections to us
+  rpc::Dispatcher<ClientSession> gcs_dispatcher_{"fleet-node"};  // our connection to fleet-gcs
 };
 
 }  // namespace fleet::node
