@@ -1,26 +1,21 @@
-// NodeServer: moving objects between nodes. See node_server.h.
+// ObjectTransfer implementation; see object_transfer.h.
 //
-// A reader asks its own fleet-node for an object (StoreGet) and names the
-// node holding the primary copy. If the object is not here, this node pulls
-// it: it asks the source node for the first chunk (which tells the size and
-// the owner), creates the object in its own store, and keeps
-// `transfer_chunks_in_flight` chunk requests of `transfer_chunk_bytes`
-// outstanding, copying each reply into place; the last one seals it. Every
-// reader that wants the object meanwhile waits for the same pull (merged),
-// and the copy stays (evictable, never spilled), so a large argument moves
-// once per node. The source serves each chunk from a pin held only while it
-// copies, and remembers which nodes copied the object, so its owner's free
-// reaches the copies too. Once a copy is sealed, the owner is told where it
-// is (AddObjectLocation).
-#include <sys/mman.h>
+// A pull asks the source node for the first chunk (which tells the size and
+// the owner), creates the object in this store, and keeps
+// `chunks_in_flight` chunk requests of `chunk_bytes` outstanding, copying
+// each reply into place; the last one seals it. The source serves each chunk
+// from a pin held only while it copies. Once a copy is sealed, its owner is
+// told where it is (AddObjectLocation).
+#include "node/object_transfer.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <asio/post.hpp>
 #include <cstring>
 
 #include "common/ids.h"
 #include "common/logging.h"
-#include "node/node_server.h"
-
-#include <asio/post.hpp>
 
 namespace fleet::node {
 
@@ -41,22 +36,57 @@ void CopyIn(uint8_t* dst, std::string_view src) {
 }
 }  // namespace
 
-struct NodeServer::Pull {
+struct ObjectTransfer::Pull {
+  Pull(uint64_t chunk_bytes, int max_in_flight) : window(chunk_bytes, max_in_flight) {}
   std::string id;
   std::string source;            // node id
   rpc::ConnectionPtr conn;
-  uint64_t size = 0;
+  PullWindow window;
   uint64_t store_offset = 0;     // where the copy lives in our arena
-  uint64_t next = 0;             // next byte to ask for
-  uint64_t received = 0;
-  int in_flight = 0;
   bool created = false;
   bool done = false;
   std::string owner;
   std::vector<std::function<void(const std::string&)>> waiters;
 };
 
-rpc::Hello NodeServer::NodeHello() const {
+ObjectTransfer::ObjectTransfer(asio::io_context& io, TransferOptions options, store::ObjectStore& store,
+                               store::ClientId transfer_client, const scheduling::ClusterView& cluster)
+    : io_(io), options_(std::move(options)), store_(store), transfer_client_(transfer_client),
+      cluster_(cluster) {}
+
+ObjectTransfer::~ObjectTransfer() = default;
+
+void ObjectTransfer::OnClusterChanged() {
+  for (auto it = peer_nodes_.begin(); it != peer_nodes_.end();) {
+    if (!cluster_.count(it->first)) {
+      it->second->Close();
+      it = peer_nodes_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void ObjectTransfer::Tick() {
+  copies_.Prune([&](const std::string& id) { return !store_.Contains(id); });
+}
+
+void ObjectTransfer::Unhold(const std::vector<std::string>& held) {
+  for (const auto& id : held) store_.Release(transfer_client_, id);
+}
+
+void ObjectTransfer::Free(const rpc::StoreFree& f) {
+  std::map<std::string, rpc::Envelope> forward;
+  // Held by another node (the primary copy): that node frees it (and the
+  // copies it served); a copy here goes now.
+  copies_.RouteFree(f, options_.node_id, &forward);
+  for (const auto& id : f.object_ids()) store_.Free(id);
+  for (auto& [node, m] : forward) {
+    if (auto peer = PeerNode(node); peer.ok()) peer.value()->Send(m);
+  }
+}
+
+rpc::Hello ObjectTransfer::NodeHello() const {
   rpc::Hello hello;
   hello.set_token(options_.token);
   hello.set_role("node");
@@ -64,7 +94,7 @@ rpc::Hello NodeServer::NodeHello() const {
   return hello;
 }
 
-Result<rpc::ConnectionPtr> NodeServer::PeerNode(const std::string& node_id) {
+Result<rpc::ConnectionPtr> ObjectTransfer::PeerNode(const std::string& node_id) {
   if (auto it = peer_nodes_.find(node_id); it != peer_nodes_.end() && !it->second->closed()) {
     return it->second;
   }
@@ -72,14 +102,14 @@ Result<rpc::ConnectionPtr> NodeServer::PeerNode(const std::string& node_id) {
   if (n == cluster_.end()) {
     return Status::NotFound("node " + ToHex(node_id) + " is not alive in this cluster");
   }
-  auto c = rpc::Connect(io_, n->second.address(), NodeHello());
+  auto c = rpc::Connect(io_, n->second.address, NodeHello());
   if (!c.ok()) return c.status();
   c.value()->Start(nullptr, nullptr);
   peer_nodes_[node_id] = c.value();
   return c.value();
 }
 
-rpc::ConnectionPtr NodeServer::OwnerConnection(const std::string& owner) {
+rpc::ConnectionPtr ObjectTransfer::OwnerConnection(const std::string& owner) {
   if (owner.empty()) return nullptr;
   auto it = owner_conns_.find(owner);
   if (it != owner_conns_.end() && !it->second->closed()) return it->second;
@@ -90,7 +120,7 @@ rpc::ConnectionPtr NodeServer::OwnerConnection(const std::string& owner) {
     const std::string& why = c.status().message();
     if (why.find("Connection refused") != std::string::npos ||
         why.find("No such file or directory") != std::string::npos) {
-      store_->OwnerGone(owner);
+      store_.OwnerGone(owner);
     }
     owner_conns_.erase(owner);
     return nullptr;
@@ -102,20 +132,20 @@ rpc::ConnectionPtr NodeServer::OwnerConnection(const std::string& owner) {
       auto it = owner_conns_.find(owner);
       if (it == owner_conns_.end() || it->second != conn || stopped_) return;
       owner_conns_.erase(it);
-      store_->OwnerGone(owner);
+      store_.OwnerGone(owner);
     });
   });
   owner_conns_[owner] = c.value();
   return c.value();
 }
 
-void NodeServer::ServePull(const rpc::ConnectionPtr& conn, uint64_t rid, const rpc::PullObject& req) {
-  std::weak_ptr<rpc::Connection> weak = conn;
+void ObjectTransfer::HandlePullObject(ClientSession& s, uint64_t rid, const rpc::PullObject& req) {
+  std::weak_ptr<rpc::Connection> weak = s.conn;
   std::string id = req.object_id();
   uint64_t offset = req.offset();
   uint64_t length = req.length();
   std::string requester = req.requester_node_id();
-  store_->Get(transfer_client_, {id}, [this, weak, rid, id, offset, length,
+  store_.Get(transfer_client_, {id}, [this, weak, rid, id, offset, length,
                                        requester](std::vector<store::ObjectLocation> locs) {
     rpc::Envelope reply;
     auto* r = reply.mutable_pull_object_reply();
@@ -130,23 +160,22 @@ void NodeServer::ServePull(const rpc::ConnectionPtr& conn, uint64_t rid, const r
     uint64_t len = std::min(length, l.size - off);
     r->set_total_size(l.size);
     if (offset == 0) {
-      r->set_owner_address(store_->OwnerOf(id));
-      if (!requester.empty()) copies_[id].insert(requester);
+      r->set_owner_address(store_.OwnerOf(id));
+      if (!requester.empty()) copies_.Served(id, requester);
     }
     // The chunk goes out as the frame's raw payload: one copy, from the arena.
-    if (c) c->ReplyWithPayload(rid, reply, reinterpret_cast<const char*>(store_->base() + l.offset + off), len);
-    store_->Release(transfer_client_, id);
+    if (c) c->ReplyWithPayload(rid, reply, reinterpret_cast<const char*>(store_.base() + l.offset + off), len);
+    store_.Release(transfer_client_, id);
   });
 }
 
-void NodeServer::EnsureLocal(const std::vector<std::string>& ids,
-                             const std::vector<std::string>& sources,
-                             std::function<void(std::vector<std::string>, std::vector<std::string>)> done) {
+void ObjectTransfer::EnsureLocal(const std::vector<std::string>& ids,
+                                 const std::vector<std::string>& sources, EnsureDone done) {
   struct State {
     std::vector<std::string> errors;
     std::vector<std::string> held;  // pulled for us, pinned by transfer_client_ until we pin it
     size_t remaining = 1;  // +1 until every id is looked at
-    std::function<void(std::vector<std::string>, std::vector<std::string>)> done;
+    EnsureDone done;
   };
   auto st = std::make_shared<State>();
   st->errors.resize(ids.size());
@@ -156,7 +185,7 @@ void NodeServer::EnsureLocal(const std::vector<std::string>& ids,
   };
   for (size_t i = 0; i < ids.size(); i++) {
     const std::string source = i < sources.size() ? sources[i] : std::string();
-    if (source.empty() || source == node_id_ || store_->Contains(ids[i])) continue;
+    if (source.empty() || source == options_.node_id || store_.Contains(ids[i])) continue;
     st->remaining++;
     auto it = pulls_.find(ids[i]);
     if (it == pulls_.end()) {
@@ -178,37 +207,35 @@ void NodeServer::EnsureLocal(const std::vector<std::string>& ids,
   finish_one();
 }
 
-void NodeServer::StartPull(const std::string& id, const std::string& source) {
+void ObjectTransfer::StartPull(const std::string& id, const std::string& source) {
   auto conn = PeerNode(source);
   if (!conn.ok()) {
     FLEET_LOG(WARNING) << "cannot pull object " << ToHex(id) << " from node " << ToHex(source)
                        << ": " << conn.status().message();
     return;
   }
-  auto pull = std::make_shared<Pull>();
+  auto pull = std::make_shared<Pull>(options_.chunk_bytes, options_.chunks_in_flight);
   pull->id = id;
   pull->source = source;
   pull->conn = conn.value();
   pulls_[id] = pull;
+  PullWindow::Chunk first = pull->window.Start();
   rpc::Envelope req;
   auto* r = req.mutable_pull_object();
   r->set_object_id(id);
-  r->set_offset(0);
-  r->set_length(options_.transfer_chunk_bytes);
-  r->set_requester_node_id(node_id_);
-  pull->in_flight = 1;
-  pull->next = options_.transfer_chunk_bytes;
+  r->set_offset(first.offset);
+  r->set_length(first.length);
+  r->set_requester_node_id(options_.node_id);
   pull->conn->Call(req, [this, pull](const Status& s, rpc::Envelope& reply) {
-    pull->in_flight--;
+    pull->window.Replied();
     if (pull->done) return;
     auto* r = reply.mutable_pull_object_reply();
     if (!s.ok()) return FinishPull(pull, "its transfer from node " + ToHex(pull->source) + " failed: " + s.message());
     if (!r->error().empty()) return FinishPull(pull, r->error());
-    pull->size = r->total_size();
+    pull->window.SetSize(r->total_size());
     pull->owner = r->owner_address();
-    pull->next = std::min<uint64_t>(pull->next, pull->size);
     auto first = std::make_shared<std::string>(rpc::CurrentPayload());  // kept: create may wait
-    store_->Create(transfer_client_, pull->id, pull->size, pull->owner,
+    store_.Create(transfer_client_, pull->id, pull->window.size(), pull->owner,
                    "copy from node " + ToHex(pull->source).substr(0, 12),
                    [this, pull, first](Result<std::pair<uint64_t, bool>> created) {
                      if (pull->done) return;
@@ -216,32 +243,30 @@ void NodeServer::StartPull(const std::string& id, const std::string& source) {
                      if (created.value().second) return FinishPull(pull, "");  // already here
                      pull->created = true;
                      pull->store_offset = created.value().first;
-                     CopyIn(store_->base() + pull->store_offset, *first);
-                     pull->received = first->size();
+                     CopyIn(store_.base() + pull->store_offset, *first);
+                     pull->window.Received(first->size());
                      PullNextChunks(pull);
                    });
   });
 }
 
-void NodeServer::PullNextChunks(const std::shared_ptr<Pull>& pull) {
-  if (pull->received == pull->size) {
-    Status s = store_->Seal(transfer_client_, pull->id);
+void ObjectTransfer::PullNextChunks(const std::shared_ptr<Pull>& pull) {
+  if (pull->window.Complete()) {
+    Status s = store_.Seal(transfer_client_, pull->id);
     if (!s.ok()) return FinishPull(pull, s.message());
-    store_->MarkSecondary(pull->id);
+    store_.MarkSecondary(pull->id);
     return FinishPull(pull, "");
   }
-  while (pull->in_flight < options_.transfer_chunks_in_flight && pull->next < pull->size) {
-    uint64_t offset = pull->next;
-    uint64_t length = std::min<uint64_t>(options_.transfer_chunk_bytes, pull->size - offset);
-    pull->next += length;
-    pull->in_flight++;
+  while (auto chunk = pull->window.Next()) {
+    uint64_t offset = chunk->offset;
+    uint64_t length = chunk->length;
     rpc::Envelope req;
     auto* r = req.mutable_pull_object();
     r->set_object_id(pull->id);
     r->set_offset(offset);
     r->set_length(length);
     pull->conn->Call(req, [this, pull, offset, length](const Status& s, rpc::Envelope& reply) {
-      pull->in_flight--;
+      pull->window.Replied();
       if (pull->done) return;
       const auto& r = reply.pull_object_reply();
       if (!s.ok()) {
@@ -250,19 +275,19 @@ void NodeServer::PullNextChunks(const std::shared_ptr<Pull>& pull) {
       if (!r.error().empty()) return FinishPull(pull, r.error());
       std::string_view data = rpc::CurrentPayload();
       if (data.size() != length) return FinishPull(pull, "a chunk came back short");
-      CopyIn(store_->base() + pull->store_offset + offset, data);
-      pull->received += length;
+      CopyIn(store_.base() + pull->store_offset + offset, data);
+      pull->window.Received(length);
       PullNextChunks(pull);
     });
   }
 }
 
-void NodeServer::FinishPull(const std::shared_ptr<Pull>& pull, const std::string& error) {
+void ObjectTransfer::FinishPull(const std::shared_ptr<Pull>& pull, const std::string& error) {
   if (pull->done) return;
   pull->done = true;
   pulls_.erase(pull->id);
   if (!error.empty()) {
-    if (pull->created) store_->Abort(transfer_client_, pull->id);
+    if (pull->created) store_.Abort(transfer_client_, pull->id);
     FLEET_LOG(WARNING) << "pulling object " << ToHex(pull->id) << " from node "
                        << ToHex(pull->source) << " failed: " << error;
   } else if (!pull->owner.empty()) {
@@ -270,7 +295,7 @@ void NodeServer::FinishPull(const std::shared_ptr<Pull>& pull, const std::string
     if (auto owner = OwnerConnection(pull->owner)) {
       rpc::Envelope m;
       m.mutable_add_object_location()->set_object_id(pull->id);
-      m.mutable_add_object_location()->set_node_id(node_id_);
+      m.mutable_add_object_location()->set_node_id(options_.node_id);
       owner->Send(m);
     }
   }
@@ -279,7 +304,7 @@ void NodeServer::FinishPull(const std::shared_ptr<Pull>& pull, const std::string
     // Pin the copy once per waiting reader until that reader has pinned it
     // itself: another pull's room must not evict it in between.
     for (size_t k = 0; k < waiters.size(); k++) {
-      store_->Get(transfer_client_, {pull->id}, [](std::vector<store::ObjectLocation>) {});
+      store_.Get(transfer_client_, {pull->id}, [](std::vector<store::ObjectLocation>) {});
     }
   }
   for (auto& w : waiters) w(error);
