@@ -40,6 +40,10 @@ class [[nodiscard]] Status {
   static Status Unauthenticated(std::string m) { return {StatusCode::kUnauthenticated, std::move(m)}; }
   static Status Disconnected(std::string m) { return {StatusCode::kDisconnected, std::move(m)}; }
   static Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+  static Status AlreadyExists(std::string m) { return {StatusCode::kAlreadyExists, std::move(m)}; }
+  static Status Infeasible(std::string m) { return {StatusCode::kInfeasible, std::move(m)}; }
+  static Status ObjectStoreFull(std::string m) { return {StatusCode::kObjectStoreFull, std::move(m)}; }
+  static Status ObjectLost(std::string m) { return {StatusCode::kObjectLost, std::move(m)}; }
 
   bool ok() const { return code_ == StatusCode::kOk; }
   StatusCode code() const { return code_; }
@@ -70,14 +74,49 @@ class [[nodiscard]] Result {
   std::variant<T, Status> v_;
 };
 
+// The code's name ("ObjectStoreFull"); "Unknown(N)" for a value outside the enum.
+inline std::string StatusCodeName(StatusCode code) {
+  static const char* kNames[] = {"OK",           "InvalidArgument", "NotFound",
+                                 "TimedOut",     "IoError",         "Unauthenticated",
+                                 "Disconnected", "AlreadyExists",   "Internal",
+                                 "Infeasible",   "ObjectStoreFull", "ObjectLost"};
+  static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<size_t>(StatusCode::kObjectLost) + 1,
+                "a name for every StatusCode");
+  int c = static_cast<int>(code);
+  constexpr int kCount = sizeof(kNames) / sizeof(kNames[0]);
+  return (c >= 0 && c < kCount) ? kNames[c] : "Unknown(" + std::to_string(c) + ")";
+}
+
 inline std::string Status::ToString() const {
-  static const char* kNames[] = {"OK",         "InvalidArgument", "NotFound",
-                                 "TimedOut",   "IoError",         "Unauthenticated",
-                                 "Disconnected", "AlreadyExists", "Internal",
-                                 "Infeasible"};
-  int c = static_cast<int>(code_);
-  std::string name = (c >= 0 && c < 10) ? kNames[c] : "Unknown";
+  std::string name = StatusCodeName(code_);
   return ok() ? name : name + ": " + message_;
 }
 
 }  // namespace fleet
+
+// Returns the Status of `expr` from the enclosing function if it is not OK.
+// `expr` is a Status or a Result<T> (whose value is then discarded).
+#define FLEET_RETURN_IF_ERROR(expr)                               \
+  do {                                                            \
+    if (auto _fleet_st = ::fleet::internal::StatusOf(expr); !_fleet_st.ok()) return _fleet_st; \
+  } while (0)
+
+// Declares `lhs` from the value of Result<T> `expr`, or returns its Status.
+//   FLEET_ASSIGN_OR_RETURN(auto conn, Connect(...));
+#define FLEET_ASSIGN_OR_RETURN(lhs, expr) \
+  FLEET_ASSIGN_OR_RETURN_IMPL(FLEET_STATUS_CONCAT(_fleet_r, __LINE__), lhs, expr)
+#define FLEET_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
+  auto tmp = (expr);                                \
+  if (!tmp.ok()) return tmp.status();               \
+  lhs = std::move(tmp).value()
+#define FLEET_STATUS_CONCAT_INNER(a, b) a##b
+#define FLEET_STATUS_CONCAT(a, b) FLEET_STATUS_CONCAT_INNER(a, b)
+
+namespace fleet::internal {
+inline Status StatusOf(Status s) { return s; }
+template <typename T>
+Status StatusOf(const Result<T>& r) {
+  return r.status();
+}
+
+}  // namespace fleet::internal

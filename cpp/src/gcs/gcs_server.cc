@@ -40,7 +40,9 @@ GcsServer::GcsServer(asio::io_context& io, GcsOptions options)
             }
             return alive;
           },
-          [this](const rpc::NodeInfo& n) { return actors_.NodeConnection(n); }) {}
+          [this](const rpc::NodeInfo& n) { return actors_.NodeConnection(n); }) {
+  RegisterHandlers();
+}
 
 void GcsServer::ViewChanged() {
   if (view_armed_) return;
@@ -135,156 +137,249 @@ void GcsServer::OnClose(const rpc::ConnectionPtr& conn, const Status&) {
   actors_.OnConnectionClosed(conn.get());
 }
 
+void GcsServer::RegisterHandlers() {
+  using rpc::PeerRole;
+  using rpc::RoleBit;
+  constexpr rpc::RoleMask kNode = RoleBit(PeerRole::kNode);
+  constexpr rpc::RoleMask kDriver = RoleBit(PeerRole::kDriver);
+  constexpr rpc::RoleMask kCaller = rpc::kClientRoles;  // drivers, workers, the CLI
+  FLEET_RPC_HANDLE(dispatcher_, Hello, hello, HandleHello);
+  FLEET_RPC_HANDLE(dispatcher_, RegisterNode, register_node, HandleRegisterNode, kNode);
+  FLEET_RPC_HANDLE(dispatcher_, ReportResources, report_resources, HandleReportResources, kNode);
+  FLEET_RPC_HANDLE(dispatcher_, LogLines, log_lines, HandleLogLines, kNode);
+  FLEET_RPC_HANDLE(dispatcher_, GetNodes, get_nodes, HandleGetNodes);
+  FLEET_RPC_HANDLE(dispatcher_, GetNodeStats, get_node_stats, HandleGetNodeStats);
+  FLEET_RPC_HANDLE(dispatcher_, RegisterJob, register_job, HandleRegisterJob, kDriver);
+  FLEET_RPC_HANDLE(dispatcher_, GetJobs, get_jobs, HandleGetJobs);
+  FLEET_RPC_HANDLE(dispatcher_, KvPut, kv_put, HandleKvPut);
+  FLEET_RPC_HANDLE(dispatcher_, KvGet, kv_get, HandleKvGet);
+  FLEET_RPC_HANDLE(dispatcher_, KvDel, kv_del, HandleKvDel);
+  FLEET_RPC_HANDLE(dispatcher_, KvKeys, kv_keys, HandleKvKeys);
+  FLEET_RPC_HANDLE(dispatcher_, RegisterActor, register_actor, HandleRegisterActor, kCaller);
+  FLEET_RPC_HANDLE(dispatcher_, CreateActor, create_actor, HandleCreateActor, kCaller);
+  FLEET_RPC_HANDLE(dispatcher_, SubscribeActor, subscribe_actor, HandleSubscribeActor, kCaller);
+  FLEET_RPC_HANDLE(dispatcher_, KillActor, kill_actor, HandleKillActor, kCaller);
+  FLEET_RPC_HANDLE(dispatcher_, GetNamedActor, get_named_actor, HandleGetNamedActor, kCaller);
+  FLEET_RPC_HANDLE(dispatcher_, ListActors, list_actors, HandleListActors, kCaller);
+  FLEET_RPC_HANDLE(dispatcher_, ActorExiting, actor_exiting, HandleActorExiting,
+                   RoleBit(PeerRole::kWorker));
+  FLEET_RPC_HANDLE(dispatcher_, CreatePlacementGroup, create_placement_group,
+                   HandleCreatePlacementGroup, kCaller);
+  FLEET_RPC_HANDLE(dispatcher_, RemovePlacementGroup, remove_placement_group,
+                   HandleRemovePlacementGroup, kCaller);
+  FLEET_RPC_HANDLE(dispatcher_, WaitPlacementGroup, wait_placement_group, HandleWaitPlacementGroup,
+                   kCaller);
+  FLEET_RPC_HANDLE(dispatcher_, GetPlacementGroups, get_placement_groups, HandleGetPlacementGroups,
+                   kCaller);
+}
+
 void GcsServer::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
-  rpc::Envelope reply;
-  switch (msg.body_case()) {
-    case rpc::Envelope::kHello:
-      if (msg.hello().role() == "driver" && msg.hello().log_to_driver()) {
-        log_subscribers_[conn.get()] = conn;
-      }
-      return;
-    case rpc::Envelope::kLogLines:  // from a node: to every driver that wants them
-      for (auto& [ptr, weak] : log_subscribers_) {
-        if (auto c = weak.lock()) c->Send(msg);
-      }
-      return;
-    case rpc::Envelope::kCreatePlacementGroup: {
-      auto job = job_of_conn_.find(conn.get());
-      groups_.Create(msg.create_placement_group(), job == job_of_conn_.end() ? 0 : job->second, reply);
-      break;
-    }
-    case rpc::Envelope::kRemovePlacementGroup:
-      groups_.Remove(msg.remove_placement_group().pg_id(), reply);
-      break;
-    case rpc::Envelope::kWaitPlacementGroup:
-      groups_.Wait(conn, msg.request_id(), msg.wait_placement_group());
-      return;  // answered later
-    case rpc::Envelope::kGetPlacementGroups:
-      groups_.Get(msg.get_placement_groups(), reply);
-      break;
-    case rpc::Envelope::kRegisterNode: {
-      auto& entry = nodes_[msg.register_node().node().node_id()];
-      entry.info = msg.register_node().node();
-      entry.info.set_alive(true);
-      entry.info.set_start_time_ms(NowMs());
-      entry.conn = conn;
-      entry.last_report = std::chrono::steady_clock::now();
-      FLEET_LOG(INFO) << "node " << ToHex(entry.info.node_id()) << " registered from "
-                      << entry.info.node_ip();
-      reply.mutable_register_node_reply();
-      asio::post(io_, [this] { actors_.OnNodesChanged(); });
-      ViewChanged();
-      break;
-    }
-    case rpc::Envelope::kReportResources: {
-      auto it = nodes_.find(msg.report_resources().node_id());
-      if (it != nodes_.end() && it->second.info.alive()) {
-        auto& r = *msg.mutable_report_resources();
-        auto& info = it->second.info;
-        // Compared in place (a node may carry thousands of placement
-        // group resources): no copies unless something changed.
-        auto same = [](const google::protobuf::Map<std::string, double>& a,
-                       const google::protobuf::Map<std::string, double>& b) {
-          if (a.size() != b.size()) return false;
-          for (auto& [k, v] : a) {
-            auto f = b.find(k);
-            if (f == b.end() || f->second != v) return false;
-          }
-          return true;
-        };
-        bool changed = !same(info.available(), r.available()) ||
-                       (r.total_size() > 0 && !same(info.total(), r.total()));
-        if (changed) {
-          info.mutable_available()->swap(*r.mutable_available());
-          if (r.total_size() > 0) info.mutable_total()->swap(*r.mutable_total());
-        }
-        info.mutable_pending()->Swap(r.mutable_pending());
-        it->second.last_report = std::chrono::steady_clock::now();
-        if (changed) ViewChanged();
-      }
-      return;  // push, no reply
-    }
-    case rpc::Envelope::kGetNodes: {
-      auto* r = reply.mutable_get_nodes_reply();
-      for (auto& [id, node] : nodes_) *r->add_nodes() = node.info;
-      break;
-    }
-    case rpc::Envelope::kRegisterJob: {
-      uint32_t id = next_job_id_++;
-      rpc::JobInfo job;
-      job.set_job_id(id);
-      job.set_driver_pid(msg.register_job().driver_pid());
-      job.set_namespace_(msg.register_job().namespace_());
-      job.set_start_time_ms(NowMs());
-      jobs_[id] = job;
-      job_of_conn_[conn.get()] = id;
-      driver_of_job_[id] = conn;
-      reply.mutable_register_job_reply()->set_job_id(id);
-      break;
-    }
-    case rpc::Envelope::kGetJobs: {
-      auto* r = reply.mutable_get_jobs_reply();
-      for (auto& [id, job] : jobs_) *r->add_jobs() = job;
-      break;
-    }
-    case rpc::Envelope::kKvPut: {
-      const auto& p = msg.kv_put();
-      auto it = kv_.find(p.key());
-      bool added = it == kv_.end();
-      if (added || p.overwrite()) kv_[p.key()] = p.value();
-      reply.mutable_kv_put_reply()->set_added(added);
-      break;
-    }
-    case rpc::Envelope::kKvGet: {
-      auto it = kv_.find(msg.kv_get().key());
-      auto* r = reply.mutable_kv_get_reply();
-      if (it != kv_.end()) {
-        r->set_found(true);
-        r->set_value(it->second);
-      }
-      break;
-    }
-    case rpc::Envelope::kKvDel:
-      reply.mutable_kv_del_reply()->set_deleted(static_cast<int>(kv_.erase(msg.kv_del().key())));
-      break;
-    case rpc::Envelope::kKvKeys: {
-      auto* r = reply.mutable_kv_keys_reply();
-      const std::string& prefix = msg.kv_keys().prefix();
-      for (auto it = kv_.lower_bound(prefix); it != kv_.end() && it->first.rfind(prefix, 0) == 0; ++it) {
-        r->add_keys(it->first);
-      }
-      break;
-    }
-    case rpc::Envelope::kRegisterActor:
-      actors_.Register(msg.register_actor(), reply);
-      break;
-    case rpc::Envelope::kCreateActor:
-      actors_.Create(*msg.mutable_create_actor());
-      return;  // push
-    case rpc::Envelope::kSubscribeActor:
-      actors_.Subscribe(conn, msg.subscribe_actor().actor_id());
-      return;  // push; updates follow as pushes
-    case rpc::Envelope::kKillActor:
-      actors_.Kill(msg.kill_actor(), reply);
-      break;
-    case rpc::Envelope::kGetNamedActor:
-      actors_.GetNamed(msg.get_named_actor(), reply);
-      break;
-    case rpc::Envelope::kListActors:
-      actors_.List(reply);
-      break;
-    case rpc::Envelope::kActorExiting:
-      actors_.Exiting(msg.actor_exiting());
-      reply.mutable_actor_exiting_reply();
-      break;
-    case rpc::Envelope::kGetNodeStats:
-      reply.mutable_get_node_stats_reply();  // answers connection probes
-      break;
-    default:
-      reply.mutable_error()->set_code(static_cast<int>(StatusCode::kInvalidArgument));
-      reply.mutable_error()->set_message("fleet-gcs does not handle this request");
+  Status st = dispatcher_.Dispatch(conn, rpc::ParseRole(conn->hello().role()), msg);
+  if (!st.ok()) rpc::Refuse(*conn, msg, st);
+}
+
+void GcsServer::Answer(const rpc::ConnectionPtr& conn, uint64_t request_id, rpc::Envelope& reply) {
+  if (request_id != 0) conn->Reply(request_id, reply);
+}
+
+void GcsServer::HandleHello(const rpc::ConnectionPtr& conn, uint64_t, rpc::Hello& m) {
+  if (m.role() == "driver" && m.log_to_driver()) log_subscribers_[conn.get()] = conn;
+}
+
+// From a node: to every driver that wants them.
+void GcsServer::HandleLogLines(const rpc::ConnectionPtr&, uint64_t, rpc::LogLines& m) {
+  rpc::Envelope out;
+  out.mutable_log_lines()->Swap(&m);
+  for (auto& [ptr, weak] : log_subscribers_) {
+    if (auto c = weak.lock()) c->Send(out);
   }
-  if (msg.request_id() != 0) conn->Reply(msg.request_id(), reply);
+}
+
+void GcsServer::HandleRegisterNode(const rpc::ConnectionPtr& conn, uint64_t rid, rpc::RegisterNode& m) {
+  auto& entry = nodes_[m.node().node_id()];
+  entry.info = m.node();
+  entry.info.set_alive(true);
+  entry.info.set_start_time_ms(NowMs());
+  entry.conn = conn;
+  entry.last_report = std::chrono::steady_clock::now();
+  FLEET_LOG(INFO) << "node " << ToHex(entry.info.node_id()) << " registered from "
+                  << entry.info.node_ip();
+  rpc::Envelope reply;
+  reply.mutable_register_node_reply();
+  Answer(conn, rid, reply);
+  asio::post(io_, [this] { actors_.OnNodesChanged(); });
+  ViewChanged();
+}
+
+// A push, no reply.
+void GcsServer::HandleReportResources(const rpc::ConnectionPtr&, uint64_t, rpc::ReportResources& r) {
+  auto it = nodes_.find(r.node_id());
+  if (it == nodes_.end() || !it->second.info.alive()) return;
+  auto& info = it->second.info;
+  // Compared in place (a node may carry thousands of placement group
+  // resources): no copies unless something changed.
+  auto same = [](const google::protobuf::Map<std::string, double>& a,
+                 const google::protobuf::Map<std::string, double>& b) {
+    if (a.size() != b.size()) return false;
+    for (auto& [k, v] : a) {
+      auto f = b.find(k);
+      if (f == b.end() || f->second != v) return false;
+    }
+    return true;
+  };
+  bool changed = !same(info.available(), r.available()) ||
+                 (r.total_size() > 0 && !same(info.total(), r.total()));
+  if (changed) {
+    info.mutable_available()->swap(*r.mutable_available());
+    if (r.total_size() > 0) info.mutable_total()->swap(*r.mutable_total());
+  }
+  info.mutable_pending()->Swap(r.mutable_pending());
+  it->second.last_report = std::chrono::steady_clock::now();
+  if (changed) ViewChanged();
+}
+
+void GcsServer::HandleGetNodes(const rpc::ConnectionPtr& conn, uint64_t rid, rpc::GetNodes&) {
+  rpc::Envelope reply;
+  auto* r = reply.mutable_get_nodes_reply();
+  for (auto& [id, node] : nodes_) *r->add_nodes() = node.info;
+  Answer(conn, rid, reply);
+}
+
+// Answers connection probes.
+void GcsServer::HandleGetNodeStats(const rpc::ConnectionPtr& conn, uint64_t rid, rpc::GetNodeStats&) {
+  rpc::Envelope reply;
+  reply.mutable_get_node_stats_reply();
+  Answer(conn, rid, reply);
+}
+
+void GcsServer::HandleRegisterJob(const rpc::ConnectionPtr& conn, uint64_t rid, rpc::RegisterJob& m) {
+  uint32_t id = next_job_id_++;
+  rpc::JobInfo job;
+  job.set_job_id(id);
+  job.set_driver_pid(m.driver_pid());
+  job.set_namespace_(m.namespace_());
+  job.set_start_time_ms(NowMs());
+  jobs_[id] = job;
+  job_of_conn_[conn.get()] = id;
+  driver_of_job_[id] = conn;
+  rpc::Envelope reply;
+  reply.mutable_register_job_reply()->set_job_id(id);
+  Answer(conn, rid, reply);
+}
+
+void GcsServer::HandleGetJobs(const rpc::ConnectionPtr& conn, uint64_t rid, rpc::GetJobs&) {
+  rpc::Envelope reply;
+  auto* r = reply.mutable_get_jobs_reply();
+  for (auto& [id, job] : jobs_) *r->add_jobs() = job;
+  Answer(conn, rid, reply);
+}
+
+void GcsServer::HandleKvPut(const rpc::ConnectionPtr& conn, uint64_t rid, rpc::KvPut& p) {
+  auto it = kv_.find(p.key());
+  bool added = it == kv_.end();
+  if (added) {
+    kv_.emplace(p.key(), std::move(*p.mutable_value()));
+  } else if (p.overwrite()) {
+    it->second = std::move(*p.mutable_value());
+  }
+  rpc::Envelope reply;
+  reply.mutable_kv_put_reply()->set_added(added);
+  Answer(conn, rid, reply);
+}
+
+void GcsServer::HandleKvGet(const rpc::ConnectionPtr& conn, uint64_t rid, rpc::KvGet& m) {
+  rpc::Envelope reply;
+  auto* r = reply.mutable_kv_get_reply();
+  auto it = kv_.find(m.key());
+  if (it != kv_.end()) {
+    r->set_found(true);
+    r->set_value(it->second);
+  }
+  Answer(conn, rid, reply);
+}
+
+void GcsServer::HandleKvDel(const rpc::ConnectionPtr& conn, uint64_t rid, rpc::KvDel& m) {
+  rpc::Envelope reply;
+  reply.mutable_kv_del_reply()->set_deleted(static_cast<int>(kv_.erase(m.key())));
+  Answer(conn, rid, reply);
+}
+
+void GcsServer::HandleKvKeys(const rpc::ConnectionPtr& conn, uint64_t rid, rpc::KvKeys& m) {
+  rpc::Envelope reply;
+  auto* r = reply.mutable_kv_keys_reply();
+  const std::string& prefix = m.prefix();
+  for (auto it = kv_.lower_bound(prefix); it != kv_.end() && it->first.rfind(prefix, 0) == 0; ++it) {
+    r->add_keys(it->first);
+  }
+  Answer(conn, rid, reply);
+}
+
+void GcsServer::HandleRegisterActor(const rpc::ConnectionPtr& conn, uint64_t rid, rpc::RegisterActor& m) {
+  rpc::Envelope reply;
+  actors_.Register(m, reply);
+  Answer(conn, rid, reply);
+}
+
+// A push: the actor's state changes follow as ActorUpdate pushes.
+void GcsServer::HandleCreateActor(const rpc::ConnectionPtr&, uint64_t, rpc::CreateActor& m) {
+  actors_.Create(m);
+}
+
+void GcsServer::HandleSubscribeActor(const rpc::ConnectionPtr& conn, uint64_t, rpc::SubscribeActor& m) {
+  actors_.Subscribe(conn, m.actor_id());
+}
+
+void GcsServer::HandleKillActor(const rpc::ConnectionPtr& conn, uint64_t rid, rpc::KillActor& m) {
+  rpc::Envelope reply;
+  actors_.Kill(m, reply);
+  Answer(conn, rid, reply);
+}
+
+void GcsServer::HandleGetNamedActor(const rpc::ConnectionPtr& conn, uint64_t rid, rpc::GetNamedActor& m) {
+  rpc::Envelope reply;
+  actors_.GetNamed(m, reply);
+  Answer(conn, rid, reply);
+}
+
+void GcsServer::HandleListActors(const rpc::ConnectionPtr& conn, uint64_t rid, rpc::ListActors&) {
+  rpc::Envelope reply;
+  actors_.List(reply);
+  Answer(conn, rid, reply);
+}
+
+void GcsServer::HandleActorExiting(const rpc::ConnectionPtr& conn, uint64_t rid, rpc::ActorExiting& m) {
+  actors_.Exiting(m);
+  rpc::Envelope reply;
+  reply.mutable_actor_exiting_reply();
+  Answer(conn, rid, reply);
+}
+
+void GcsServer::HandleCreatePlacementGroup(const rpc::ConnectionPtr& conn, uint64_t rid,
+                                           rpc::CreatePlacementGroup& m) {
+  auto job = job_of_conn_.find(conn.get());
+  rpc::Envelope reply;
+  groups_.Create(m, job == job_of_conn_.end() ? 0 : job->second, reply);
+  Answer(conn, rid, reply);
+}
+
+void GcsServer::HandleRemovePlacementGroup(const rpc::ConnectionPtr& conn, uint64_t rid,
+                                           rpc::RemovePlacementGroup& m) {
+  rpc::Envelope reply;
+  groups_.Remove(m.pg_id(), reply);
+  Answer(conn, rid, reply);
+}
+
+// Answered once the group is ready, removed, or the wait times out.
+void GcsServer::HandleWaitPlacementGroup(const rpc::ConnectionPtr& conn, uint64_t rid,
+                                         rpc::WaitPlacementGroup& m) {
+  groups_.Wait(conn, rid, m);
+}
+
+void GcsServer::HandleGetPlacementGroups(const rpc::ConnectionPtr& conn, uint64_t rid,
+                                         rpc::GetPlacementGroups& m) {
+  rpc::Envelope reply;
+  groups_.Get(m, reply);
+  Answer(conn, rid, reply);
 }
 
 }  // namespace fleet::gcs
