@@ -59,6 +59,7 @@ Status CoreWorker::Init() {
         submitter_->CancelChildren(task_id, /*force=*/false);
         actor_submitter_->CancelChildren(task_id);
       });
+  RegisterHandlers();
   io_thread_ = std::thread([this] { io_.run(); });
 
   // Our own listener: submitters push tasks here, borrowers fetch objects.
@@ -328,45 +329,43 @@ void CoreWorker::FetchFromOwner(const std::string& id, const std::string& owner)
 
 // ---- incoming messages ----------------------------------------------------------
 
-void CoreWorker::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
-  switch (msg.body_case()) {
-    case rpc::Envelope::kPushTask:
-      receiver_->HandlePushTask(conn, msg);
-      break;
-    case rpc::Envelope::kGetObject:
-      HandleGetObject(conn, msg);
-      break;
-    case rpc::Envelope::kCancelTask:
-      receiver_->HandleCancelTask(msg);
-      break;
-    case rpc::Envelope::kHello:
-      refs_->HandleHello(conn, msg);
-      break;
-    case rpc::Envelope::kAddBorrowers:
-      refs_->HandleAddBorrowers(conn, msg);
-      break;
-    case rpc::Envelope::kAddObjectLocation:
-      locator_->HandleAddObjectLocation(msg);
-      break;
-    case rpc::Envelope::kGetObjectLocations:
-      locator_->HandleGetObjectLocations(conn, msg);
-      break;
-    case rpc::Envelope::kRemoveBorrowers:
-      refs_->HandleRemoveBorrowers(msg);
-      break;
-    default:
-      if (msg.request_id() != 0) {
-        rpc::Envelope reply;
-        reply.mutable_error()->set_code(static_cast<int>(StatusCode::kInvalidArgument));
-        reply.mutable_error()->set_message("unsupported request");
-        conn->Reply(msg.request_id(), reply);
-      }
-  }
+void CoreWorker::RegisterHandlers() {
+  using rpc::PeerRole;
+  using rpc::RoleBit;
+  FLEET_RPC_HANDLE(listener_table_, Hello, hello, HandleHello);
+  FLEET_RPC_HANDLE(listener_table_, GetObject, get_object, HandleGetObject, RoleBit(PeerRole::kPeer));
+  receiver_->RegisterHandlers(listener_table_, node_table_);
+  refs_->RegisterHandlers(listener_table_);
+  locator_->RegisterHandlers(listener_table_);
+  log_printer_->RegisterHandlers(gcs_table_, node_table_);
+  FLEET_RPC_HANDLE(gcs_table_, ActorUpdate, actor_update, HandleActorUpdate,
+                   RoleBit(PeerRole::kGcs));
 }
 
-void CoreWorker::HandleGetObject(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
-  std::string id = msg.get_object().object_id();
-  uint64_t rid = msg.request_id();
+void CoreWorker::OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
+  Status st = listener_table_.Dispatch(conn, rpc::ParseRole(conn->hello().role()), msg);
+  if (!st.ok()) rpc::Refuse(*conn, msg, st);
+}
+
+// We connected to fleet-node and fleet-gcs, so we know their role; what
+// they send that we do not handle is dropped, as it always was.
+void CoreWorker::OnNodeMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
+  if (node_table_.Handles(msg.body_case())) (void)node_table_.Dispatch(conn, rpc::PeerRole::kNode, msg);
+}
+
+void CoreWorker::OnGcsMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
+  if (gcs_table_.Handles(msg.body_case())) (void)gcs_table_.Dispatch(conn, rpc::PeerRole::kGcs, msg);
+}
+
+// The peer's Hello is kept by its connection (conn->hello()).
+void CoreWorker::HandleHello(const rpc::ConnectionPtr&, uint64_t, rpc::Hello&) {}
+
+void CoreWorker::HandleActorUpdate(const rpc::ConnectionPtr&, uint64_t, rpc::ActorUpdate& m) {
+  if (actor_submitter_) actor_submitter_->OnUpdate(m.info());
+}
+
+void CoreWorker::HandleGetObject(const rpc::ConnectionPtr& conn, uint64_t rid, rpc::GetObject& m) {
+  std::string id = m.object_id();
   std::weak_ptr<rpc::Connection> weak = conn;
   auto reply_with = [weak, rid](const StoredObject& v) {
     auto c = weak.lock();
@@ -386,35 +385,6 @@ void CoreWorker::HandleGetObject(const rpc::ConnectionPtr& conn, rpc::Envelope& 
     conn->Reply(rid, reply);
   } else if (r.value()) {
     reply_with(value);
-  }
-}
-
-void CoreWorker::OnGcsMessage(const rpc::ConnectionPtr&, rpc::Envelope& msg) {
-  switch (msg.body_case()) {
-    case rpc::Envelope::kActorUpdate:
-      if (actor_submitter_) actor_submitter_->OnUpdate(msg.actor_update().info());
-      break;
-    case rpc::Envelope::kLogLines:
-      log_printer_->Print(msg.log_lines());
-      break;
-    case rpc::Envelope::kWarning:
-      LogPrinter::PrintWarning(msg.warning().message());
-      break;
-    default:
-      break;
-  }
-}
-
-void CoreWorker::OnNodeMessage(const rpc::ConnectionPtr&, rpc::Envelope& msg) {
-  switch (msg.body_case()) {
-    case rpc::Envelope::kWarning:
-      LogPrinter::PrintWarning(msg.warning().message());
-      break;
-    case rpc::Envelope::kExitWorker:
-      receiver_->SetExiting();
-      break;
-    default:
-      break;
   }
 }
 

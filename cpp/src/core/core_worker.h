@@ -36,6 +36,7 @@
 #include "core/task_submitter.h"
 #include "core/value_format.h"
 #include "rpc/connection.h"
+#include "rpc/dispatcher.h"
 #include "rpc/listener.h"
 
 namespace fleet {
@@ -190,12 +191,18 @@ class CoreWorker {
  private:
   explicit CoreWorker(const CoreOptions& options);
   Status Init();
-  // Messages on our listener (submitters, borrowers, owners), on the
-  // fleet-node connection, and from fleet-gcs (io thread).
+  // Builds the three message tables (each component adds its handlers).
+  void RegisterHandlers();
+  // Messages on our listener (submitters, borrowers, owners, fleet-nodes),
+  // on the fleet-node connection, and from fleet-gcs (io thread), through
+  // the tables. A request outside the listener's table is answered with an
+  // error; anything else unknown is dropped.
   void OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
   void OnNodeMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
   void OnGcsMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
-  void HandleGetObject(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
+  void HandleHello(const rpc::ConnectionPtr& conn, uint64_t request_id, rpc::Hello& m);
+  void HandleGetObject(const rpc::ConnectionPtr& conn, uint64_t request_id, rpc::GetObject& m);
+  void HandleActorUpdate(const rpc::ConnectionPtr& conn, uint64_t request_id, rpc::ActorUpdate& m);
   // Sets who submits `spec`: this process as owner, and the task it runs.
   void StampCaller(rpc::TaskSpec* spec);
   void FetchFromOwner(const std::string& id, const std::string& owner_address);
@@ -227,6 +234,10 @@ class CoreWorker {
   std::unique_ptr<TaskReceiver> receiver_;
   std::unique_ptr<TaskSubmitter> submitter_;
   std::unique_ptr<ActorSubmitter> actor_submitter_;
+  // Built in Init before the first connection; read by the io thread only.
+  rpc::Dispatcher<const rpc::ConnectionPtr> listener_table_{"core worker"};
+  rpc::Dispatcher<const rpc::ConnectionPtr> node_table_{"core worker (fleet-node link)"};
+  rpc::Dispatcher<const rpc::ConnectionPtr> gcs_table_{"core worker (fleet-gcs link)"};
 
   bool shut_down_ = false;                          // the calling thread's (Shutdown)
   std::unique_ptr<asio::steady_timer> trim_timer_;  // io thread only

@@ -24,6 +24,15 @@ void Write(const LogOutput& out) {
 LogPrinter::LogPrinter(asio::io_context& io, bool dedup)
     : timer_(io), dedup_(LogDedupOptions{.enabled = dedup}) {}
 
+void LogPrinter::RegisterHandlers(rpc::Dispatcher<const rpc::ConnectionPtr>& gcs,
+                                  rpc::Dispatcher<const rpc::ConnectionPtr>& node) {
+  using rpc::PeerRole;
+  using rpc::RoleBit;
+  FLEET_RPC_HANDLE(gcs, LogLines, log_lines, HandleLogLines, RoleBit(PeerRole::kGcs));
+  FLEET_RPC_HANDLE(gcs, Warning, warning, HandleWarning, RoleBit(PeerRole::kGcs));
+  FLEET_RPC_HANDLE(node, Warning, warning, HandleWarning, RoleBit(PeerRole::kNode));
+}
+
 void LogPrinter::PrintWarning(const std::string& message) {
   WriteAll(2, "fleet: WARNING: " + message + "\n");
 }

@@ -12,6 +12,7 @@
 #include "common/thread_annotations.h"
 #include "core/log_dedup.h"
 #include "fleet.pb.h"
+#include "rpc/dispatcher.h"
 
 namespace fleet {
 
@@ -24,6 +25,16 @@ class LogPrinter {
   // This process's node: output from other nodes names theirs. Set before
   // output can arrive (it is read without a lock).
   void set_node_id(const std::string& node_id) { node_id_ = node_id; }
+  // Adds LogLines and Warning to fleet-gcs's table, and Warning to
+  // fleet-node's (the io thread runs them).
+  void RegisterHandlers(rpc::Dispatcher<const rpc::ConnectionPtr>& gcs,
+                        rpc::Dispatcher<const rpc::ConnectionPtr>& node);
+  void HandleLogLines(const rpc::ConnectionPtr&, uint64_t, rpc::LogLines& m) {
+    Print(m);
+  }
+  void HandleWarning(const rpc::ConnectionPtr&, uint64_t, rpc::Warning& m) {
+    PrintWarning(m.message());
+  }
   // Prints (or folds) the lines of one batch.
   void Print(const rpc::LogLines& l) EXCLUDES(mu_);
   // Prints what the deduplicator still holds.

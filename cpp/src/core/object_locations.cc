@@ -73,19 +73,28 @@ Result<std::vector<rpc::ObjectLocations>> ObjectLocator::Locate(
   return out;
 }
 
-void ObjectLocator::HandleAddObjectLocation(const rpc::Envelope& msg) {
-  const auto& a = msg.add_object_location();
+void ObjectLocator::RegisterHandlers(rpc::Dispatcher<const rpc::ConnectionPtr>& listener) {
+  using rpc::PeerRole;
+  using rpc::RoleBit;
+  FLEET_RPC_HANDLE(listener, AddObjectLocation, add_object_location, HandleAddObjectLocation,
+                   RoleBit(PeerRole::kNode));
+  FLEET_RPC_HANDLE(listener, GetObjectLocations, get_object_locations, HandleGetObjectLocations,
+                   RoleBit(PeerRole::kPeer));
+}
+
+void ObjectLocator::HandleAddObjectLocation(const rpc::ConnectionPtr&, uint64_t,
+                                            rpc::AddObjectLocation& a) {
   if (!store_.Contains(a.object_id())) return;  // freed meanwhile
   MutexLock lk(&mu_);
   copies_[a.object_id()].insert(a.node_id());
 }
 
-void ObjectLocator::HandleGetObjectLocations(const rpc::ConnectionPtr& conn,
-                                             const rpc::Envelope& msg) {
+void ObjectLocator::HandleGetObjectLocations(const rpc::ConnectionPtr& conn, uint64_t request_id,
+                                             rpc::GetObjectLocations& m) {
   rpc::Envelope reply;
   auto* r = reply.mutable_get_object_locations_reply();
-  for (const auto& id : msg.get_object_locations().object_ids()) *r->add_locations() = LocateOwned(id);
-  conn->Reply(msg.request_id(), reply);
+  for (const auto& id : m.object_ids()) *r->add_locations() = LocateOwned(id);
+  conn->Reply(request_id, reply);
 }
 
 }  // namespace fleet

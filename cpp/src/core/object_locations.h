@@ -16,6 +16,7 @@
 #include "core/memory_store.h"
 #include "core/peer_connections.h"
 #include "fleet.pb.h"
+#include "rpc/dispatcher.h"
 
 namespace fleet {
 
@@ -38,10 +39,13 @@ class ObjectLocator {
   // An owned object was freed: forget its copies.
   void Forget(const std::string& id) EXCLUDES(mu_);
 
-  // Messages from other processes (io thread).
-  void HandleAddObjectLocation(const rpc::Envelope& msg) EXCLUDES(mu_);
-  void HandleGetObjectLocations(const rpc::ConnectionPtr& conn, const rpc::Envelope& msg)
-      EXCLUDES(mu_);
+  // Messages from other processes (io thread): AddObjectLocation from
+  // fleet-nodes that pulled a copy, GetObjectLocations from peers.
+  void RegisterHandlers(rpc::Dispatcher<const rpc::ConnectionPtr>& listener);
+  void HandleAddObjectLocation(const rpc::ConnectionPtr& conn, uint64_t request_id,
+                               rpc::AddObjectLocation& m) EXCLUDES(mu_);
+  void HandleGetObjectLocations(const rpc::ConnectionPtr& conn, uint64_t request_id,
+                                rpc::GetObjectLocations& m) EXCLUDES(mu_);
 
  private:
   rpc::ObjectLocations LocateOwned(const std::string& id) EXCLUDES(mu_);

@@ -167,17 +167,22 @@ void ReferenceCounter::OnPeerClosed(const std::string& address) {
   if (watched) store_.DropBorrower(address);  // that process is gone
 }
 
-void ReferenceCounter::HandleHello(const rpc::ConnectionPtr& conn, const rpc::Envelope& msg) {
-  if (!msg.hello().address().empty()) peer_addresses_[conn.get()] = msg.hello().address();
+void ReferenceCounter::RegisterHandlers(rpc::Dispatcher<const rpc::ConnectionPtr>& listener) {
+  using rpc::PeerRole;
+  using rpc::RoleBit;
+  FLEET_RPC_HANDLE(listener, AddBorrowers, add_borrowers, HandleAddBorrowers,
+                   RoleBit(PeerRole::kPeer));
+  FLEET_RPC_HANDLE(listener, RemoveBorrowers, remove_borrowers, HandleRemoveBorrowers,
+                   RoleBit(PeerRole::kPeer));
 }
 
-void ReferenceCounter::HandleAddBorrowers(const rpc::ConnectionPtr& conn,
-                                          const rpc::Envelope& msg) {
-  const auto& b = msg.add_borrowers();
-  // Registered by the borrower itself: its connection closing means it
-  // died. (An executor registering its caller does not speak for it.)
-  if (auto a = peer_addresses_.find(conn.get());
-      a != peer_addresses_.end() && a->second == b.borrower()) {
+void ReferenceCounter::HandleAddBorrowers(const rpc::ConnectionPtr& conn, uint64_t request_id,
+                                          rpc::AddBorrowers& b) {
+  // Registered by the borrower itself (the address in its Hello): its
+  // connection closing means it died. (An executor registering its caller
+  // does not speak for it.)
+  const std::string& peer = conn->hello().address();
+  if (!peer.empty() && peer == b.borrower()) {
     borrower_conns_[conn.get()] = b.borrower();
   } else {
     WatchBorrower(b.borrower());  // registered for it by an executor
@@ -185,11 +190,11 @@ void ReferenceCounter::HandleAddBorrowers(const rpc::ConnectionPtr& conn,
   for (const auto& id : b.object_ids()) store_.AddBorrower(id, b.borrower(), 1);
   rpc::Envelope reply;
   reply.mutable_add_borrowers_reply();
-  conn->Reply(msg.request_id(), reply);
+  conn->Reply(request_id, reply);
 }
 
-void ReferenceCounter::HandleRemoveBorrowers(const rpc::Envelope& msg) {
-  const auto& b = msg.remove_borrowers();
+void ReferenceCounter::HandleRemoveBorrowers(const rpc::ConnectionPtr&, uint64_t,
+                                             rpc::RemoveBorrowers& b) {
   for (int i = 0; i < b.object_ids_size() && i < b.counts_size(); i++) {
     store_.AddBorrower(b.object_ids(i), b.borrower(), -b.counts(i));
   }
@@ -197,7 +202,6 @@ void ReferenceCounter::HandleRemoveBorrowers(const rpc::Envelope& msg) {
 
 void ReferenceCounter::OnConnectionClosed(const rpc::ConnectionPtr& conn) {
   // A borrower's connection closed: it is gone, and so are its borrows.
-  peer_addresses_.erase(conn.get());
   auto it = borrower_conns_.find(conn.get());
   if (it == borrower_conns_.end()) return;
   store_.DropBorrower(it->second);

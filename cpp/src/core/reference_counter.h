@@ -32,6 +32,7 @@
 #include "core/peer_connections.h"
 #include "fleet.pb.h"
 #include "rpc/connection.h"
+#include "rpc/dispatcher.h"
 
 namespace fleet {
 
@@ -65,9 +66,12 @@ class ReferenceCounter {
       const std::string& caller, const std::vector<std::string>& ids) EXCLUDES(mu_);
 
   // ---- owner side (io thread) ----------------------------------------------
-  void HandleHello(const rpc::ConnectionPtr& conn, const rpc::Envelope& msg);
-  void HandleAddBorrowers(const rpc::ConnectionPtr& conn, const rpc::Envelope& msg);
-  void HandleRemoveBorrowers(const rpc::Envelope& msg);
+  // Adds AddBorrowers and RemoveBorrowers (from peers) to the listener's table.
+  void RegisterHandlers(rpc::Dispatcher<const rpc::ConnectionPtr>& listener);
+  void HandleAddBorrowers(const rpc::ConnectionPtr& conn, uint64_t request_id,
+                          rpc::AddBorrowers& m);
+  void HandleRemoveBorrowers(const rpc::ConnectionPtr& conn, uint64_t request_id,
+                             rpc::RemoveBorrowers& m);
   // A connection to our listener closed: if it was a borrower's, it died.
   void OnConnectionClosed(const rpc::ConnectionPtr& conn);
   // Our connection to `address` closed: a watched borrower there died.
@@ -106,7 +110,6 @@ class ReferenceCounter {
   std::set<std::string> watched_borrowers_ GUARDED_BY(mu_);
   // Connections of processes that registered borrows here (owner side).
   std::map<const rpc::Connection*, std::string> borrower_conns_;  // io thread only
-  std::map<const rpc::Connection*, std::string> peer_addresses_;  // from Hello; io thread only
 };
 
 }  // namespace fleet

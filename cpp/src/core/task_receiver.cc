@@ -20,14 +20,30 @@ TaskReceiver::TaskReceiver(asio::io_context& io, FreeStoredFn free_stored,
       cancel_children_(std::move(cancel_children)),
       hold_timer_(std::make_unique<asio::steady_timer>(io)) {}
 
-void TaskReceiver::HandlePushTask(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) {
+void TaskReceiver::RegisterHandlers(rpc::Dispatcher<const rpc::ConnectionPtr>& listener,
+                                    rpc::Dispatcher<const rpc::ConnectionPtr>& node) {
+  using rpc::PeerRole;
+  using rpc::RoleBit;
+  FLEET_RPC_HANDLE(listener, PushTask, push_task, HandlePushTask,
+                   RoleBit(PeerRole::kSubmitter) | RoleBit(PeerRole::kGcs));
+  FLEET_RPC_HANDLE(listener, CancelTask, cancel_task, HandleCancelTask,
+                   RoleBit(PeerRole::kSubmitter));
+  FLEET_RPC_HANDLE(node, ExitWorker, exit_worker, HandleExitWorker, RoleBit(PeerRole::kNode));
+}
+
+void TaskReceiver::HandleExitWorker(const rpc::ConnectionPtr&, uint64_t, rpc::ExitWorker&) {
+  SetExiting();
+}
+
+void TaskReceiver::HandlePushTask(const rpc::ConnectionPtr& conn, uint64_t request_id,
+                                  rpc::PushTask& m) {
   MutexLock lk(&mu_);
   uint64_t handle = next_handle_++;
   ExecutableTask t;
   t.handle = handle;
-  t.spec = std::move(*msg.mutable_push_task()->mutable_spec());
+  t.spec = std::move(*m.mutable_spec());
   executing_[handle] =
-      Pending{conn, msg.request_id(), {}, t.spec.task_id(), t.spec.owner_address(), {}, {}, {}};
+      Pending{conn, request_id, {}, t.spec.task_id(), t.spec.owner_address(), {}, {}, {}};
   if (!early_cancels_.empty()) {
     auto c = std::find(early_cancels_.begin(), early_cancels_.end(), t.spec.task_id());
     if (c != early_cancels_.end()) {
@@ -53,8 +69,8 @@ void TaskReceiver::ReplyCancelled(uint64_t handle, const rpc::TaskSpec& spec) {
   FinishTask(handle, std::move(returns), false, false);
 }
 
-void TaskReceiver::HandleCancelTask(rpc::Envelope& msg) {
-  const std::string& task_id = msg.cancel_task().task_id();
+void TaskReceiver::HandleCancelTask(const rpc::ConnectionPtr&, uint64_t, rpc::CancelTask& m) {
+  const std::string& task_id = m.task_id();
   std::optional<ExecutableTask> dropped;
   {
     MutexLock lk(&mu_);
@@ -96,7 +112,7 @@ void TaskReceiver::HandleCancelTask(rpc::Envelope& msg) {
     }
   }
   if (dropped) ReplyCancelled(dropped->handle, dropped->spec);
-  if (msg.cancel_task().recursive() && cancel_children_) cancel_children_(task_id);
+  if (m.recursive() && cancel_children_) cancel_children_(task_id);
 }
 
 bool TaskReceiver::TakeCancelRequest(const std::string& task_id, bool keep) {

@@ -29,6 +29,7 @@
 #include "common/thread_annotations.h"
 #include "fleet.pb.h"
 #include "rpc/connection.h"
+#include "rpc/dispatcher.h"
 
 namespace fleet {
 
@@ -50,8 +51,17 @@ class TaskReceiver {
   TaskReceiver& operator=(const TaskReceiver&) = delete;
 
   // ---- messages (io thread) --------------------------------------------------
-  void HandlePushTask(const rpc::ConnectionPtr& conn, rpc::Envelope& msg) EXCLUDES(mu_);
-  void HandleCancelTask(rpc::Envelope& msg) EXCLUDES(mu_);
+  // Adds PushTask and CancelTask (from submitters; PushTask also from
+  // fleet-gcs: an actor's creation task) to the listener's table, and
+  // ExitWorker to the fleet-node connection's.
+  void RegisterHandlers(rpc::Dispatcher<const rpc::ConnectionPtr>& listener,
+                        rpc::Dispatcher<const rpc::ConnectionPtr>& node);
+  void HandlePushTask(const rpc::ConnectionPtr& conn, uint64_t request_id, rpc::PushTask& m)
+      EXCLUDES(mu_);
+  void HandleCancelTask(const rpc::ConnectionPtr& conn, uint64_t request_id, rpc::CancelTask& m)
+      EXCLUDES(mu_);
+  void HandleExitWorker(const rpc::ConnectionPtr& conn, uint64_t request_id, rpc::ExitWorker& m)
+      EXCLUDES(mu_);
 
   // ---- the execution loop ---------------------------------------------------
   // Blocks until a task arrives; nullopt once the worker must exit. A task
