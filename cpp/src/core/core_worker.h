@@ -1,39 +1,42 @@
-// CoreWorker: the core library inside every driver and worker process.
-//
-// Owns one io thread (Asio), the connections to fleet-gcs and fleet-node, a
-// listener other processes use to push tasks here and fetch objects owned
-// here, the MemoryStore and the TaskSubmitter. In a worker it also queues the
-// tasks pushed to it for the Python execution loop (NextTask/FinishTask).
+// CoreWorker: the core library inside every driver and worker process, and
+// the facade Python binds. It owns the io thread (Asio), the listener other
+// processes use to push tasks here and fetch objects owned here, the
+// connection to fleet-node, and the components that do the work:
+//   MemoryStore       small-object values, waiting, and (still) ref counts
+//   ReferenceCounter  the borrow protocol with owners and borrowers
+//   TaskSubmitter / ActorSubmitter   the caller side of tasks
+//   TaskReceiver      the worker side: execution queue, cancel, replies
+//   GcsClient         the control-store connection and its requests
+//   PeerConnections   connections to other drivers/workers
+//   ObjectLocator     where object copies are; LogPrinter: worker output
+// CoreWorker itself holds no mutex; it routes messages to the owning component.
 // Thread-safe: every public method may be called from any Python thread
 // (with the GIL released for anything that blocks).
 #pragma once
 
-#include <pthread.h>
-
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
-#include <chrono>
-#include <condition_variable>
-#include <deque>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <set>
 #include <string>
 #include <thread>
-#include <tuple>
 #include <vector>
 
 #include "common/ids.h"
 #include "common/status.h"
 #include "core/actor_submitter.h"
-#include "core/log_dedup.h"
+#include "core/gcs_client.h"
+#include "core/log_printer.h"
 #include "core/memory_store.h"
+#include "core/object_locations.h"
+#include "core/peer_connections.h"
+#include "core/reference_counter.h"
 #include "core/store_client.h"
-#include "core/value_format.h"
+#include "core/task_receiver.h"
 #include "core/task_submitter.h"
+#include "core/value_format.h"
 #include "rpc/connection.h"
+#include "rpc/dispatcher.h"
 #include "rpc/listener.h"
 
 namespace fleet {
@@ -55,17 +58,6 @@ struct CoreOptions {
   int connect_timeout_ms = 10000;
   SubmitterOptions submitter;
 };
-
-// A task handed to the Python execution loop.
-struct ExecutableTask {
-  uint64_t handle = 0;
-  rpc::TaskSpec spec;
-};
-
-// The node table of the cluster at `gcs_address`, without joining it (to
-// find this machine's fleet-node before connecting).
-Result<rpc::GetNodesReply> ProbeNodes(const std::string& gcs_address, const std::string& token,
-                                      int timeout_ms);
 
 class CoreWorker {
  public:
@@ -199,33 +191,27 @@ class CoreWorker {
  private:
   explicit CoreWorker(const CoreOptions& options);
   Status Init();
+  // Builds the three message tables (each component adds its handlers).
+  void RegisterHandlers();
+  // Messages on our listener (submitters, borrowers, owners, fleet-nodes),
+  // on the fleet-node connection, and from fleet-gcs (io thread), through
+  // the tables. A request outside the listener's table is answered with an
+  // error; anything else unknown is dropped.
   void OnMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
   void OnNodeMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
-  void HandlePushTask(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
-  void HandleGetObject(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
-  void HandleCancelTask(rpc::Envelope& msg);
+  void OnGcsMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
+  void HandleHello(const rpc::ConnectionPtr& conn, uint64_t request_id, rpc::Hello& m);
+  void HandleGetObject(const rpc::ConnectionPtr& conn, uint64_t request_id, rpc::GetObject& m);
+  void HandleActorUpdate(const rpc::ConnectionPtr& conn, uint64_t request_id, rpc::ActorUpdate& m);
   // Sets who submits `spec`: this process as owner, and the task it runs.
   void StampCaller(rpc::TaskSpec* spec);
-  void OnGcsMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
-  // The locations of an object this process owns (see ObjectLocations).
-  rpc::ObjectLocations LocateOwned(const std::string& id);
-  // Worker output relayed by fleet-gcs: prefixed, folded, printed.
-  void PrintLogLines(const rpc::LogLines& l);
-  void ArmLogFlushLocked();
-  void ReplyCancelled(uint64_t handle, const rpc::TaskSpec& spec);
   void FetchFromOwner(const std::string& id, const std::string& owner_address);
-  Result<rpc::ConnectionPtr> ConnectionTo(const std::string& address);
-  // Drops every borrow of `borrower` once our connection to it closes (it
-  // died). Connects if needed (Unix: immediate).
-  void WatchBorrower(const std::string& borrower);
-  Result<rpc::ConnectionPtr> Gcs();
   void OnBlocked(bool blocked);
-  // Sends the queued RemoveBorrowers (io thread).
-  void FlushBorrowReleases();
   // Every second: after a burst of objects/tasks is freed, give the memory
   // back to the OS (glibc keeps freed heap otherwise).
   void TrimMemory();
 
+  // Constant after Init (set before the io thread can read them).
   const CoreOptions options_;
   asio::io_context io_;
   std::unique_ptr<asio::executor_work_guard<asio::io_context::executor_type>> work_;
@@ -240,87 +226,22 @@ class CoreWorker {
   rpc::ConnectionPtr node_;
   std::unique_ptr<StoreClient> store_client_;
   std::unique_ptr<rpc::Listener> listener_;
+  std::unique_ptr<PeerConnections> peers_;
+  std::unique_ptr<ReferenceCounter> refs_;
+  std::unique_ptr<ObjectLocator> locator_;
+  std::unique_ptr<LogPrinter> log_printer_;
+  std::unique_ptr<GcsClient> gcs_;
+  std::unique_ptr<TaskReceiver> receiver_;
   std::unique_ptr<TaskSubmitter> submitter_;
   std::unique_ptr<ActorSubmitter> actor_submitter_;
+  // Built in Init before the first connection; read by the io thread only.
+  rpc::Dispatcher<const rpc::ConnectionPtr> listener_table_{"core worker"};
+  rpc::Dispatcher<const rpc::ConnectionPtr> node_table_{"core worker (fleet-node link)"};
+  rpc::Dispatcher<const rpc::ConnectionPtr> gcs_table_{"core worker (fleet-gcs link)"};
 
-  std::mutex borrow_mu_;
-  std::vector<std::pair<std::string, std::string>> borrows_to_register_;  // (owner, id)
-  // owner -> (id, count) to hand back; guarded by borrow_mu_
-  std::map<std::string, std::vector<std::pair<std::string, int>>> borrows_to_release_;
-  bool release_flush_posted_ = false;                        // guarded by borrow_mu_
-  int registrations_in_flight_ = 0;                          // guarded by borrow_mu_
-  // Releases of borrows whose registration was not sent yet: they go once it
-  // has been answered. (owner, id, count); guarded by borrow_mu_.
-  std::vector<std::tuple<std::string, std::string, int>> deferred_releases_;
-  // Moves deferred releases whose registration is no longer queued into the
-  // release queue (only while no registration is in flight). Requires borrow_mu_.
-  void ReleaseDeferredLocked();
-  // Queues a release and makes sure a flush is posted. Requires borrow_mu_.
-  void QueueReleaseLocked(const std::string& owner, const std::string& id, int count);
-  std::condition_variable registrations_done_;
-  // Borrowers registered for them by an executor (not through their own
-  // connection): watched through a connection of ours. Guarded by borrow_mu_
-  // (not conn_mu_: Shutdown closes connections, running their close
-  // handlers, under conn_mu_).
-  std::set<std::string> watched_borrowers_;
-  // Connections of processes that registered borrows here (owner side).
-  std::map<const rpc::Connection*, std::string> borrower_conns_;  // io thread only
-  std::map<const rpc::Connection*, std::string> peer_addresses_;  // from Hello; io thread only
-
-  std::mutex conn_mu_;
-  rpc::ConnectionPtr gcs_;                                   // guarded by conn_mu_
-  std::map<std::string, rpc::ConnectionPtr> peers_;          // guarded by conn_mu_
-
-  // Worker execution queue.
-  std::mutex exec_mu_;
-  std::condition_variable exec_cv_;
-  struct Pending {
-    std::weak_ptr<rpc::Connection> conn;
-    uint64_t request_id;
-    std::chrono::steady_clock::time_point started;
-    std::string task_id;
-    std::string owner_address;  // the caller, who owns the returns
-    // Refs inside return i (or generator item i), with their owners (see
-    // RegisterReturnRefs).
-    std::map<uint32_t, std::vector<std::pair<std::string, std::string>>> nested;
-    std::map<uint32_t, std::vector<std::pair<std::string, std::string>>> item_nested;
-    // Returns written to the node's store (index -> id): freed by FinishTask
-    // if the reply carries something else there (a later return failed).
-    std::map<uint32_t, std::string> stored;
-  };
-  std::deque<ExecutableTask> exec_queue_;                    // guarded by exec_mu_
-  std::map<uint64_t, Pending> executing_;                    // guarded by exec_mu_
-  uint64_t next_handle_ = 1;                                 // guarded by exec_mu_
-  bool exiting_ = false;                                     // guarded by exec_mu_
-  bool in_task_ = false;                                     // guarded by exec_mu_
-  std::string current_task_id_;     // run by the main thread; guarded by exec_mu_
-  pthread_t main_thread_{};         // the thread that calls NextTask; guarded by exec_mu_
-  bool concurrent_ = false;                                  // guarded by exec_mu_
-  int task_event_fd_ = -1;                                   // guarded by exec_mu_
-  void SignalTaskEventLocked();
-  bool current_is_actor_call_ = false;                       // guarded by exec_mu_
-  std::string cancel_requested_;                             // guarded by exec_mu_
-  std::deque<std::string> early_cancels_;  // cancels of tasks not (yet) here; guarded by exec_mu_
-  // Replies held back while more tasks are queued here, so several go out in
-  // one write: at most 32 of them, flushed before this worker waits for work
-  // and by the io thread at most 1 ms after the first was held (a queued task
-  // that runs long must not delay the replies before it).
-  std::vector<std::shared_ptr<rpc::Connection>> held_replies_;  // guarded by exec_mu_
-  size_t num_held_ = 0;                                          // guarded by exec_mu_
-  bool hold_timer_armed_ = false;                                // guarded by exec_mu_
-  std::unique_ptr<asio::steady_timer> hold_timer_;               // io thread only
-  void FlushHeldReplies();
-  bool shut_down_ = false;
+  bool shut_down_ = false;                          // the calling thread's (Shutdown)
   std::unique_ptr<asio::steady_timer> trim_timer_;  // io thread only
-  std::mutex loc_mu_;
-  // Nodes that pulled a copy of an owned object (AddObjectLocation); the
-  // primary's node is in the object's descriptor.
-  std::unordered_map<std::string, std::set<std::string>> copy_locations_;  // guarded by loc_mu_
-  std::mutex log_mu_;
-  LogDeduplicator log_dedup_{LogDedupOptions{.enabled = options_.dedup_logs}};  // guarded by log_mu_
-  std::unique_ptr<asio::steady_timer> log_timer_;  // created in Init
-  bool log_flush_armed_ = false;                   // guarded by log_mu_
-  size_t peak_objects_ = 0;                          // io thread only
+  size_t peak_objects_ = 0;                         // io thread only
 };
 
 }  // namespace fleet
