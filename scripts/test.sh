@@ -13,6 +13,11 @@ cmake -S . -B build/test -G Ninja -DFLEET_BUILD_TESTS=ON -DFLEET_BUILD_PYTHON=OF
 ninja -C build/test -j "$JOBS" >/dev/null
 ctest --test-dir build/test --output-on-failure
 
+echo "== C++ build with Clang: -Wthread-safety checks the lock annotations"
+CC=clang CXX=clang++ cmake -S . -B build/clang -G Ninja -DFLEET_BUILD_TESTS=ON -DFLEET_BUILD_PYTHON=OFF \
+  -DCMAKE_BUILD_TYPE=Debug >/dev/null
+ninja -C build/clang -j "$JOBS" >/dev/null
+
 echo "== C++ micro-benchmarks (a short smoke run; bench/allocator.sh runs them fully)"
 cmake -S . -B build/bench -G Ninja -DFLEET_BUILD_BENCH=ON -DFLEET_BUILD_PYTHON=OFF \
   -DCMAKE_BUILD_TYPE=Release >/dev/null
