@@ -15,7 +15,7 @@ import pickle
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from fleet._private import options as opts_mod
-from fleet._private import serialization, state
+from fleet._private import serialization, state, task_context
 from fleet._private.generator import refs_for
 from fleet.object_ref import ObjectRef
 
@@ -389,7 +389,8 @@ class _ActorExit(SystemExit):
 def exit_actor() -> None:
     """Ends the current actor: the calling method's caller sees the actor's
     death (RayActorError), and calls not yet started fail the same way."""
-    if state.mode != "worker" or state.current_actor_id is None:
+    ctx = task_context.current()
+    if ctx is None or ctx.actor_id is None:
         raise TypeError("exit_actor() can only be called inside an actor")
     raise _ActorExit(0)
 

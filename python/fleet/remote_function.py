@@ -6,7 +6,7 @@ import functools
 from typing import Any, Callable, Dict, Optional
 
 from fleet._private import options as opts_mod
-from fleet._private import serialization, state
+from fleet._private import serialization, state, task_context
 from fleet._private.generator import refs_for
 from fleet.object_ref import ObjectRef
 
@@ -125,9 +125,8 @@ class RemoteFunction:
 def _captures() -> bool:
     # Inside a placement group that captures child tasks, tasks without a
     # strategy of their own go into the group: not the cached template.
-    import os
-
-    return "FLEET_PLACEMENT_GROUP_CAPTURE" in os.environ
+    ctx = task_context.current()
+    return ctx is not None and ctx.capture_group is not None
 
 
 def _name(function: Callable) -> str:

@@ -171,7 +171,6 @@ def init(
         state.node_id_hex = core.node_id.hex()
         state.namespace = namespace or _anonymous_namespace()
         state.job_runtime_env = dict(runtime_env or {})
-        state.current_job_id = core.job_id
         # Workers import functions defined in the driver's modules from these paths.
         core.kv_put(f"job:{core.job_id}:sys_path", serialization.dumps(_driver_sys_path()), True)
         core.kv_put(f"job:{core.job_id}:namespace", state.namespace.encode(), True)
@@ -585,6 +584,7 @@ def available_resources() -> Dict[str, float]:
 
 def get_gpu_ids() -> List[int]:
     """GPU ids assigned to the current task (empty in the driver)."""
-    if state.mode == "worker":
-        return list(state.current_gpu_ids)
-    return []
+    from fleet._private import task_context
+
+    ctx = task_context.current()
+    return list(ctx.gpu_ids) if ctx is not None else []

@@ -11,6 +11,7 @@ async one.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import pickle
 import signal
@@ -18,7 +19,8 @@ import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 from fleet import _core
-from fleet._private import serialization, state
+from fleet._private import serialization, state, task_context
+from fleet._private.task_context import TaskContext
 from fleet._private.version import version_tag
 from fleet.object_ref import collect_refs
 
@@ -31,7 +33,10 @@ NORMAL_TASK, ACTOR_CREATION, ACTOR_TASK, ACTOR_EXIT = 0, 1, 2, 3
 
 Returns = List[Tuple[bytes, int]]
 
-_canceled: set = set()  # concurrent actors: calls fleet.cancel() was asked for
+_canceled = task_context.canceled  # concurrent actors: calls fleet.cancel() was asked for
+_enter = task_context.enter
+_leave = task_context.leave
+_CAPTURE_ENV = "FLEET_PLACEMENT_GROUP_CAPTURE"
 # The task whose user code runs on the main thread now: the only time a
 # cancel's SIGINT may raise KeyboardInterrupt (a late signal must not hit the
 # loop, another task, or a reply on its way out).
@@ -53,12 +58,6 @@ def _on_sigint(signum: int, frame: Any) -> None:
     # the whole process group; the worker goes on.
 
 
-def is_canceled(task_id: bytes) -> bool:
-    """Whether a cancel arrived for `task_id` (an actor call keeps running)."""
-    core = state.core
-    return task_id in _canceled or bool(core and core.take_cancel_request(task_id, True))
-
-
 class Executor:
     def __init__(self, core: Any):
         self.core = core
@@ -73,6 +72,9 @@ class Executor:
         # Actor state, once a creation task arrived.
         self.actor: Any = None
         self.actor_id: Optional[bytes] = None
+        # The actor's context (no task): each call's context is made from it.
+        self.actor_ctx: Optional[TaskContext] = None
+        self.concurrent = False  # calls may overlap (threaded or async actor)
         self.class_name = ""
         # asyncio and thread pools are imported only by actors that use them
         # (they cost every worker's start otherwise).
@@ -249,35 +251,49 @@ class Executor:
         (handle, task_id, job_id, fn_key, fn_name, args_blob, deps, num_returns,
          retry_blob, env_vars, gpu_ids, attempt, resources, max_calls,
          actor_id, method_name, kind, actor_options, group, streaming) = t
-        state.current_task_id = task_id
-        state.current_function = fn_name
-        state.current_job_id = job_id
         if job_id != self.job_id:
             self.core.job_id = job_id  # nested tasks and puts belong to the caller's job
             self.job_id = job_id
-        if kind == ACTOR_TASK:
-            self._actor_call(handle, task_id, fn_name, method_name, args_blob, deps,
-                             num_returns, streaming, group)
-        elif kind == NORMAL_TASK:
-            self._task(handle, task_id, job_id, fn_key, fn_name, args_blob, deps, num_returns,
-                       retry_blob, env_vars, gpu_ids, resources, max_calls, streaming)
-        elif kind == ACTOR_CREATION:
-            self._create_actor(handle, task_id, job_id, fn_key, fn_name, args_blob, deps,
-                               env_vars, gpu_ids, resources, actor_id, actor_options, attempt)
-        elif kind == ACTOR_EXIT:
-            if self.loop is not None:
-                self.loop.create_task(
-                    self._exit_when_idle("all references to it went out of scope"))
-                return
-            self._drain()
-            self._exit_actor("all references to it went out of scope", graceful=True)
+        # This call's context: seen by its code, and by the asyncio task or
+        # pool thread it runs on (they copy the context current here).
+        actor_ctx = self.actor_ctx
+        if kind == ACTOR_TASK and actor_ctx is not None:
+            ctx = actor_ctx.for_call(task_id, job_id, fn_name)
+        else:
+            capture = env_vars.get(_CAPTURE_ENV) if env_vars else None
+            ctx = TaskContext(task_id, job_id, fn_name,
+                              actor_id if kind == ACTOR_CREATION else None, resources, gpu_ids,
+                              bytes.fromhex(capture) if capture else None)
+        token = _enter(ctx)
+        sequential = not self.concurrent
+        if sequential:  # threads the call starts see it too
+            task_context.set_process_context(ctx)
+        try:
+            if kind == ACTOR_TASK:
+                self._actor_call(handle, task_id, fn_name, method_name, args_blob, deps,
+                                 num_returns, streaming, group)
+            elif kind == NORMAL_TASK:
+                self._task(handle, task_id, job_id, fn_key, fn_name, args_blob, deps, num_returns,
+                           retry_blob, env_vars, gpu_ids, resources, max_calls, streaming)
+            elif kind == ACTOR_CREATION:
+                self._create_actor(handle, task_id, job_id, fn_key, fn_name, args_blob, deps,
+                                   env_vars, gpu_ids, resources, actor_id, actor_options, attempt)
+            elif kind == ACTOR_EXIT:
+                if self.loop is not None:
+                    self.loop.create_task(
+                        self._exit_when_idle("all references to it went out of scope"))
+                    return
+                self._drain()
+                self._exit_actor("all references to it went out of scope", graceful=True)
+        finally:
+            _leave(token)
+            if sequential:
+                task_context.set_process_context(self.actor_ctx)
 
     def _task(self, handle: int, task_id: bytes, job_id: int, fn_key: str, fn_name: str,
               args_blob: bytes, deps: list, num_returns: int, retry_blob: bytes,
               env_vars: Dict[str, str], gpu_ids: List[int], resources: str, max_calls: int,
               streaming: bool) -> None:
-        state.current_gpu_ids = gpu_ids
-        state.current_resources = resources
         changed_env = self._apply_env(env_vars, gpu_ids) if (env_vars or gpu_ids) else None
         try:
             if job_id not in self.jobs_seen:
@@ -291,7 +307,6 @@ class Executor:
         finally:
             if changed_env:
                 self._restore_env(changed_env)
-            state.current_task_id = None
         exiting = False
         if max_calls:
             n = self.calls.get(fn_key, 0) + 1
@@ -311,11 +326,12 @@ class Executor:
         os.environ.update(env_vars)
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)
-        state.current_gpu_ids = gpu_ids
-        state.current_resources = resources
-        state.current_actor_id = actor_id
         state.actor_restarts = attempt
         self.actor_id = actor_id
+        ctx = task_context.current()
+        assert ctx is not None  # run() entered this call's context
+        self.actor_ctx = TaskContext(None, job_id, "", actor_id, resources, gpu_ids,
+                                     ctx.capture_group)
         opts = pickle.loads(actor_options)
         self.class_name = opts["class_name"]
         state.actor_name = opts.get("name") or ""
@@ -356,6 +372,7 @@ class Executor:
                 self.pools[g] = ThreadPoolExecutor(n, f"fleet-actor-{g}")
         if self.loop is not None or self.pools:  # calls may run concurrently
             self.core.set_concurrent(True)
+            self.concurrent = True
         self.core.finish_task(handle, [(_pickle_dumps(None), 0)], False)
 
     def _actor_call(self, handle: int, task_id: bytes, fn_name: str, method_name: str,
@@ -390,8 +407,9 @@ class Executor:
             self._bad_group(handle, fn_name, group, num_returns)
             return
         if pool is not None:
-            pool.submit(self._call_method, handle, task_id, fn_name, method_name, args_blob,
-                        deps, num_returns, streaming)
+            # In a copy of this call's context (a pool thread keeps none of its own).
+            pool.submit(contextvars.copy_context().run, self._call_method, handle, task_id,
+                        fn_name, method_name, args_blob, deps, num_returns, streaming)
         else:
             self._call_method(handle, task_id, fn_name, method_name, args_blob, deps,
                               num_returns, streaming)

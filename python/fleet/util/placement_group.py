@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from fleet._private import state
+from fleet._private import state, task_context
 
 VALID_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
@@ -167,7 +167,7 @@ def placement_group(
     pg_id = core_mod.random_id()[:14]
     core.create_placement_group(
         pg_id, name or "", state.namespace, strategy, clean, lifetime == "detached",
-        int(state.current_job_id or 0),
+        task_context.current_job_id(),
     )
     return PlacementGroup(pg_id, clean)
 
@@ -203,9 +203,10 @@ def placement_group_table(placement_group: Optional[PlacementGroup] = None) -> D
 
 def get_current_placement_group() -> Optional[PlacementGroup]:
     """The group the current task or actor runs in, or None (and None in a driver)."""
-    if state.mode != "worker":
+    ctx = task_context.current()
+    if ctx is None:
         return None
-    for item in (state.current_resources or "").split(";"):
+    for item in ctx.resources.split(";"):
         name = item.split("=", 1)[0]
         if name.startswith("bundle_group_"):
             return PlacementGroup(bytes.fromhex(name.rsplit("_", 1)[1]))
