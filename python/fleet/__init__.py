@@ -22,13 +22,11 @@ from fleet._private.api import (
     wait,
 )
 from fleet._private.generator import ObjectRefGenerator
+from fleet._private.version import __version__
 from fleet.actor import ActorClass, ActorHandle, method
 from fleet.object_ref import ObjectRef
 from fleet.remote_function import RemoteFunction, remote
 from fleet.runtime_context import get_runtime_context
-
-__version__ = "0.1.0"
-
 
 __all__ = [
     "ActorClass",

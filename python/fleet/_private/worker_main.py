@@ -22,6 +22,7 @@ from fleet import _core
 from fleet._private import serialization, state, task_context
 from fleet._private.task_context import TaskContext
 from fleet._private.version import version_tag
+from fleet.actor import _ActorExit, _method_table
 from fleet.object_ref import collect_refs
 
 FLAG_PICKLED_ERROR = _core.FLAG_PICKLED_ERROR
@@ -145,7 +146,7 @@ class Executor:
             if self.core.take_cancel_request(task_id):
                 return self._cancelled(fn_name, task_id, num_returns), False
             return self._errors(fn_name, e, num_returns), False
-        except _actor_exit_type():
+        except _ActorExit:
             self._exit_actor("it called fleet.actor.exit_actor()")
             raise  # not reached
         except BaseException as e:  # every other failure goes back to the caller
@@ -176,7 +177,7 @@ class Executor:
                 n += 1
         except KeyboardInterrupt:
             raise
-        except _actor_exit_type():
+        except _ActorExit:
             raise
         except BaseException as e:  # the error is the next item; the stream ends
             self.core.send_generator_item(handle, n, self._error(fn_name, e), FLAG_PICKLED_ERROR)
@@ -343,12 +344,10 @@ class Executor:
                 args, kwargs = serialization.deserialize_args(args_blob, deps)
             else:
                 args, kwargs = (), {}
-            from fleet.actor import _method_table
-
             state.actor_meta = {"class_name": self.class_name, "methods": _method_table(cls),
                                 "max_task_retries": 0}
             self.actor = cls(*args, **kwargs)
-        except _actor_exit_type():
+        except _ActorExit:
             self._exit_actor("it called fleet.actor.exit_actor() in its constructor")
         except BaseException as e:  # the actor is dead; fleet-gcs ends this process
             self.core.finish_task(handle, self._errors(fn_name, e, 1), False)
@@ -494,7 +493,7 @@ class Executor:
                 except asyncio.CancelledError:
                     raise
                 except BaseException as e:
-                    if isinstance(e, _actor_exit_type()):
+                    if isinstance(e, _ActorExit):
                         raise
                     self.core.send_generator_item(handle, n, self._error(fn_name, e),
                                                   FLAG_PICKLED_ERROR)
@@ -507,7 +506,7 @@ class Executor:
             return self._returns(handle, fn_name, result, num_returns)
         except asyncio.CancelledError:
             raise
-        except _actor_exit_type():
+        except _ActorExit:
             # The calls already running finish first (as Ray); this call gets
             # no reply: its caller sees the actor's death.
             self.actor_exiting = True
@@ -615,12 +614,6 @@ class Executor:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def _actor_exit_type() -> type:
-    from fleet.actor import _ActorExit
-
-    return _ActorExit
 
 
 def main() -> None:
