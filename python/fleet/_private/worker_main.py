@@ -30,7 +30,10 @@ FLAG_TASK_CANCELLED = _core.FLAG_TASK_CANCELLED
 FLAG_GENERATOR_END = _core.FLAG_GENERATOR_END
 _pickle_dumps = pickle.dumps
 
-NORMAL_TASK, ACTOR_CREATION, ACTOR_TASK, ACTOR_EXIT = 0, 1, 2, 3
+NORMAL_TASK = _core.TaskKind.NORMAL_TASK
+ACTOR_CREATION = _core.TaskKind.ACTOR_CREATION
+ACTOR_TASK = _core.TaskKind.ACTOR_TASK
+ACTOR_EXIT = _core.TaskKind.ACTOR_EXIT
 
 Returns = List[Tuple[bytes, int]]
 
@@ -245,13 +248,16 @@ class Executor:
 
     # ---- dispatch -------------------------------------------------------------------
 
-    def run(self, t: tuple) -> None:
-        if t[0] == 0:  # a cancel notice for a call running concurrently
-            self._cancel_running(t[1])
+    def run(self, t: Any) -> None:
+        """Runs (or, for a concurrent actor, starts) one task: a fleet._core.Task."""
+        handle = t.handle
+        if handle == 0:  # a cancel notice for a call running concurrently
+            self._cancel_running(t.task_id)
             return
-        (handle, task_id, job_id, fn_key, fn_name, args_blob, deps, num_returns,
-         retry_blob, env_vars, gpu_ids, attempt, resources, max_calls,
-         actor_id, method_name, kind, actor_options, group, streaming) = t
+        task_id = t.task_id
+        job_id = t.job_id
+        fn_name = t.function_name
+        kind = t.kind
         if job_id != self.job_id:
             self.core.job_id = job_id  # nested tasks and puts belong to the caller's job
             self.job_id = job_id
@@ -261,24 +267,23 @@ class Executor:
         if kind == ACTOR_TASK and actor_ctx is not None:
             ctx = actor_ctx.for_call(task_id, job_id, fn_name)
         else:
+            env_vars = t.env_vars
             capture = env_vars.get(_CAPTURE_ENV) if env_vars else None
             ctx = TaskContext(task_id, job_id, fn_name,
-                              actor_id if kind == ACTOR_CREATION else None, resources, gpu_ids,
-                              bytes.fromhex(capture) if capture else None)
+                              t.actor_id if kind == ACTOR_CREATION else None, t.resources,
+                              t.gpu_ids, bytes.fromhex(capture) if capture else None)
         token = _enter(ctx)
         sequential = not self.concurrent
         if sequential:  # threads the call starts see it too
             task_context.set_process_context(ctx)
         try:
             if kind == ACTOR_TASK:
-                self._actor_call(handle, task_id, fn_name, method_name, args_blob, deps,
-                                 num_returns, streaming, group)
+                self._actor_call(handle, task_id, fn_name, t.method_name, t.args, t.deps,
+                                 t.num_returns, t.streaming, t.concurrency_group)
             elif kind == NORMAL_TASK:
-                self._task(handle, task_id, job_id, fn_key, fn_name, args_blob, deps, num_returns,
-                           retry_blob, env_vars, gpu_ids, resources, max_calls, streaming)
+                self._task(t, handle, task_id, job_id, fn_name)
             elif kind == ACTOR_CREATION:
-                self._create_actor(handle, task_id, job_id, fn_key, fn_name, args_blob, deps,
-                                   env_vars, gpu_ids, resources, actor_id, actor_options, attempt)
+                self._create_actor(t, handle, job_id, fn_name)
             elif kind == ACTOR_EXIT:
                 if self.loop is not None:
                     self.loop.create_task(
@@ -291,17 +296,18 @@ class Executor:
             if sequential:
                 task_context.set_process_context(self.actor_ctx)
 
-    def _task(self, handle: int, task_id: bytes, job_id: int, fn_key: str, fn_name: str,
-              args_blob: bytes, deps: list, num_returns: int, retry_blob: bytes,
-              env_vars: Dict[str, str], gpu_ids: List[int], resources: str, max_calls: int,
-              streaming: bool) -> None:
+    def _task(self, t: Any, handle: int, task_id: bytes, job_id: int, fn_name: str) -> None:
+        fn_key = t.function_key
+        num_returns = t.num_returns
+        env_vars = t.env_vars
+        gpu_ids = t.gpu_ids
         changed_env = self._apply_env(env_vars, gpu_ids) if (env_vars or gpu_ids) else None
         try:
             if job_id not in self.jobs_seen:
                 self._setup_job(job_id)
             fn = self.functions.get(fn_key) or self._function(fn_key, fn_name)
-            returns, retryable = self._call(handle, task_id, fn_name, fn, args_blob, deps,
-                                            num_returns, streaming, retry_blob)
+            returns, retryable = self._call(handle, task_id, fn_name, fn, t.args, t.deps,
+                                            num_returns, t.streaming, t.retry_exceptions)
         except BaseException as e:  # the function could not even be loaded
             returns = self._errors(fn_name, e, num_returns)
             retryable = False
@@ -309,6 +315,7 @@ class Executor:
             if changed_env:
                 self._restore_env(changed_env)
         exiting = False
+        max_calls = t.max_calls
         if max_calls:
             n = self.calls.get(fn_key, 0) + 1
             self.calls[fn_key] = n
@@ -319,29 +326,27 @@ class Executor:
 
     # ---- actors ---------------------------------------------------------------------
 
-    def _create_actor(self, handle: int, task_id: bytes, job_id: int, cls_key: str,
-                      fn_name: str, args_blob: bytes, deps: list, env_vars: Dict[str, str],
-                      gpu_ids: List[int], resources: str, actor_id: bytes,
-                      actor_options: bytes, attempt: int) -> None:
+    def _create_actor(self, t: Any, handle: int, job_id: int, fn_name: str) -> None:
+        env_vars, gpu_ids, actor_id = t.env_vars, t.gpu_ids, t.actor_id
         # This process is the actor's for good: its environment is set once.
         os.environ.update(env_vars)
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)
-        state.actor_restarts = attempt
+        state.actor_restarts = t.attempt
         self.actor_id = actor_id
         ctx = task_context.current()
         assert ctx is not None  # run() entered this call's context
-        self.actor_ctx = TaskContext(None, job_id, "", actor_id, resources, gpu_ids,
+        self.actor_ctx = TaskContext(None, job_id, "", actor_id, t.resources, gpu_ids,
                                      ctx.capture_group)
-        opts = pickle.loads(actor_options)
+        opts = pickle.loads(t.actor_options)
         self.class_name = opts["class_name"]
         state.actor_name = opts.get("name") or ""
         try:
             if job_id not in self.jobs_seen:
                 self._setup_job(job_id)
-            cls = self._function(cls_key, self.class_name)
-            if args_blob:
-                args, kwargs = serialization.deserialize_args(args_blob, deps)
+            cls = self._function(t.function_key, self.class_name)
+            if t.args:
+                args, kwargs = serialization.deserialize_args(t.args, t.deps)
             else:
                 args, kwargs = (), {}
             state.actor_meta = {"class_name": self.class_name, "methods": _method_table(cls),
