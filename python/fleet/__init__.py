@@ -28,6 +28,10 @@ from fleet.object_ref import ObjectRef
 from fleet.remote_function import RemoteFunction, remote
 from fleet.runtime_context import get_runtime_context
 
+# As in Ray, `import fleet` makes fleet.util available (it sits above the
+# core API, below this package).
+from fleet import util as util  # isort: skip
+
 __all__ = [
     "ActorClass",
     "ActorHandle",

@@ -1,6 +1,7 @@
 """The core API: get, put, wait, actors by name, kill, cancel and cluster
 introspection; init and shutdown come from fleet._private.session. The top
-of the core layers: it may import any of them, none imports it."""
+of the core layers: it may import any of them; only the package fleet (and
+what sits above it) imports it."""
 
 from __future__ import annotations
 

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-import fleet
 from fleet import _core as core_mod
 from fleet._private import state, task_context
 from fleet._private.scheduling_strategies import PlacementGroupSchedulingStrategy
 from fleet._private.session import _ensure_initialized
+from fleet.remote_function import remote
 
 VALID_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
@@ -121,7 +121,7 @@ _bundle_reservation_check: Any = None
 
 
 def _make_check() -> Any:
-    return fleet.remote(num_cpus=0, max_retries=0)(_check)
+    return remote(num_cpus=0, max_retries=0)(_check)
 
 
 def placement_group(
