@@ -228,12 +228,19 @@ def test_method_decorator_bad_input():
 
 
 def test_handle_equality_and_repr():
-    # Handles hash and compare by actor.
-    c = Counter.remote()
-    assert c == c
-    assert c != Counter.remote()
-    assert len({c, c}) == 1
-    assert "Counter" in repr(c)
+    # Handles hash and compare by actor: a second handle object to the same
+    # actor (looked up by name) equals the first.
+    name = f"handle-eq-{os.getpid()}-{time.monotonic_ns()}"
+    c = Counter.options(name=name).remote()
+    try:
+        same = fleet.get_actor(name)
+        assert same is not c
+        assert same == c and hash(same) == hash(c)
+        assert c != Counter.remote()
+        assert len({c, same}) == 1
+        assert "Counter" in repr(c)
+    finally:
+        fleet.kill(c)
 
 
 # ---------------------------------------------------------------- calling

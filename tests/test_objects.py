@@ -160,18 +160,21 @@ def test_object_ref_hash_repr_eq():
     r1 = fleet.put(1)
     r2 = fleet.put(1)
     assert r1 != r2
-    assert r1 == r1
+    # Another ObjectRef object for the same object equals it.
+    r1_again = fleet.get(fleet.put([r1]), timeout=30)[0]
+    assert r1_again is not r1
+    assert r1_again == r1 and not (r1_again != r1)
+    assert hash(r1_again) == hash(r1)
     h = r1.hex()
     assert isinstance(h, str) and h
     int(h, 16)  # valid hex
     assert h in repr(r1)
     assert h in str(r1)
     assert isinstance(r1.binary(), bytes) and r1.binary().hex() == h
-    assert hash(r1) == hash(r1)
 
     d = {r1: "one", r2: "two"}
     assert d[r1] == "one" and d[r2] == "two"
-    s = {r1, r2, r1}
+    s = {r1, r2, r1_again}
     assert len(s) == 2
 
     # A second ObjectRef object for the same object (via a round trip) is

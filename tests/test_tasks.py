@@ -11,6 +11,8 @@ import pytest
 
 import fleet
 from fleet import ObjectRef
+from fleet.exceptions import WorkerCrashedError
+from fleet_test_utils import wait_until
 
 # One shared cluster per module (conftest.fleet_cluster).
 pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("fleet_cluster")]
@@ -55,12 +57,51 @@ def pid():
     return os.getpid()
 
 
+@fleet.remote(num_cpus=1, max_retries=0)
+def observed(gate=None):
+    """What the task sees of its own options; with `gate`, first waits (up to
+    20 s) for that file to exist."""
+    deadline = time.monotonic() + 20
+    while gate is not None and not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ctx = fleet.get_runtime_context()
+    return ctx.get_assigned_resources(), ctx.get_task_name()
+
+
+@fleet.remote(max_retries=0)
+def crash_and_count(path):
+    """Appends a line to `path` per run, then kills its worker."""
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    os._exit(1)
+
+
+def _runs(path):
+    with open(path) as f:
+        return len(f.read().splitlines())
+
+
 def test_decorator_without_options():
     assert fleet.get(square.remote(7), timeout=T) == 49
 
 
 def test_decorator_with_options():
     assert fleet.get(add.remote(2, 3), timeout=T) == 5
+    # The options themselves: the task holds 1 CPU ...
+    resources, _name = fleet.get(observed.remote(), timeout=T)
+    assert resources == {"CPU": 1.0}
+
+
+def test_max_retries_zero_runs_a_crashed_task_once(tmp_path):
+    path = str(tmp_path / "runs")
+    with pytest.raises(WorkerCrashedError):
+        fleet.get(crash_and_count.remote(path), timeout=T)
+    assert _runs(path) == 1  # not retried
+    # The same task with one retry runs twice: the count is the option's doing.
+    path2 = str(tmp_path / "runs2")
+    with pytest.raises(WorkerCrashedError):
+        fleet.get(crash_and_count.options(max_retries=1).remote(path2), timeout=T)
+    assert _runs(path2) == 2
 
 
 def test_remote_called_as_function():
@@ -104,10 +145,21 @@ def test_options_returns_new_handle_and_leaves_original():
     assert fleet.get(single, timeout=T) == (1, 2)
 
 
-def test_options_chain_and_override():
-    g = add.options(num_cpus=0.5).options(name="renamed")
-    assert fleet.get(g.remote(1, 1), timeout=T) == 2
-    assert fleet.get(add.remote(1, 2), timeout=T) == 3
+def test_options_chain_and_override(tmp_path):
+    g = observed.options(num_cpus=0.5).options(name="renamed")
+    # Both options reach the task: its resources and its name ...
+    gate = str(tmp_path / "gate")
+    ref = g.remote(gate)
+    # ... and the node: half a CPU is taken while it runs (of 2).
+    seen = []
+    ok = wait_until(lambda: seen.append(fleet.available_resources().get("CPU")) or
+                    seen[-1] == 1.5, 10)
+    open(gate, "w").close()
+    assert ok, seen
+    assert fleet.get(ref, timeout=T) == ({"CPU": 0.5}, "renamed")
+    # The original keeps its own options.
+    resources, name = fleet.get(observed.remote(), timeout=T)
+    assert resources == {"CPU": 1.0} and name.endswith("observed") and name != "renamed"
 
 
 def test_num_returns_two():

@@ -8,6 +8,8 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <google/protobuf/descriptor.h>
+
 #include <algorithm>
 #include <chrono>
 #include <memory>
@@ -298,11 +300,45 @@ auto WaitInSlices(int64_t timeout_ms, bool interruptible, Attempt&& attempt) {
   }
 }
 
-// What the worker's Python loop gets for one task: a flat tuple (cheaper
-// to build and unpack than an object); (0, task_id) is a cancel notice.
+// One task pushed to this worker, as its Python loop sees it
+// (fleet._core.Task): named read-only fields, converted once when it is made
+// (as cheap as the flat tuple it replaces: one object, no per-field getter
+// work beyond a reference). handle == 0: a cancel notice for the call
+// `task_id` running concurrently; its other fields are empty.
+struct PyTask {
+  uint64_t handle;
+  nb::bytes task_id;
+  uint32_t job_id;
+  nb::str function_key;
+  nb::str function_name;
+  nb::bytes args;
+  nb::list deps;  // (data, flags) of each top-level ObjectRef argument, resolved
+  int num_returns;
+  nb::bytes retry_exceptions;
+  nb::dict env_vars;
+  nb::list gpu_ids;
+  int attempt;
+  nb::str resources;
+  int max_calls;
+  nb::bytes actor_id;
+  nb::str method_name;
+  fleet::rpc::TaskKind kind;
+  nb::bytes actor_options;
+  nb::str concurrency_group;
+  bool streaming;
+};
+
+nb::str PyStr(const std::string& s) { return nb::str(s.data(), s.size()); }
+
 nb::object TaskToPy(CoreWorker& core, const fleet::ExecutableTask& t) {
   const auto& s = t.spec;
-  if (t.handle == 0) return nb::make_tuple(0, Bytes(s.task_id()));
+  if (t.handle == 0) {
+    nb::bytes none("", 0);
+    nb::str empty("", 0);
+    return nb::cast(PyTask{0, Bytes(s.task_id()), 0, empty, empty, none, nb::list(), 0, none,
+                           nb::dict(), nb::list(), 0, empty, 0, none, empty, s.kind(), none,
+                           empty, false});
+  }
   nb::list deps;
   if (s.deps_size() > 0) {
     std::vector<std::string> ids;
@@ -315,15 +351,26 @@ nb::object TaskToPy(CoreWorker& core, const fleet::ExecutableTask& t) {
     for (auto& [d, f] : values) deps.append(nb::make_tuple(d, f));
   }
   nb::dict env;
-  for (const auto& [k, v] : s.env_vars()) env[nb::str(k.c_str())] = nb::str(v.c_str());
+  for (const auto& [k, v] : s.env_vars()) env[PyStr(k)] = PyStr(v);
   nb::list gpus;
   for (int g : s.gpu_ids()) gpus.append(g);
-  return nb::make_tuple(t.handle, Bytes(s.task_id()), s.job_id(), s.function_key(),
-                        s.function_name(), Bytes(s.args()), deps, s.num_returns(),
-                        Bytes(s.retry_exceptions()), env, gpus, s.attempt(), s.resources(),
-                        s.max_calls(), Bytes(s.actor_id()), s.method_name(),
-                        static_cast<int>(s.kind()), Bytes(s.actor_options()),
-                        s.concurrency_group(), s.streaming());
+  return nb::cast(PyTask{t.handle, Bytes(s.task_id()), s.job_id(), PyStr(s.function_key()),
+                         PyStr(s.function_name()), Bytes(s.args()), std::move(deps),
+                         s.num_returns(), Bytes(s.retry_exceptions()), std::move(env),
+                         std::move(gpus), s.attempt(), PyStr(s.resources()), s.max_calls(),
+                         Bytes(s.actor_id()), PyStr(s.method_name()), s.kind(),
+                         Bytes(s.actor_options()), PyStr(s.concurrency_group()), s.streaming()});
+}
+
+// A schema enum as a Python IntEnum, its names and values read from the
+// generated descriptor (so they cannot drift from cpp/proto/fleet.proto).
+template <typename E>
+void BindSchemaEnum(nb::module_& m, const char* name, const char* doc,
+                    const google::protobuf::EnumDescriptor* d) {
+  nb::enum_<E> e(m, name, doc, nb::is_arithmetic());
+  for (int i = 0; i < d->value_count(); i++) {
+    e.value(d->value(i)->name().c_str(), static_cast<E>(d->value(i)->number()));
+  }
 }
 
 }  // namespace
@@ -340,6 +387,42 @@ NB_MODULE(_core, m) {
   m.attr("FLAG_IN_STORE") = static_cast<int>(fleet::kFlagInStore);
   m.attr("ERROR_FLAGS") = static_cast<int>(fleet::kErrorFlags);
   m.attr("INLINE_THRESHOLD") = CoreWorker::kInlineThreshold;
+
+  BindSchemaEnum<fleet::rpc::TaskKind>(m, "TaskKind", "What a task is (TaskSpec.kind).",
+                                       fleet::rpc::TaskKind_descriptor());
+  BindSchemaEnum<fleet::rpc::ActorInfo_State>(m, "ActorState", "An actor's state (ActorInfo.State).",
+                                              fleet::rpc::ActorInfo_State_descriptor());
+  BindSchemaEnum<fleet::rpc::PlacementGroupInfo_State>(
+      m, "PlacementGroupState", "A placement group's state (PlacementGroupInfo.State).",
+      fleet::rpc::PlacementGroupInfo_State_descriptor());
+
+  nb::class_<PyTask>(m, "Task",
+                     "One task pushed to this worker (read-only). handle == 0: a cancel notice "
+                     "for the running call task_id.")
+      .def_ro("handle", &PyTask::handle, "Names the task to finish_task and encode_return.")
+      .def_ro("task_id", &PyTask::task_id)
+      .def_ro("job_id", &PyTask::job_id)
+      .def_ro("function_key", &PyTask::function_key, "Key of the pickled function or class.")
+      .def_ro("function_name", &PyTask::function_name)
+      .def_ro("args", &PyTask::args, "Pickled (args, kwargs[, positions]); empty: no arguments.")
+      .def_ro("deps", &PyTask::deps, "(data, flags) of each top-level ObjectRef argument.")
+      .def_ro("num_returns", &PyTask::num_returns)
+      .def_ro("retry_exceptions", &PyTask::retry_exceptions)
+      .def_ro("env_vars", &PyTask::env_vars)
+      .def_ro("gpu_ids", &PyTask::gpu_ids)
+      .def_ro("attempt", &PyTask::attempt)
+      .def_ro("resources", &PyTask::resources, "The resource shape, as \"CPU=1;GPU=0.5\".")
+      .def_ro("max_calls", &PyTask::max_calls)
+      .def_ro("actor_id", &PyTask::actor_id)
+      .def_ro("method_name", &PyTask::method_name)
+      .def_ro("kind", &PyTask::kind)
+      .def_ro("actor_options", &PyTask::actor_options)
+      .def_ro("concurrency_group", &PyTask::concurrency_group)
+      .def_ro("streaming", &PyTask::streaming)
+      .def("__repr__", [](const PyTask& t) {
+        return "Task(" + std::to_string(t.handle) + ", " +
+               std::string(t.function_name.c_str()) + ")";
+      });
 
   nb::class_<StoreBuffer>(m, "StoreBuffer", nb::type_slots(kStoreBufferSlots))
       .def("__len__", [](const StoreBuffer& b) { return b.view->size(); })

@@ -22,13 +22,15 @@ from fleet._private.api import (
     wait,
 )
 from fleet._private.generator import ObjectRefGenerator
+from fleet._private.version import __version__
 from fleet.actor import ActorClass, ActorHandle, method
 from fleet.object_ref import ObjectRef
 from fleet.remote_function import RemoteFunction, remote
 from fleet.runtime_context import get_runtime_context
 
-__version__ = "0.1.0"
-
+# As in Ray, `import fleet` makes fleet.util available (it sits above the
+# core API, below this package).
+from fleet import util as util  # isort: skip
 
 __all__ = [
     "ActorClass",

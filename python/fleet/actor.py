@@ -14,9 +14,12 @@ from __future__ import annotations
 import pickle
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from fleet import _core
 from fleet._private import options as opts_mod
-from fleet._private import serialization, state
+from fleet._private import serialization, state, task_context
 from fleet._private.generator import refs_for
+from fleet._private.session import _ensure_initialized
+from fleet.exceptions import PendingCallsLimitExceeded
 from fleet.object_ref import ObjectRef
 
 # Method table entry: num_returns ("streaming" for generators),
@@ -118,12 +121,8 @@ class ActorClass:
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         """Creates the actor; returns its handle at once (creation is asynchronous)."""
-        from fleet import _core
-
         core = state.core
         if core is None:
-            from fleet._private.api import _ensure_initialized
-
             core = _ensure_initialized()
         o = opts_mod.resolved(self._options, opts_mod.ACTOR_OPTIONS)
         resources, placement = _actor_resources(o)
@@ -324,8 +323,6 @@ class ActorMethod:
         raise NotImplementedError("fleet does not implement the DAG API (bind) yet")
 
     def _prepare(self, core: Any) -> Any:
-        from fleet import _core
-
         h = self._handle
         meta = h._fleet_meta
         num_returns = self._options.get("num_returns", self._meta["num_returns"])
@@ -364,8 +361,6 @@ class ActorMethod:
             blob, deps, nested = b"", [], []
         limit = self._pending_limit
         if limit > 0 and core.actor_pending_calls(self._handle._fleet_actor_id) >= limit:
-            from fleet.exceptions import PendingCallsLimitExceeded
-
             raise PendingCallsLimitExceeded(
                 f"The actor {self._handle._fleet_meta['class_name']} already has {limit} calls "
                 f"from this process waiting or running (max_pending_calls={limit}); wait for "
@@ -389,7 +384,8 @@ class _ActorExit(SystemExit):
 def exit_actor() -> None:
     """Ends the current actor: the calling method's caller sees the actor's
     death (RayActorError), and calls not yet started fail the same way."""
-    if state.mode != "worker" or state.current_actor_id is None:
+    ctx = task_context.current()
+    if ctx is None or ctx.actor_id is None:
         raise TypeError("exit_actor() can only be called inside an actor")
     raise _ActorExit(0)
 

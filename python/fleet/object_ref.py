@@ -2,36 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-from typing import Any, List, Optional
+from typing import Any
 
-from fleet._private import state
-
-# While fleet serializes a value whose refs it tracks (a put, task
-# arguments), refs pickled on this thread are collected here instead of
-# being marked escaped.
-_collecting = threading.local()
-
-
-def collect_refs(into: Optional[List[bytes]]) -> Optional[List[bytes]]:
-    """Starts (or, with None, stops) collecting the ids of refs pickled on
-    this thread; returns the previous collector."""
-    prev = getattr(_collecting, "ids", None)
-    _collecting.ids = into
-    return prev
-
-
-def flush_borrows() -> None:
-    """Registers the refs deserialized since the last flush with their
-    owners (one round trip per owner); call before the value that carried
-    them can be let go."""
-    # Per thread: set when a ref deserialized on this thread was queued for
-    # registration with its owner.
-    if getattr(_collecting, "borrows", False):
-        _collecting.borrows = False
-        core = state.core
-        if core is not None:
-            core.flush_borrows()
+from fleet._private import serialization, state
+from fleet._private.serialization import _collecting, collect_refs, flush_borrows
+from fleet.exceptions import ObjectLostError
 
 
 class ObjectRef:
@@ -105,13 +80,11 @@ class ObjectRef:
         """A concurrent.futures.Future resolved with the value."""
         import concurrent.futures
 
-        from fleet._private.api import get
-
         fut: concurrent.futures.Future = concurrent.futures.Future()
 
         def run() -> None:
             try:
-                fut.set_result(get(self))
+                fut.set_result(_value_of(self))
             except BaseException as e:  # delivered through the future
                 fut.set_exception(e)
 
@@ -124,6 +97,24 @@ class ObjectRef:
         import asyncio
 
         return asyncio.wrap_future(self.future()).__await__()
+
+
+def _value_of(ref: ObjectRef) -> Any:
+    """``fleet.get(ref)`` without a timeout, on a thread that Ctrl-C does not
+    interrupt (what a future or an await waits for)."""
+    core = state.core
+    if core is None:
+        raise RuntimeError("fleet.get called before fleet.init()")
+    try:
+        data, flags = core.get([ref._id], -1)[0]
+    except RuntimeError as e:
+        raise ObjectLostError(str(e)) from None
+    try:
+        if flags:
+            return serialization.value_from(data, flags)
+        return serialization.loads(data)
+    finally:
+        flush_borrows()  # refs inside: registered with their owners first (even on error)
 
 
 def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Dict, Optional
 
+from fleet import _core
 from fleet._private import options as opts_mod
-from fleet._private import serialization, state
+from fleet._private import serialization, state, task_context
 from fleet._private.generator import refs_for
+from fleet._private.session import _ensure_initialized
+from fleet.actor import make_actor_class
 from fleet.object_ref import ObjectRef
 
 
@@ -81,8 +84,6 @@ class RemoteFunction:
             max_retries = 3
         if max_retries < 0:
             max_retries = 1 << 30
-        from fleet import _core
-
         resources, strategy, node, soft, pg_id, index, capture = opts_mod.placement(o, resources)
         if capture:  # the tasks it submits run in the group too
             env["FLEET_PLACEMENT_GROUP_CAPTURE"] = pg_id.hex()
@@ -102,8 +103,6 @@ class RemoteFunction:
         """Submits the task; returns an ObjectRef (or a list for num_returns > 1)."""
         core = state.core
         if core is None:
-            from fleet._private.api import _ensure_initialized
-
             core = _ensure_initialized()
         p = self._prepared
         if state.mode == "worker" and _captures():
@@ -125,9 +124,8 @@ class RemoteFunction:
 def _captures() -> bool:
     # Inside a placement group that captures child tasks, tasks without a
     # strategy of their own go into the group: not the cached template.
-    import os
-
-    return "FLEET_PLACEMENT_GROUP_CAPTURE" in os.environ
+    ctx = task_context.current()
+    return ctx is not None and ctx.capture_group is not None
 
 
 def _name(function: Callable) -> str:
@@ -136,8 +134,6 @@ def _name(function: Callable) -> str:
 
 def make_remote(target: Any, task_options: Dict[str, Any]) -> Any:
     if isinstance(target, type):
-        from fleet.actor import make_actor_class
-
         return make_actor_class(target, task_options)
     if not callable(target):
         raise TypeError(f"@fleet.remote must decorate a function, got {type(target).__name__}")

@@ -1,10 +1,17 @@
-"""RuntimeContext: who and where the current process is (Ray's names)."""
+"""RuntimeContext: who and where the current process is (Ray's names).
+
+The task, actor, job and resources are those of the call this code runs in
+(fleet._private.task_context): concurrent calls of a threaded or async actor
+each see their own.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, List, Optional
 
-from fleet._private import state
+from fleet._private import state, task_context
+from fleet.actor import ActorHandle
 
 
 class RuntimeContext:
@@ -12,9 +19,8 @@ class RuntimeContext:
 
     def get_job_id(self) -> str:
         """The job id as a hex string."""
-        core = _core()
-        job = state.current_job_id if state.mode == "worker" else core.job_id
-        return int(job).to_bytes(4, "little").hex()
+        _core()
+        return int(task_context.current_job_id()).to_bytes(4, "little").hex()
 
     @property
     def job_id(self) -> str:
@@ -30,9 +36,10 @@ class RuntimeContext:
 
     def get_task_id(self) -> Optional[str]:
         """The current task's id as hex; None in the driver."""
-        if state.mode != "worker" or state.current_task_id is None:
+        ctx = task_context.current()
+        if ctx is None or ctx.task_id is None:
             return None
-        return state.current_task_id.hex()
+        return ctx.task_id.hex()
 
     @property
     def task_id(self) -> Optional[str]:
@@ -43,9 +50,10 @@ class RuntimeContext:
 
     def get_actor_id(self) -> Optional[str]:
         """The current actor's id as hex; None outside an actor."""
-        if state.mode != "worker" or state.current_actor_id is None:
+        ctx = task_context.current()
+        if ctx is None or ctx.actor_id is None:
             return None
-        return state.current_actor_id.hex()
+        return ctx.actor_id.hex()
 
     @property
     def actor_id(self) -> Optional[str]:
@@ -54,49 +62,47 @@ class RuntimeContext:
     @property
     def current_actor(self) -> Any:
         """A handle to the actor this code runs in."""
-        if state.mode != "worker" or state.current_actor_id is None:
+        ctx = task_context.current()
+        if ctx is None or ctx.actor_id is None:
             raise RuntimeError("current_actor is only available inside an actor")
-        from fleet.actor import ActorHandle
-
-        return ActorHandle(state.current_actor_id, state.actor_meta)
+        return ActorHandle(ctx.actor_id, state.actor_meta)
 
     def get_actor_name(self) -> Optional[str]:
         """The current actor's name, if it has one."""
-        if state.mode != "worker" or state.current_actor_id is None:
+        ctx = task_context.current()
+        if ctx is None or ctx.actor_id is None:
             return None
         return state.actor_name or None
 
     def is_canceled(self) -> bool:
         """Whether fleet.cancel() was called on the current (actor) task."""
-        if state.mode != "worker" or state.current_task_id is None:
+        ctx = task_context.current()
+        if ctx is None or ctx.task_id is None:
             raise RuntimeError("is_canceled() can only be called inside a task or actor")
-        from fleet._private import worker_main
-
-        return worker_main.is_canceled(state.current_task_id)
+        return task_context.is_canceled(ctx.task_id)
 
     @property
     def namespace(self) -> str:
         return state.namespace
 
     def get_task_name(self) -> Optional[str]:
-        return state.current_function if state.mode == "worker" else None
+        """The current task's name (its function's, or the ``name=`` option); None
+        outside a task."""
+        ctx = task_context.current()
+        if ctx is None or ctx.task_id is None:
+            return None
+        return ctx.function_name
 
     def get_assigned_resources(self) -> Dict[str, float]:
         """Resources of the current task, e.g. {"CPU": 1.0}; empty in the driver."""
-        if state.mode != "worker" or not state.current_resources:
-            return {}
-        out: Dict[str, float] = {}
-        for item in state.current_resources.split(";"):
-            name, _, amount = item.rpartition("=")
-            out[name] = float(amount)
-        return out
+        ctx = task_context.current()
+        return ctx.assigned_resources() if ctx is not None else {}
 
     def get_accelerator_ids(self) -> Dict[str, List[str]]:
-        return {"GPU": [str(g) for g in state.current_gpu_ids] if state.mode == "worker" else []}
+        ctx = task_context.current()
+        return {"GPU": [str(g) for g in ctx.gpu_ids] if ctx is not None else []}
 
     def get_runtime_env_string(self) -> str:
-        import json
-
         return json.dumps(state.job_runtime_env or {})
 
     @property

@@ -1,253 +1,27 @@
-"""The core API: init, shutdown, get, put, wait and cluster introspection."""
+"""The core API: get, put, wait, actors by name, kill, cancel and cluster
+introspection; init and shutdown come from fleet._private.session. The top
+of the core layers: it may import any of them; only the package fleet (and
+what sits above it) imports it."""
 
 from __future__ import annotations
 
-import atexit
-import os
-import sys
-import threading
+import pickle
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from fleet import _core
-from fleet._private import serialization, state
-from fleet._private.version import version_tag
-from fleet.exceptions import GetTimeoutError
+from fleet._private import serialization, state, task_context
+from fleet._private.generator import ObjectRefGenerator
+from fleet._private.session import (  # noqa: F401  (re-exported: fleet's API)
+    FleetContext,
+    _ensure_initialized,
+    init,
+    is_initialized,
+    shutdown,
+)
+from fleet._private.waits import interruptible as _interruptible
+from fleet._private.waits import timeout_ms as _timeout_ms
+from fleet.actor import ActorHandle
+from fleet.exceptions import GetTimeoutError, ObjectLostError
 from fleet.object_ref import ObjectRef, flush_borrows
-
-_init_lock = threading.RLock()
-
-
-class FleetContext(dict):
-    """What ``init`` returns: address information; usable as a context manager."""
-
-    def __init__(self, info: Dict[str, Any]):
-        super().__init__(info)
-        self.address_info = info
-        self.dashboard_url = None
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def __enter__(self) -> FleetContext:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        shutdown()
-
-    def disconnect(self) -> None:
-        shutdown()
-
-
-def is_initialized() -> bool:
-    """True if ``init`` has connected this process to a cluster."""
-    return state.core is not None
-
-
-def _parse_address(address: Optional[str]) -> Optional[str]:
-    if address is None:
-        address = os.environ.get("FLEET_ADDRESS") or os.environ.get("RAY_ADDRESS") or None
-    if address in ("local", ""):
-        return None
-    if address is not None and address.startswith("fleet://"):
-        address = address[len("fleet://"):]
-    return address
-
-
-def init(
-    address: Optional[str] = None,
-    *,
-    num_cpus: Optional[int] = None,
-    num_gpus: Optional[int] = None,
-    resources: Optional[Dict[str, float]] = None,
-    memory: Optional[int] = None,
-    object_store_memory: Optional[int] = None,
-    namespace: Optional[str] = None,
-    ignore_reinit_error: bool = False,
-    runtime_env: Optional[Dict[str, Any]] = None,
-    log_to_driver: bool = True,
-    include_dashboard: Optional[bool] = None,
-    dashboard_host: str = "127.0.0.1",
-    logging_level: Any = None,
-    configure_logging: bool = True,
-    _temp_dir: Optional[str] = None,
-    _node_ip_address: Optional[str] = None,
-    **kwargs: Any,
-) -> FleetContext:
-    """Connects to a fleet cluster, starting a local one if no address is given.
-
-    ``address``: None starts a one-node cluster as child processes of this
-    driver; ``"auto"`` joins the cluster started on this machine by
-    ``fleet start``; ``"host:port"`` joins the control store at that address
-    (the cluster token comes from ``FLEET_CLUSTER_TOKEN`` or this machine's
-    cluster file).
-    """
-    from fleet._private import services
-    from fleet._private.options import _runtime_env
-
-    for k in kwargs:
-        if not k.startswith("_"):
-            raise TypeError(f"init() got an unexpected keyword argument '{k}'")
-    err = _runtime_env(runtime_env)
-    if err:
-        raise ValueError(err)
-    with _init_lock:
-        if state.core is not None:
-            if ignore_reinit_error:
-                return FleetContext(_address_info())
-            raise RuntimeError(
-                "Maybe you called fleet.init twice by accident? This error can be suppressed "
-                "by passing in 'ignore_reinit_error=True' or by calling 'fleet.shutdown()' "
-                "prior to 'fleet.init()'."
-            )
-        address = _parse_address(address)
-        cluster = None
-        if address is None:
-            res = services.node_resources(
-                num_cpus, num_gpus, resources, "127.0.0.1", True, memory, object_store_memory
-            )
-            cluster = services.start_local_cluster(
-                res, system_config=kwargs.get("_system_config")
-            )
-            gcs_address, node_socket = cluster.gcs_address, cluster.node_socket
-            token, session_dir, node_ip = cluster.token, cluster.session_dir, cluster.node_ip
-        else:
-            if num_cpus is not None or num_gpus is not None or resources:
-                raise ValueError(
-                    "When connecting to an existing cluster, num_cpus, num_gpus and resources "
-                    "must not be provided; set them on `fleet start` instead."
-                )
-            info = services.read_cluster_file()
-            if address == "auto":
-                if info is None:
-                    raise ConnectionError(
-                        "Could not find any running fleet instance on this machine. Start one "
-                        "with `fleet start --head`, or call fleet.init() without an address."
-                    )
-                gcs_address = info["gcs_address"]
-            else:
-                gcs_address = address
-            token = os.environ.get("FLEET_CLUSTER_TOKEN", "") or services.known_token(gcs_address)
-            local = info is not None and info["gcs_address"] == gcs_address
-            if not token and local:
-                token = info["token"]
-            if local:
-                node_socket, session_dir, node_ip = (
-                    info["node_socket"], info["session_dir"], info["node_ip"],
-                )
-            else:
-                node_socket, session_dir, node_ip = services.find_local_node(gcs_address, token)
-        listen = os.path.join(
-            session_dir, "sockets", f"driver-{os.getpid()}-{_core.random_id().hex()[:8]}.sock"
-        )
-        try:
-            core = _core.Core(
-                {
-                    "node_address": node_socket,
-                    "gcs_address": gcs_address,
-                    "token": token,
-                    "session_dir": session_dir,
-                    "listen_path": listen,
-                    "log_to_driver": "1" if log_to_driver else "0",
-                    "dedup_logs": "0" if _env_off("FLEET_DEDUP_LOGS", "RAY_DEDUP_LOGS") else "1",
-                    "node_ip": node_ip,
-                    "namespace": namespace or "",
-                    "max_tasks_in_flight": os.environ.get("FLEET_MAX_TASKS_IN_FLIGHT", ""),
-                    "version": version_tag(),
-                }
-            )
-        except RuntimeError as e:
-            if cluster is not None:
-                cluster.stop()
-            raise ConnectionError(f"fleet.init could not connect: {e}") from None
-        state.core = core
-        state.mode = "driver"
-        state.cluster = cluster
-        state.gcs_address = gcs_address
-        state.session_dir = session_dir
-        state.node_ip = node_ip
-        state.node_id_hex = core.node_id.hex()
-        state.namespace = namespace or _anonymous_namespace()
-        state.job_runtime_env = dict(runtime_env or {})
-        state.current_job_id = core.job_id
-        # Workers import functions defined in the driver's modules from these paths.
-        core.kv_put(f"job:{core.job_id}:sys_path", serialization.dumps(_driver_sys_path()), True)
-        core.kv_put(f"job:{core.job_id}:namespace", state.namespace.encode(), True)
-        _register_atexit()
-        return FleetContext(_address_info())
-
-
-def _env_off(*names: str) -> bool:
-    return any(os.environ.get(n, "").strip().lower() in ("0", "false", "no") for n in names)
-
-
-def _anonymous_namespace() -> str:
-    return "anonymous-" + _core.random_id().hex()[:12]
-
-
-def _driver_sys_path() -> List[str]:
-    paths = []
-    main = sys.modules.get("__main__")
-    main_file = getattr(main, "__file__", None)
-    if main_file:
-        paths.append(os.path.dirname(os.path.abspath(main_file)))
-    paths.append(os.getcwd())
-    paths.extend(p for p in sys.path if p and os.path.isdir(p))
-    seen, out = set(), []
-    for p in paths:
-        if p not in seen:
-            seen.add(p)
-            out.append(p)
-    return out
-
-
-def _address_info() -> Dict[str, Any]:
-    return {
-        "address": state.gcs_address,
-        "gcs_address": state.gcs_address,
-        "node_ip_address": state.node_ip,
-        "node_id": state.node_id_hex,
-        "session_dir": state.session_dir,
-        "namespace": state.namespace,
-        "job_id": _job_hex(state.core.job_id) if state.core else None,
-    }
-
-
-def _job_hex(job_id: int) -> str:
-    return int(job_id).to_bytes(4, "little").hex()
-
-
-_atexit_registered = False
-
-
-def _register_atexit() -> None:
-    global _atexit_registered
-    if not _atexit_registered:
-        atexit.register(shutdown)
-        _atexit_registered = True
-
-
-def shutdown(_exiting_interpreter: bool = False) -> None:
-    """Disconnects; stops the local cluster if this driver started it."""
-    with _init_lock:
-        core, cluster = state.core, state.cluster
-        state.core = None
-        state.cluster = None
-        state.mode = ""
-        if core is not None:
-            core.shutdown()
-        if cluster is not None:
-            cluster.stop()
-
-
-def _ensure_initialized() -> Any:
-    core = state.core
-    if core is None:
-        init()
-        core = state.core
-    return core
 
 
 def put(value: Any, *, _owner: Any = None) -> ObjectRef:
@@ -337,27 +111,8 @@ def get(
         flush_borrows()  # refs inside: registered with their owners first (even on error)
 
 
-def _interruptible() -> bool:
-    # Only the main thread sees KeyboardInterrupt; workers are stopped by fleet-node.
-    return state.mode == "driver" and threading.current_thread() is threading.main_thread()
-
-
 def _lost(e: Exception) -> Exception:
-    from fleet.exceptions import ObjectLostError
-
     return ObjectLostError(str(e))
-
-
-def _timeout_ms(timeout: Optional[float], negative_ok: bool = True) -> int:
-    if timeout is None:
-        return -1
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
-    if timeout < 0:
-        if negative_ok:
-            return -1  # like Ray's get: a negative timeout waits without limit
-        raise ValueError(f"The 'timeout' argument must be nonnegative. Received {timeout}")
-    return int(timeout * 1000)
 
 
 def wait(
@@ -380,8 +135,6 @@ def wait(
         )
     if not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs)}")
-    from fleet._private.generator import ObjectRefGenerator
-
     if any(type(r) is ObjectRefGenerator for r in object_refs):
         return _wait_with_generators(list(object_refs), num_returns, timeout)
     ids = []
@@ -426,8 +179,6 @@ def _wait_with_generators(
     next item (or its end) is."""
     import time
 
-    from fleet._private.generator import ObjectRefGenerator
-
     for r in items:
         if type(r) not in (ObjectRef, ObjectRefGenerator):
             raise TypeError(
@@ -462,10 +213,6 @@ def get_actor(name: str, namespace: Optional[str] = None) -> Any:
 
     Raises ValueError if no live actor has that name.
     """
-    import pickle
-
-    from fleet.actor import ActorHandle
-
     if not isinstance(name, str) or not name:
         raise ValueError(f"get_actor() needs a non-empty actor name, got {name!r}")
     core = state.core or _ensure_initialized()
@@ -486,8 +233,6 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
 
     With no_restart=False the actor is restarted if its max_restarts allows.
     """
-    from fleet.actor import ActorHandle
-
     if not isinstance(actor, ActorHandle):
         raise ValueError(
             f"fleet.kill() only supported for actors. For tasks, try fleet.cancel(). "
@@ -511,8 +256,6 @@ def cancel(object_ref: Any, *, force: bool = False, recursive: bool = True) -> N
     interrupted (an async actor's is cancelled as an asyncio task). ``get``
     then raises TaskCancelledError. Finished tasks are left alone.
     """
-    from fleet._private.generator import ObjectRefGenerator
-
     if isinstance(object_ref, ObjectRefGenerator):
         object_ref = object_ref.completed()
     if not isinstance(object_ref, ObjectRef):
@@ -585,6 +328,5 @@ def available_resources() -> Dict[str, float]:
 
 def get_gpu_ids() -> List[int]:
     """GPU ids assigned to the current task (empty in the driver)."""
-    if state.mode == "worker":
-        return list(state.current_gpu_ids)
-    return []
+    ctx = task_context.current()
+    return list(ctx.gpu_ids) if ctx is not None else []

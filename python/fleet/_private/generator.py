@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from fleet import _core
 from fleet._private import state
+from fleet._private.waits import interruptible, timeout_ms
 from fleet.object_ref import ObjectRef
 
 
@@ -36,13 +38,11 @@ class ObjectRefGenerator:
             return ref
         if self._done:
             raise StopIteration
-        from fleet._private.api import _interruptible, _timeout_ms
-
         core = state.core
         if core is None:
             raise RuntimeError("fleet is not initialized")
         item = core.generator_next(
-            self._task_id, self._index, _timeout_ms(timeout), _interruptible()
+            self._task_id, self._index, timeout_ms(timeout), interruptible()
         )
         if item is not None:
             self._index += 1
@@ -50,8 +50,6 @@ class ObjectRefGenerator:
         self._done = True
         # Ended. If the task itself failed (its worker died...), hand out its
         # error once, as the next item.
-        from fleet import _core
-
         (data, flags), = core.get([self._end.binary()], -1)
         if flags & _core.ERROR_FLAGS:
             return self._end

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
 
-from fleet.util.scheduling_strategies import (
+from fleet._private import task_context
+from fleet._private.scheduling_strategies import (
     NodeAffinitySchedulingStrategy,
     PlacementGroupSchedulingStrategy,
 )
@@ -311,6 +312,16 @@ def resource_request(opts: Dict[str, Any], default_cpus: float = 1) -> Dict[str,
     return req
 
 
+def _in_group(
+    resources: Dict[str, float], pg_id: bytes, index: int, capture: bool
+) -> tuple[Dict[str, float], str, bytes, bool, bytes, int, bool]:
+    hex_id = pg_id.hex()
+    suffix = f"_{index}_{hex_id}" if index >= 0 else f"_{hex_id}"
+    out = {f"{k}_group{suffix}": v for k, v in resources.items() if v}
+    out[f"bundle_group{suffix}"] = 0.001
+    return out, "", b"", False, pg_id, index, capture
+
+
 def placement(
     opts: Dict[str, Any], resources: Dict[str, float]
 ) -> tuple[Dict[str, float], str, bytes, bool, bytes, int, bool]:
@@ -330,13 +341,11 @@ def placement(
             bool(s.placement_group_capture_child_tasks),
         )
     if pg == "default" and s is None:
-        from fleet._private.state import current_placement_group
-
-        current = current_placement_group()
-        if current is not None:  # a child of a task that captures its children
-            pg, index, capture = current, -1, True
+        ctx = task_context.current()
+        if ctx is not None and ctx.capture_group is not None:
+            # A child of a call that captures its children: any bundle of its group.
+            return _in_group(resources, ctx.capture_group, -1, True)
     if pg is not None and pg != "default":
-        hex_id = pg.id.hex()
         if index is None:
             index = -1
         if index != -1 and (index >= len(pg.bundle_specs) or index < -1):
@@ -344,10 +353,7 @@ def placement(
                 f"placement_group_bundle_index {index} is out of range: the placement group "
                 f"has {len(pg.bundle_specs)} bundle(s)"
             )
-        suffix = f"_{index}_{hex_id}" if index >= 0 else f"_{hex_id}"
-        out = {f"{k}_group{suffix}": v for k, v in resources.items() if v}
-        out[f"bundle_group{suffix}"] = 0.001
-        return out, "", b"", False, pg.id, index, capture
+        return _in_group(resources, pg.id, index, capture)
     if isinstance(s, NodeAffinitySchedulingStrategy):
         try:
             node = bytes.fromhex(s.node_id)

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import pickle
 import struct
+import threading
 import traceback
 from typing import Any, List, Optional, Tuple
 
 from fleet import _core
+from fleet._private import state
 from fleet.exceptions import (
+    ActorDiedError,
     GetTimeoutError,  # noqa: F401  (re-exported for api)
     ObjectLostError,
     OwnerDiedError,
@@ -28,8 +31,8 @@ from fleet.exceptions import (
     RayTaskError,
     TaskCancelledError,
     WorkerCrashedError,
+    _ForceCancelledError,
 )
-from fleet.object_ref import _collecting, flush_borrows
 
 FLAG_PICKLED_ERROR = _core.FLAG_PICKLED_ERROR
 FLAG_IN_STORE = _core.FLAG_IN_STORE
@@ -41,6 +44,32 @@ _FRAMED_HEADER = struct.Struct("<4sIQQ")
 
 _cloudpickle = None
 _dumps = pickle.dumps
+
+# While fleet serializes a value whose refs it tracks (a put, task
+# arguments), refs pickled on this thread are collected here instead of
+# being marked escaped (ObjectRef.__reduce__ reads `ids`); `borrows` is set
+# when a ref deserialized on this thread was queued for registration with
+# its owner.
+_collecting = threading.local()
+
+
+def collect_refs(into: Optional[List[bytes]]) -> Optional[List[bytes]]:
+    """Starts (or, with None, stops) collecting the ids of refs pickled on
+    this thread; returns the previous collector."""
+    prev = getattr(_collecting, "ids", None)
+    _collecting.ids = into
+    return prev
+
+
+def flush_borrows() -> None:
+    """Registers the refs deserialized since the last flush with their
+    owners (one round trip per owner); call before the value that carried
+    them can be let go."""
+    if getattr(_collecting, "borrows", False):
+        _collecting.borrows = False
+        core = state.core
+        if core is not None:
+            core.flush_borrows()
 
 
 def _cp():
@@ -226,8 +255,7 @@ class _Deps(list):
 def _args_via_store(function_name, args, kwargs, positions, deps, ref_type):
     """Large arguments go to the object store (as in Ray: those over the
     inline threshold); the task gets them as ObjectRef dependencies."""
-    from fleet._private import api
-
+    core = state.core
     args = list(args)
     kwargs = dict(kwargs)
     positions = list(positions)
@@ -244,7 +272,9 @@ def _args_via_store(function_name, args, kwargs, positions, deps, ref_type):
         data, bufs = serialize(value, inner)
         if len(data) + sum(b.nbytes for b in bufs) <= INLINE_THRESHOLD // 4:
             continue  # small: stays in the inline blob
-        ref = api.put_serialized(data, bufs, site, inner)
+        ref = ref_type(core.put_value(data, bufs, site), "", False)  # (a put: its ref)
+        if inner:
+            core.set_contains(ref._id, inner)
         out.refs.append(ref)
         positions.append((kind, where))
         out.append(ref._id)
@@ -322,8 +352,6 @@ def error_from(data: bytes, flags: int) -> BaseException:
     message = data.decode("utf-8", "replace")
     if flags & _core.FLAG_TASK_CANCELLED:
         if flags & _core.FLAG_WORKER_CRASHED:
-            from fleet.exceptions import _ForceCancelledError
-
             return _ForceCancelledError(message)
         return TaskCancelledError(message)
     if flags & _core.FLAG_WORKER_CRASHED:
@@ -337,8 +365,6 @@ def error_from(data: bytes, flags: int) -> BaseException:
 
 
 def _actor_died(data: bytes, flags: int) -> BaseException:
-    from fleet.exceptions import ActorDiedError
-
     if not flags & FLAG_PICKLED_ERROR:
         return ActorDiedError(data.decode("utf-8", "replace"))
     try:  # the constructor's error

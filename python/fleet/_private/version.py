@@ -1,9 +1,11 @@
-"""The version tag every fleet process sends when it connects."""
+"""fleet's version, and the version tag every fleet process sends when it connects."""
 
 from __future__ import annotations
 
 import os
 import platform
+
+__version__ = "0.1.0"
 
 
 def version_tag() -> str:
@@ -14,6 +16,4 @@ def version_tag() -> str:
     override = os.environ.get("FLEET_VERSION_TAG")
     if override:
         return override
-    from fleet import __version__
-
     return f"fleet {__version__}, Python {platform.python_version()}"

@@ -11,6 +11,7 @@ async one.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import pickle
 import signal
@@ -18,8 +19,10 @@ import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 from fleet import _core
-from fleet._private import serialization, state
+from fleet._private import serialization, state, task_context
+from fleet._private.task_context import TaskContext
 from fleet._private.version import version_tag
+from fleet.actor import _ActorExit, _method_table
 from fleet.object_ref import collect_refs
 
 FLAG_PICKLED_ERROR = _core.FLAG_PICKLED_ERROR
@@ -27,11 +30,17 @@ FLAG_TASK_CANCELLED = _core.FLAG_TASK_CANCELLED
 FLAG_GENERATOR_END = _core.FLAG_GENERATOR_END
 _pickle_dumps = pickle.dumps
 
-NORMAL_TASK, ACTOR_CREATION, ACTOR_TASK, ACTOR_EXIT = 0, 1, 2, 3
+NORMAL_TASK = _core.TaskKind.NORMAL_TASK
+ACTOR_CREATION = _core.TaskKind.ACTOR_CREATION
+ACTOR_TASK = _core.TaskKind.ACTOR_TASK
+ACTOR_EXIT = _core.TaskKind.ACTOR_EXIT
 
 Returns = List[Tuple[bytes, int]]
 
-_canceled: set = set()  # concurrent actors: calls fleet.cancel() was asked for
+_canceled = task_context.canceled  # concurrent actors: calls fleet.cancel() was asked for
+_enter = task_context.enter
+_leave = task_context.leave
+_CAPTURE_ENV = "FLEET_PLACEMENT_GROUP_CAPTURE"
 # The task whose user code runs on the main thread now: the only time a
 # cancel's SIGINT may raise KeyboardInterrupt (a late signal must not hit the
 # loop, another task, or a reply on its way out).
@@ -53,12 +62,6 @@ def _on_sigint(signum: int, frame: Any) -> None:
     # the whole process group; the worker goes on.
 
 
-def is_canceled(task_id: bytes) -> bool:
-    """Whether a cancel arrived for `task_id` (an actor call keeps running)."""
-    core = state.core
-    return task_id in _canceled or bool(core and core.take_cancel_request(task_id, True))
-
-
 class Executor:
     def __init__(self, core: Any):
         self.core = core
@@ -73,6 +76,9 @@ class Executor:
         # Actor state, once a creation task arrived.
         self.actor: Any = None
         self.actor_id: Optional[bytes] = None
+        # The actor's context (no task): each call's context is made from it.
+        self.actor_ctx: Optional[TaskContext] = None
+        self.concurrent = False  # calls may overlap (threaded or async actor)
         self.class_name = ""
         # asyncio and thread pools are imported only by actors that use them
         # (they cost every worker's start otherwise).
@@ -143,7 +149,7 @@ class Executor:
             if self.core.take_cancel_request(task_id):
                 return self._cancelled(fn_name, task_id, num_returns), False
             return self._errors(fn_name, e, num_returns), False
-        except _actor_exit_type():
+        except _ActorExit:
             self._exit_actor("it called fleet.actor.exit_actor()")
             raise  # not reached
         except BaseException as e:  # every other failure goes back to the caller
@@ -174,7 +180,7 @@ class Executor:
                 n += 1
         except KeyboardInterrupt:
             raise
-        except _actor_exit_type():
+        except _ActorExit:
             raise
         except BaseException as e:  # the error is the next item; the stream ends
             self.core.send_generator_item(handle, n, self._error(fn_name, e), FLAG_PICKLED_ERROR)
@@ -242,57 +248,74 @@ class Executor:
 
     # ---- dispatch -------------------------------------------------------------------
 
-    def run(self, t: tuple) -> None:
-        if t[0] == 0:  # a cancel notice for a call running concurrently
-            self._cancel_running(t[1])
+    def run(self, t: Any) -> None:
+        """Runs (or, for a concurrent actor, starts) one task: a fleet._core.Task."""
+        handle = t.handle
+        if handle == 0:  # a cancel notice for a call running concurrently
+            self._cancel_running(t.task_id)
             return
-        (handle, task_id, job_id, fn_key, fn_name, args_blob, deps, num_returns,
-         retry_blob, env_vars, gpu_ids, attempt, resources, max_calls,
-         actor_id, method_name, kind, actor_options, group, streaming) = t
-        state.current_task_id = task_id
-        state.current_function = fn_name
-        state.current_job_id = job_id
+        task_id = t.task_id
+        job_id = t.job_id
+        fn_name = t.function_name
+        kind = t.kind
         if job_id != self.job_id:
             self.core.job_id = job_id  # nested tasks and puts belong to the caller's job
             self.job_id = job_id
-        if kind == ACTOR_TASK:
-            self._actor_call(handle, task_id, fn_name, method_name, args_blob, deps,
-                             num_returns, streaming, group)
-        elif kind == NORMAL_TASK:
-            self._task(handle, task_id, job_id, fn_key, fn_name, args_blob, deps, num_returns,
-                       retry_blob, env_vars, gpu_ids, resources, max_calls, streaming)
-        elif kind == ACTOR_CREATION:
-            self._create_actor(handle, task_id, job_id, fn_key, fn_name, args_blob, deps,
-                               env_vars, gpu_ids, resources, actor_id, actor_options, attempt)
-        elif kind == ACTOR_EXIT:
-            if self.loop is not None:
-                self.loop.create_task(
-                    self._exit_when_idle("all references to it went out of scope"))
-                return
-            self._drain()
-            self._exit_actor("all references to it went out of scope", graceful=True)
+        # This call's context: seen by its code, and by the asyncio task or
+        # pool thread it runs on (they copy the context current here).
+        actor_ctx = self.actor_ctx
+        if kind == ACTOR_TASK and actor_ctx is not None:
+            ctx = actor_ctx.for_call(task_id, job_id, fn_name)
+        else:
+            env_vars = t.env_vars
+            capture = env_vars.get(_CAPTURE_ENV) if env_vars else None
+            ctx = TaskContext(task_id, job_id, fn_name,
+                              t.actor_id if kind == ACTOR_CREATION else None, t.resources,
+                              t.gpu_ids, bytes.fromhex(capture) if capture else None)
+        token = _enter(ctx)
+        sequential = not self.concurrent
+        if sequential:  # threads the call starts see it too
+            task_context.set_process_context(ctx)
+        try:
+            if kind == ACTOR_TASK:
+                self._actor_call(handle, task_id, fn_name, t.method_name, t.args, t.deps,
+                                 t.num_returns, t.streaming, t.concurrency_group)
+            elif kind == NORMAL_TASK:
+                self._task(t, handle, task_id, job_id, fn_name)
+            elif kind == ACTOR_CREATION:
+                self._create_actor(t, handle, job_id, fn_name)
+            elif kind == ACTOR_EXIT:
+                if self.loop is not None:
+                    self.loop.create_task(
+                        self._exit_when_idle("all references to it went out of scope"))
+                    return
+                self._drain()
+                self._exit_actor("all references to it went out of scope", graceful=True)
+        finally:
+            _leave(token)
+            if sequential:
+                task_context.set_process_context(self.actor_ctx)
 
-    def _task(self, handle: int, task_id: bytes, job_id: int, fn_key: str, fn_name: str,
-              args_blob: bytes, deps: list, num_returns: int, retry_blob: bytes,
-              env_vars: Dict[str, str], gpu_ids: List[int], resources: str, max_calls: int,
-              streaming: bool) -> None:
-        state.current_gpu_ids = gpu_ids
-        state.current_resources = resources
+    def _task(self, t: Any, handle: int, task_id: bytes, job_id: int, fn_name: str) -> None:
+        fn_key = t.function_key
+        num_returns = t.num_returns
+        env_vars = t.env_vars
+        gpu_ids = t.gpu_ids
         changed_env = self._apply_env(env_vars, gpu_ids) if (env_vars or gpu_ids) else None
         try:
             if job_id not in self.jobs_seen:
                 self._setup_job(job_id)
             fn = self.functions.get(fn_key) or self._function(fn_key, fn_name)
-            returns, retryable = self._call(handle, task_id, fn_name, fn, args_blob, deps,
-                                            num_returns, streaming, retry_blob)
+            returns, retryable = self._call(handle, task_id, fn_name, fn, t.args, t.deps,
+                                            num_returns, t.streaming, t.retry_exceptions)
         except BaseException as e:  # the function could not even be loaded
             returns = self._errors(fn_name, e, num_returns)
             retryable = False
         finally:
             if changed_env:
                 self._restore_env(changed_env)
-            state.current_task_id = None
         exiting = False
+        max_calls = t.max_calls
         if max_calls:
             n = self.calls.get(fn_key, 0) + 1
             self.calls[fn_key] = n
@@ -303,36 +326,33 @@ class Executor:
 
     # ---- actors ---------------------------------------------------------------------
 
-    def _create_actor(self, handle: int, task_id: bytes, job_id: int, cls_key: str,
-                      fn_name: str, args_blob: bytes, deps: list, env_vars: Dict[str, str],
-                      gpu_ids: List[int], resources: str, actor_id: bytes,
-                      actor_options: bytes, attempt: int) -> None:
+    def _create_actor(self, t: Any, handle: int, job_id: int, fn_name: str) -> None:
+        env_vars, gpu_ids, actor_id = t.env_vars, t.gpu_ids, t.actor_id
         # This process is the actor's for good: its environment is set once.
         os.environ.update(env_vars)
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)
-        state.current_gpu_ids = gpu_ids
-        state.current_resources = resources
-        state.current_actor_id = actor_id
-        state.actor_restarts = attempt
+        state.actor_restarts = t.attempt
         self.actor_id = actor_id
-        opts = pickle.loads(actor_options)
+        ctx = task_context.current()
+        assert ctx is not None  # run() entered this call's context
+        self.actor_ctx = TaskContext(None, job_id, "", actor_id, t.resources, gpu_ids,
+                                     ctx.capture_group)
+        opts = pickle.loads(t.actor_options)
         self.class_name = opts["class_name"]
         state.actor_name = opts.get("name") or ""
         try:
             if job_id not in self.jobs_seen:
                 self._setup_job(job_id)
-            cls = self._function(cls_key, self.class_name)
-            if args_blob:
-                args, kwargs = serialization.deserialize_args(args_blob, deps)
+            cls = self._function(t.function_key, self.class_name)
+            if t.args:
+                args, kwargs = serialization.deserialize_args(t.args, t.deps)
             else:
                 args, kwargs = (), {}
-            from fleet.actor import _method_table
-
             state.actor_meta = {"class_name": self.class_name, "methods": _method_table(cls),
                                 "max_task_retries": 0}
             self.actor = cls(*args, **kwargs)
-        except _actor_exit_type():
+        except _ActorExit:
             self._exit_actor("it called fleet.actor.exit_actor() in its constructor")
         except BaseException as e:  # the actor is dead; fleet-gcs ends this process
             self.core.finish_task(handle, self._errors(fn_name, e, 1), False)
@@ -356,6 +376,7 @@ class Executor:
                 self.pools[g] = ThreadPoolExecutor(n, f"fleet-actor-{g}")
         if self.loop is not None or self.pools:  # calls may run concurrently
             self.core.set_concurrent(True)
+            self.concurrent = True
         self.core.finish_task(handle, [(_pickle_dumps(None), 0)], False)
 
     def _actor_call(self, handle: int, task_id: bytes, fn_name: str, method_name: str,
@@ -390,8 +411,9 @@ class Executor:
             self._bad_group(handle, fn_name, group, num_returns)
             return
         if pool is not None:
-            pool.submit(self._call_method, handle, task_id, fn_name, method_name, args_blob,
-                        deps, num_returns, streaming)
+            # In a copy of this call's context (a pool thread keeps none of its own).
+            pool.submit(contextvars.copy_context().run, self._call_method, handle, task_id,
+                        fn_name, method_name, args_blob, deps, num_returns, streaming)
         else:
             self._call_method(handle, task_id, fn_name, method_name, args_blob, deps,
                               num_returns, streaming)
@@ -476,7 +498,7 @@ class Executor:
                 except asyncio.CancelledError:
                     raise
                 except BaseException as e:
-                    if isinstance(e, _actor_exit_type()):
+                    if isinstance(e, _ActorExit):
                         raise
                     self.core.send_generator_item(handle, n, self._error(fn_name, e),
                                                   FLAG_PICKLED_ERROR)
@@ -489,7 +511,7 @@ class Executor:
             return self._returns(handle, fn_name, result, num_returns)
         except asyncio.CancelledError:
             raise
-        except _actor_exit_type():
+        except _ActorExit:
             # The calls already running finish first (as Ray); this call gets
             # no reply: its caller sees the actor's death.
             self.actor_exiting = True
@@ -597,12 +619,6 @@ class Executor:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def _actor_exit_type() -> type:
-    from fleet.actor import _ActorExit
-
-    return _ActorExit
 
 
 def main() -> None:

@@ -13,7 +13,9 @@ import collections
 import collections.abc
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar
 
-import fleet
+from fleet import exceptions
+from fleet._private import api
+from fleet.object_ref import ObjectRef
 
 V = TypeVar("V")
 
@@ -33,7 +35,7 @@ class ActorPool:
 
     Example::
 
-        @fleet.remote
+        @remote
         class Doubler:
             def double(self, v):
                 return 2 * v
@@ -172,7 +174,7 @@ class ActorPool:
             self._next_return_index += 1  # returned out of order already
         future = self._index_to_future[self._next_return_index]
         if timeout is not None:
-            ready, _ = fleet.wait([_wait_ref(future)], num_returns=1, timeout=timeout)
+            ready, _ = api.wait([_wait_ref(future)], num_returns=1, timeout=timeout)
             if not ready:
                 if not ignore_if_timedout:
                     raise TimeoutError(_TIMEOUT_MSG)
@@ -202,7 +204,7 @@ class ActorPool:
         if not self.has_next():
             raise StopIteration("No more results to get")
         by_ref = {_wait_ref(f): f for f in self._future_to_actor}
-        ready, _ = fleet.wait(list(by_ref), num_returns=1, timeout=timeout)
+        ready, _ = api.wait(list(by_ref), num_returns=1, timeout=timeout)
         if not ready:
             if not ignore_if_timedout:
                 raise TimeoutError(_TIMEOUT_MSG)
@@ -227,8 +229,8 @@ class ActorPool:
         actor = self._forget(future)
         alive = True
         try:
-            return fleet.get(list(future) if isinstance(future, tuple) else future)
-        except fleet.exceptions.ActorDiedError:
+            return api.get(list(future) if isinstance(future, tuple) else future)
+        except exceptions.ActorDiedError:
             alive = False  # a dead actor leaves the pool
             raise
         finally:
@@ -283,12 +285,12 @@ def _check_timeout(timeout: Any) -> None:
 
 def _as_key(future: Any) -> Any:
     """Checks what fn returned; a list of refs (several returns) becomes a tuple key."""
-    if isinstance(future, fleet.ObjectRef):
+    if isinstance(future, ObjectRef):
         return future
     if (
         isinstance(future, (list, tuple))
         and future
-        and all(isinstance(r, fleet.ObjectRef) for r in future)
+        and all(isinstance(r, ObjectRef) for r in future)
     ):
         return tuple(future)
     raise TypeError(

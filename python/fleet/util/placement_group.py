@@ -25,7 +25,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from fleet._private import state
+from fleet import _core as core_mod
+from fleet._private import state, task_context
+from fleet._private.scheduling_strategies import PlacementGroupSchedulingStrategy
+from fleet._private.session import _ensure_initialized
+from fleet.remote_function import remote
 
 VALID_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
@@ -35,8 +39,6 @@ _bundle_specs: Dict[bytes, List[Dict[str, float]]] = {}
 
 def _core() -> Any:
     if state.core is None:
-        from fleet._private.api import _ensure_initialized
-
         return _ensure_initialized()
     return state.core
 
@@ -80,8 +82,6 @@ class PlacementGroup:
         """An ObjectRef that resolves (to this group) once it is reserved,
         from a zero-CPU task run in the group's first bundle, as Ray does."""
         global _bundle_reservation_check
-        from fleet.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
         if _bundle_reservation_check is None:
             _bundle_reservation_check = _make_check()
         strategy = PlacementGroupSchedulingStrategy(self, placement_group_bundle_index=0)
@@ -121,9 +121,7 @@ _bundle_reservation_check: Any = None
 
 
 def _make_check() -> Any:
-    import fleet
-
-    return fleet.remote(num_cpus=0, max_retries=0)(_check)
+    return remote(num_cpus=0, max_retries=0)(_check)
 
 
 def placement_group(
@@ -161,13 +159,11 @@ def placement_group(
         raise ValueError(
             f"Placement group `lifetime` must be None or 'detached', got {lifetime!r}"
         )
-    from fleet import _core as core_mod
-
     core = _core()
     pg_id = core_mod.random_id()[:14]
     core.create_placement_group(
         pg_id, name or "", state.namespace, strategy, clean, lifetime == "detached",
-        int(state.current_job_id or 0),
+        task_context.current_job_id(),
     )
     return PlacementGroup(pg_id, clean)
 
@@ -203,9 +199,10 @@ def placement_group_table(placement_group: Optional[PlacementGroup] = None) -> D
 
 def get_current_placement_group() -> Optional[PlacementGroup]:
     """The group the current task or actor runs in, or None (and None in a driver)."""
-    if state.mode != "worker":
+    ctx = task_context.current()
+    if ctx is None:
         return None
-    for item in (state.current_resources or "").split(";"):
+    for item in ctx.resources.split(";"):
         name = item.split("=", 1)[0]
         if name.startswith("bundle_group_"):
             return PlacementGroup(bytes.fromhex(name.rsplit("_", 1)[1]))

@@ -13,7 +13,8 @@ import collections.abc
 import queue as _stdlib_queue
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-import fleet
+from fleet._private import api
+from fleet.remote_function import remote
 
 
 class Empty(_stdlib_queue.Empty):
@@ -73,7 +74,7 @@ class Queue:
 
     def size(self) -> int:
         """The number of items in the queue."""
-        return fleet.get(self._handle().qsize.remote())
+        return api.get(self._handle().qsize.remote())
 
     def qsize(self) -> int:
         """The number of items in the queue (same as ``size``)."""
@@ -81,11 +82,11 @@ class Queue:
 
     def empty(self) -> bool:
         """Whether the queue is empty."""
-        return fleet.get(self._handle().empty.remote())
+        return api.get(self._handle().empty.remote())
 
     def full(self) -> bool:
         """Whether the queue is full (never, when it has no ``maxsize``)."""
-        return fleet.get(self._handle().full.remote())
+        return api.get(self._handle().full.remote())
 
     # ----------------------------------------------------------------- put
 
@@ -101,7 +102,7 @@ class Queue:
                 ``timeout`` seconds.
             ValueError: ``timeout`` is negative.
         """
-        ok = fleet.get(self._put_ref(item, block, timeout))
+        ok = api.get(self._put_ref(item, block, timeout))
         if not ok:
             raise Full(self._full_message(block, timeout))
 
@@ -137,7 +138,7 @@ class Queue:
         if isinstance(items, (str, bytes)) or not isinstance(items, collections.abc.Iterable):
             raise TypeError(f"Argument 'items' must be an Iterable, got {type(items).__name__}")
         items = list(items)
-        room = fleet.get(self._handle().put_nowait_batch.remote(items))
+        room = api.get(self._handle().put_nowait_batch.remote(items))
         if room is not None:
             raise Full(
                 f"Cannot add {len(items)} items to the queue: it holds {self.maxsize - room} "
@@ -170,7 +171,7 @@ class Queue:
                 ``timeout`` seconds.
             ValueError: ``timeout`` is negative.
         """
-        ok, item = fleet.get(self._get_ref(block, timeout))
+        ok, item = api.get(self._get_ref(block, timeout))
         if not ok:
             raise Empty(_empty_message(block, timeout))
         return item
@@ -208,7 +209,7 @@ class Queue:
             raise TypeError(f"Argument 'num_items' must be an int, got {type(num_items).__name__}")
         if num_items < 0:
             raise ValueError(f"'num_items' must be nonnegative, got {num_items}")
-        ok, result = fleet.get(self._handle().get_nowait_batch.remote(num_items))
+        ok, result = api.get(self._handle().get_nowait_batch.remote(num_items))
         if not ok:
             raise Empty(f"Cannot get {num_items} items from the queue: it holds {result}")
         return result
@@ -244,10 +245,10 @@ class Queue:
             except Exception:  # no graceful exit: kill it
                 done = None
             if done is not None:
-                ready, _ = fleet.wait([done], timeout=grace_period_s)
+                ready, _ = api.wait([done], timeout=grace_period_s)
                 if ready:
                     return
-        fleet.kill(actor, no_restart=True)
+        api.kill(actor, no_restart=True)
 
 
 def _check_timeout(timeout: Optional[float]) -> None:
@@ -367,7 +368,7 @@ _actor_class: Any = None
 def _queue_actor_class() -> Any:
     global _actor_class
     if _actor_class is None:
-        _actor_class = fleet.remote(_QueueActor)
+        _actor_class = remote(_QueueActor)
     return _actor_class
 
 

@@ -23,7 +23,9 @@ from multiprocessing import TimeoutError
 from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
-import fleet
+from fleet import exceptions
+from fleet._private import api
+from fleet.remote_function import remote
 
 _RUN = "RUN"
 _CLOSE = "CLOSE"
@@ -112,7 +114,7 @@ def _worker_actor_class() -> Any:
     global _worker_class
     if _worker_class is None:
         # Like Ray's pool actors, they reserve no CPU unless ray_remote_args say so.
-        _worker_class = fleet.remote(num_cpus=0)(_PoolWorker)
+        _worker_class = remote(num_cpus=0)(_PoolWorker)
     return _worker_class
 
 
@@ -392,7 +394,7 @@ class _Slot:
 
 def _kill(handle: Any) -> None:
     try:
-        fleet.kill(handle, no_restart=True)
+        api.kill(handle, no_restart=True)
     except Exception:
         pass  # already gone, or the cluster is shut down
 
@@ -429,7 +431,7 @@ class _PoolCore:
 
     def start(self) -> None:
         """Waits for every worker to be up; raises the initializer's error if it failed."""
-        outcomes = fleet.get([s.handle.ping.remote() for s in self.slots])
+        outcomes = api.get([s.handle.ping.remote() for s in self.slots])
         for outcome in outcomes:
             if outcome is not None:
                 raise _unpack_error(outcome)
@@ -490,9 +492,9 @@ class _PoolCore:
                     return
                 refs = list(self.inflight)
             try:
-                ready, _ = fleet.wait(refs, num_returns=1, timeout=_WAIT_SLICE_S)
+                ready, _ = api.wait(refs, num_returns=1, timeout=_WAIT_SLICE_S)
                 if ready and len(refs) > 1:
-                    ready, _ = fleet.wait(refs, num_returns=len(refs), timeout=0)
+                    ready, _ = api.wait(refs, num_returns=len(refs), timeout=0)
                 outcomes = [(ref, _outcome(ref)) for ref in ready]
             except Exception as e:  # the cluster went away
                 self._abort(e)
@@ -510,7 +512,7 @@ class _PoolCore:
                     continue  # terminated meanwhile: already failed
                 chunk, slot = entry
                 delivered.append((chunk, ok, value))
-                dead = not ok and isinstance(value, fleet.exceptions.RayActorError)
+                dead = not ok and isinstance(value, exceptions.RayActorError)
                 worn = self.maxtasks is not None and slot.tasks >= self.maxtasks
                 if dead or worn:
                     retired.append(slot)
@@ -579,7 +581,7 @@ class _PoolCore:
 def _outcome(ref: Any) -> Tuple[bool, Any]:
     """A finished chunk's (ok, results or exception)."""
     try:
-        res = fleet.get(ref, timeout=60)
+        res = api.get(ref, timeout=60)
     except Exception as e:  # the actor died, the results could not be pickled, ...
         return False, e
     if res[0] == "ok":
@@ -880,13 +882,13 @@ class Pool:
 
 def _connect(processes: Optional[int], address: Optional[str]) -> int:
     """Connects to (or starts) a cluster if needed; returns the number of workers."""
-    if not fleet.is_initialized():
+    if not api.is_initialized():
         address = address or os.environ.get("FLEET_ADDRESS") or os.environ.get("RAY_ADDRESS")
         if address and address != "local":
-            fleet.init(address=address)
+            api.init(address=address)
         else:
-            fleet.init(num_cpus=processes)
-    cpus = int(fleet.cluster_resources().get("CPU", 0))
+            api.init(num_cpus=processes)
+    cpus = int(api.cluster_resources().get("CPU", 0))
     if processes is None:
         processes = cpus
     if processes < 1:
