@@ -240,6 +240,46 @@ def test_non_recursive_cancel_leaves_children_running(tmp_path):
     assert not os.path.exists(interrupted)
 
 
+@fleet.remote(max_concurrency=2)
+class ThreadedSpawner:
+    def spawn(self, child_started, child_interrupted):
+        child = sleeper.remote(child_started, child_interrupted, 100)
+        return fleet.get(child, timeout=60)
+
+
+@fleet.remote
+class AsyncSpawner:
+    async def spawn(self, child_started, child_interrupted):
+        child = sleeper.remote(child_started, child_interrupted, 100)
+        return await child
+
+
+@pytest.mark.parametrize("spawner", [ThreadedSpawner, AsyncSpawner], ids=["threaded", "async"])
+def test_recursive_cancel_reaches_children_of_a_concurrent_actor_call(spawner, tmp_path):
+    # Several calls run at once in such actors: the child's parent is the
+    # call that submitted it (its context), not whatever ran last.
+    started, interrupted = str(tmp_path / "child-started"), str(tmp_path / "child-interrupted")
+    actor = spawner.remote()
+    ref = actor.spawn.remote(started, interrupted)
+    assert _wait_file(started), "the child never started"
+    fleet.cancel(ref)  # recursive=True by default
+    assert _wait_file(interrupted, 10), "the child task was not cancelled"
+    fleet.kill(actor)
+
+
+def test_leases_held_by_a_killed_actor_come_back(tmp_path):
+    # An actor submits a task (so holds a lease as a client) and is killed
+    # while it runs: the lease is revoked with the actor's connection, not
+    # kept until some other client leaves.
+    started, interrupted = str(tmp_path / "child-started"), str(tmp_path / "child-interrupted")
+    actor = ThreadedSpawner.remote()
+    actor.spawn.remote(started, interrupted)
+    assert _wait_file(started), "the child never started"
+    assert wait_until(lambda: cpus() == 1.0, 10), cpus()
+    fleet.kill(actor)
+    assert wait_until(lambda: cpus() == 2.0, 10), cpus()
+
+
 def test_cancel_bad_input():
     with pytest.raises(TypeError):
         fleet.cancel(5)

@@ -88,42 +88,34 @@ class BufferViews {
 void ResolveStoreValues(CoreWorker& core, const std::vector<std::string>& ids,
                         std::vector<std::pair<nb::object, uint32_t>>* values,
                         bool errors_as_values = false) {
-  std::vector<std::string> want, sources;
+  std::vector<std::string> want;
+  std::vector<std::string_view> descriptors;
   std::vector<size_t> where;
   for (size_t i = 0; i < values->size(); i++) {
     if ((*values)[i].second & fleet::kFlagInStore) {
       want.push_back(ids[i]);
       where.push_back(i);
-      // The descriptor: u64 size, then the id of the node holding the object.
       nb::bytes desc = nb::cast<nb::bytes>((*values)[i].first);
-      sources.push_back(desc.size() > 8 ? std::string(desc.c_str() + 8, desc.size() - 8)
-                                        : std::string());
+      descriptors.emplace_back(desc.c_str(), desc.size());  // kept alive by *values
     }
   }
   if (want.empty()) return;
-  fleet::Result<std::vector<fleet::StoreRead>> r = [&] {
+  std::vector<fleet::StoreRead> reads = [&] {
     nb::gil_scoped_release release;
-    return core.ReadStore(want, sources);
+    return core.ReadStoredValues(want, descriptors);
   }();
   for (size_t k = 0; k < where.size(); k++) {
     auto& v = (*values)[where[k]];
-    std::string error;
-    if (!r.ok()) {
-      error = r.status().message();
-    } else if (!r.value()[k].view) {
-      error = r.value()[k].error;
-      if (r.value()[k].full) {
-        if (!errors_as_values) RaiseStatus(Status(StatusCode::kObjectStoreFull, error));
-        nb::object exc = nb::module_::import_("fleet.exceptions").attr("ObjectStoreFullError")(error);
-        v.first = nb::module_::import_("pickle").attr("dumps")(exc);
-        v.second = fleet::kFlagPickledError;
-        continue;
-      }
-    }
-    if (error.empty()) {
-      v.first = nb::cast(StoreBuffer{r.value()[k].view});
+    fleet::StoreRead& read = reads[k];
+    if (read.view) {
+      v.first = nb::cast(StoreBuffer{std::move(read.view)});
+    } else if (read.full) {
+      if (!errors_as_values) RaiseStatus(Status(StatusCode::kObjectStoreFull, read.error));
+      nb::object exc = nb::module_::import_("fleet.exceptions").attr("ObjectStoreFullError")(read.error);
+      v.first = nb::module_::import_("pickle").attr("dumps")(exc);
+      v.second = fleet::kFlagPickledError;
     } else {
-      v.first = Bytes("Object " + fleet::ToHex(want[k]) + " is lost: " + error);
+      v.first = Bytes(read.error);
       v.second = fleet::kFlagObjectLost;
     }
   }
@@ -682,11 +674,13 @@ NB_MODULE(_core, m) {
       // ---- tasks
       .def("submit",
            [](PyCore& c, const TaskTemplate& tmpl, int max_retries, const nb::bytes& args,
-              const std::vector<nb::bytes>& deps, const std::vector<nb::bytes>& nested) -> nb::object {
+              const std::vector<nb::bytes>& deps, const std::vector<nb::bytes>& nested,
+              const nb::bytes& parent) -> nb::object {
              fleet::TaskSubmission t;
              for (auto& n : nested) t.held_ids.push_back(Str(n));
              t.spec = tmpl.spec;
              t.scheduling_key = tmpl.key;
+             if (parent.size() > 0) t.spec.set_parent_task_id(parent.c_str(), parent.size());
              t.spec.set_task_id(c.core().NextTaskId());
              t.spec.set_job_id(c.core().job_id());
              t.spec.set_args(args.c_str(), args.size());
@@ -700,7 +694,7 @@ NB_MODULE(_core, m) {
              return out;
            },
            nb::arg("template"), nb::arg("max_retries"), nb::arg("args"), nb::arg("deps"),
-           nb::arg("nested") = std::vector<nb::bytes>{})
+           nb::arg("nested") = std::vector<nb::bytes>{}, nb::arg("parent") = nb::bytes("", 0))
       // ---- actors
       .def("register_actor",
            [](PyCore& c, const nb::bytes& actor_id, const std::string& name, const std::string& ns,
@@ -757,10 +751,12 @@ NB_MODULE(_core, m) {
            })
       .def("submit_actor_task",
            [](PyCore& c, const ActorCallTemplate& tmpl, const nb::bytes& args,
-              const std::vector<nb::bytes>& deps, const std::vector<nb::bytes>& nested) -> nb::object {
+              const std::vector<nb::bytes>& deps, const std::vector<nb::bytes>& nested,
+              const nb::bytes& parent) -> nb::object {
              fleet::TaskSubmission t;
              for (auto& n : nested) t.held_ids.push_back(Str(n));
              t.spec = tmpl.spec;
+             if (parent.size() > 0) t.spec.set_parent_task_id(parent.c_str(), parent.size());
              t.spec.set_task_id(c.core().NextTaskId());
              t.spec.set_job_id(c.core().job_id());
              t.spec.set_args(args.c_str(), args.size());
@@ -771,7 +767,7 @@ NB_MODULE(_core, m) {
              return IdsToPy(ids);
            },
            nb::arg("template"), nb::arg("args"), nb::arg("deps"),
-           nb::arg("nested") = std::vector<nb::bytes>{})
+           nb::arg("nested") = std::vector<nb::bytes>{}, nb::arg("parent") = nb::bytes("", 0))
       .def("release_actor",
            [](PyCore& c, const nb::bytes& actor_id) {
              if (c.core_) c.core_->actors().ReleaseHandle(Str(actor_id));

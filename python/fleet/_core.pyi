@@ -222,6 +222,7 @@ class Core:
         args: bytes,
         deps: Sequence[bytes],
         nested: Sequence[bytes] = [],
+        parent: bytes = b"",
     ) -> Union[bytes, list[bytes]]: ...
     def register_actor(
         self,
@@ -254,6 +255,7 @@ class Core:
         args: bytes,
         deps: Sequence[bytes],
         nested: Sequence[bytes] = [],
+        parent: bytes = b"",
     ) -> Union[bytes, list[bytes], None]: ...
     def release_actor(self, actor_id: bytes, /) -> None: ...
     def kill_actor(self, actor_id: bytes, no_restart: bool, reason: str, /) -> bool: ...

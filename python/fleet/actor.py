@@ -366,7 +366,10 @@ class ActorMethod:
                 f"from this process waiting or running (max_pending_calls={limit}); wait for "
                 "some to finish before calling it again."
             )
-        ids = core.submit_actor_task(template, blob, deps, nested)
+        if state.mode == "worker":  # nested: the parent is this call (recursive cancel)
+            ids = core.submit_actor_task(template, blob, deps, nested, task_context.parent_id())
+        else:
+            ids = core.submit_actor_task(template, blob, deps, nested)
         if self._num_returns == 1:
             return ObjectRef(ids, "", False)
         return refs_for(ids, self._num_returns)

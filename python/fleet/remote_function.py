@@ -112,9 +112,12 @@ class RemoteFunction:
         _, template, name, num_returns, max_retries = p
         if args or kwargs:
             blob, deps, nested = serialization.serialize_args(name, args, kwargs, ObjectRef)
-            ids = core.submit(template, max_retries, blob, deps, nested)
         else:
-            ids = core.submit(template, max_retries, b"", [])
+            blob, deps, nested = b"", [], []
+        if state.mode == "worker":  # nested: the parent is this call (recursive cancel)
+            ids = core.submit(template, max_retries, blob, deps, nested, task_context.parent_id())
+        else:
+            ids = core.submit(template, max_retries, blob, deps, nested)
         # Return ids come with one local ref each, which the ObjectRefs take over.
         if num_returns == 1:
             return ObjectRef(ids, "", False)

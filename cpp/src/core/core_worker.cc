@@ -265,6 +265,22 @@ Result<std::vector<StoreRead>> CoreWorker::ReadStore(const std::vector<std::stri
   return store_client_->Get(ids, sources);
 }
 
+std::vector<StoreRead> CoreWorker::ReadStoredValues(const std::vector<std::string>& ids,
+                                                    const std::vector<std::string_view>& descriptors) {
+  std::vector<std::string> sources;
+  sources.reserve(descriptors.size());
+  for (auto d : descriptors) sources.push_back(StoreDescriptorNode(d));
+  auto r = ReadStore(ids, sources);
+  std::vector<StoreRead> out = r.ok() ? std::move(r).value() : std::vector<StoreRead>(ids.size());
+  for (size_t i = 0; i < out.size(); i++) {
+    if (!r.ok()) out[i].error = r.status().message();
+    if (!out[i].view && !out[i].full) {
+      out[i].error = "Object " + ToHex(ids[i]) + " is lost: " + out[i].error;
+    }
+  }
+  return out;
+}
+
 Result<rpc::StoreListReply> CoreWorker::StoreList() { return store_client_->List(); }
 
 void CoreWorker::FlushLogs() { log_printer_->FlushAll(); }
@@ -392,7 +408,10 @@ void CoreWorker::HandleGetObject(const rpc::ConnectionPtr& conn, uint64_t rid, r
 
 void CoreWorker::StampCaller(rpc::TaskSpec* spec) {
   spec->set_owner_address(address_);
-  if (options_.is_worker) {  // a nested submission: its parent, for recursive cancel
+  // A nested submission: its parent, for recursive cancel. The binding sets
+  // it from the call's context (concurrent actors run several calls at once);
+  // otherwise it is the task the main thread runs.
+  if (options_.is_worker && spec->parent_task_id().empty()) {
     spec->set_parent_task_id(receiver_->CurrentTaskId());
   }
 }

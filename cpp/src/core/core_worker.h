@@ -104,6 +104,13 @@ class CoreWorker {
   // descriptor); the local fleet-node pulls objects that are not here.
   Result<std::vector<StoreRead>> ReadStore(const std::vector<std::string>& ids,
                                            const std::vector<std::string>& sources = {});
+  // ReadStore for values kept as store descriptors (kFlagInStore), which
+  // name the node holding each. Never fails as a whole: each result is a
+  // view, or `full` (no room to restore it now; `error` says why), or
+  // `error` = "Object <hex> is lost: <why>" (a failed round trip is every
+  // object's error).
+  std::vector<StoreRead> ReadStoredValues(const std::vector<std::string>& ids,
+                                          const std::vector<std::string_view>& descriptors);
   // Prints what is left of folded (deduplicated) worker output.
   void FlushLogs();
   // Where each object's copies are (node ids) and its size; asks the owner

@@ -53,6 +53,10 @@ void WriteFramed(uint8_t* dst, std::string_view inband, const std::vector<ByteSp
   }
 }
 
+std::string StoreDescriptorNode(std::string_view descriptor) {
+  return descriptor.size() > 8 ? std::string(descriptor.substr(8)) : std::string();
+}
+
 std::string StoreDescriptor(uint64_t size, const std::string& node_id) {
   std::string d(8, '\0');
   Put64(reinterpret_cast<uint8_t*>(d.data()), size);

@@ -35,5 +35,8 @@ void WriteFramed(uint8_t* dst, std::string_view inband, const std::vector<ByteSp
 
 // What the owner's memory store keeps for an object in a node's store.
 std::string StoreDescriptor(uint64_t size, const std::string& node_id);
+// The node holding the primary copy, from a StoreDescriptor ("" if it is
+// too short to name one: the local node).
+std::string StoreDescriptorNode(std::string_view descriptor);
 
 }  // namespace fleet

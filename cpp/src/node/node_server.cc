@@ -203,9 +203,10 @@ void NodeServer::OnClose(const rpc::ConnectionPtr& conn, const Status&) {
   if (s && !s->worker_id.empty()) {
     // The process is gone or going; SIGCHLD will reap it.
     OnWorkerGone(s->worker_id, "its connection closed");
-    return;
   }
-  // A client: drop its queued requests and revoke its leases.
+  // As a client (a driver, or a worker that submitted tasks of its own):
+  // drop its queued requests and revoke its leases, whose workers may run
+  // its tasks (they were leaked until another client left).
   leases_.OnClientGone(conn);
 }
 

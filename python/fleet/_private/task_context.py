@@ -67,6 +67,13 @@ def current() -> Optional[TaskContext]:
     return _current.get() or _process
 
 
+def parent_id() -> bytes:
+    """The task id of the call running here (the parent of what it submits,
+    for recursive cancel), or b"" outside a call."""
+    ctx = _current.get() or _process
+    return (ctx.task_id or b"") if ctx is not None else b""
+
+
 def enter(ctx: TaskContext) -> contextvars.Token:
     """Makes `ctx` current (until ``leave``) in this thread's context."""
     return _current.set(ctx)
