@@ -67,9 +67,11 @@ class ActorManagerTest : public testing_util::PeerHarness {
     StartIo();
   }
 
+  // The io thread stops first: callbacks the manager left queued (a closing
+  // worker connection's) are then destroyed, never run on a freed manager.
   void TearDown() override {
-    RunOnIo([this] { manager_.reset(); });
     PeerHarness::TearDown();
+    manager_.reset();
   }
 
   // Registers and creates an actor; returns its id.
