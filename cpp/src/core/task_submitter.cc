@@ -1,6 +1,5 @@
 // TaskSubmitter implementation; see task_submitter.h.
 #include "core/task_submitter.h"
-
 #include <algorithm>
 #include <asio/post.hpp>
 #include <cstdlib>
@@ -8,6 +7,7 @@
 
 #include "common/ids.h"
 #include "common/logging.h"
+#include "common/scheduling_strategy.h"
 #include "core/dependency_resolver.h"
 #include "core/object_flags.h"
 
@@ -54,7 +54,7 @@ struct TaskSubmitter::KeyState {
   bool cancel_sent = false;
   std::map<std::string, double> resources;
   std::string description;
-  std::string strategy;           // TaskSpec's scheduling_strategy
+  SchedulingStrategy strategy = SchedulingStrategy::kDefault;  // TaskSpec's scheduling_strategy
   // SPREAD: tasks pushed per node, so each task goes to the node with the
   // fewest (leases are reused, so spreading the leases alone is not enough).
   std::map<std::string, uint64_t> spread_counts;
@@ -188,7 +188,7 @@ void TaskSubmitter::Enqueue(const TaskPtr& task) {
         ks = std::make_unique<KeyState>();
         ks->resources = DecodeResources(task->spec().resources());
         ks->description = task->spec().function_name();
-        ks->strategy = task->spec().scheduling_strategy();
+        ks->strategy = ParseSchedulingStrategy(task->spec().scheduling_strategy());
         ks->affinity_node_id = task->spec().affinity_node_id();
         ks->affinity_soft = task->spec().affinity_soft();
       }
@@ -229,7 +229,7 @@ void TaskSubmitter::DispatchLocked(const std::string& key, Outbox& out) {
     if (!io_.get_executor().running_in_this_thread()) depth = 1;
     // A worker that exits after max_calls must not have tasks queued behind.
     if (ks.queue.front()->spec().max_calls() > 0) depth = 1;
-    bool spread = ks.strategy == "SPREAD";
+    bool spread = ks.strategy == SchedulingStrategy::kSpread;
     // SPREAD: no node runs more than a window ahead of the one with the
     // fewest tasks (among nodes we hold leases on): a busy node's tasks wait
     // for it rather than piling onto the fastest one.
@@ -320,7 +320,7 @@ void TaskSubmitter::RequestLease(const std::string& key, const rpc::ConnectionPt
     if (!target_node_id.empty()) ks.spread_pending[target_node_id]++;
     for (auto& [k, v] : ks.resources) (*r->mutable_resources())[k] = v;
     r->set_description(ks.description);
-    r->set_strategy(ks.strategy);
+    r->set_strategy(SchedulingStrategyName(ks.strategy));
     r->set_affinity_node_id(ks.affinity_node_id);
     r->set_affinity_soft(ks.affinity_soft);
   }

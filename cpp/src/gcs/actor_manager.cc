@@ -244,7 +244,8 @@ void ActorManager::Schedule(Actor& a) {
     if (Covers(n.available(), a.info.resources())) free.push_back(&n);
   }
   bool placed = false;
-  if (a.info.scheduling_strategy() == "NODE_AFFINITY") {
+  SchedulingStrategy strategy = ParseSchedulingStrategy(a.info.scheduling_strategy());
+  if (strategy == SchedulingStrategy::kNodeAffinity) {
     for (auto* n : feasible) {
       if (n->node_id() == a.info.affinity_node_id()) best = n;
     }
@@ -261,7 +262,7 @@ void ActorManager::Schedule(Actor& a) {
   }
   if (!placed) {
     auto& pool = free.empty() ? feasible : free;
-    if (a.info.scheduling_strategy() == "SPREAD" && !pool.empty()) {
+    if (strategy == SchedulingStrategy::kSpread && !pool.empty()) {
       best = pool[spread_next_++ % pool.size()];
     } else {
       for (auto* n : pool) {

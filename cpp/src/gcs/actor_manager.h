@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "common/scheduling_strategy.h"
 #include "common/typed_id.h"
 #include "fleet.pb.h"
 #include "rpc/connection.h"

@@ -22,7 +22,7 @@ void LeaseManager::HandleRequestLease(ClientSession& s, uint64_t request_id,
   e.request_id = request_id;
   e.req.resources = FromDoubles({r.resources().begin(), r.resources().end()});
   e.req.placement = FromDoubles({r.placement().begin(), r.placement().end()});
-  e.req.strategy = r.strategy();
+  e.req.strategy = ParseSchedulingStrategy(r.strategy());
   e.req.affinity_node_id = r.affinity_node_id();
   e.req.affinity_soft = r.affinity_soft();
   e.req.spilled = r.spilled();

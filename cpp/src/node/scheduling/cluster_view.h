@@ -6,6 +6,7 @@
 #include <map>
 #include <string>
 
+#include "common/scheduling_strategy.h"
 #include "node/resources.h"
 
 namespace fleet::node::scheduling {
@@ -14,7 +15,7 @@ namespace fleet::node::scheduling {
 struct LeaseRequest {
   ResourceSet resources;         // held while leased
   ResourceSet placement;         // must fit a node's total, not held (actors)
-  std::string strategy;          // "", "SPREAD", "NODE_AFFINITY"
+  SchedulingStrategy strategy = SchedulingStrategy::kDefault;
   std::string affinity_node_id;  // binary node id (NODE_AFFINITY)
   bool affinity_soft = false;
   bool spilled = false;  // another node sent it here: never spilled again

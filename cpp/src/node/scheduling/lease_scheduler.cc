@@ -27,9 +27,9 @@ Placement LeaseScheduler::Place(LeaseRequest& r, const NodeResources& resources)
   LocalNode local{local_id_, resources};
   Placement p;
   std::optional<Placement> affinity;
-  if (r.strategy == "NODE_AFFINITY" && (affinity = PlaceNodeAffinity(r, view_, local))) {
+  if (r.strategy == SchedulingStrategy::kNodeAffinity && (affinity = PlaceNodeAffinity(r, view_, local))) {
     p = std::move(*affinity);
-  } else if (r.strategy == "SPREAD") {
+  } else if (r.strategy == SchedulingStrategy::kSpread) {
     p = PlaceSpread(r, view_, local, spread_turn_);
   } else {
     p = PlaceDefault(r, view_, local);

@@ -17,7 +17,7 @@ ResourceSet R(std::map<std::string, double> m) { return FromDoubles(m); }
 LeaseRequest Req(std::map<std::string, double> resources, std::string strategy = "") {
   LeaseRequest r;
   r.resources = R(resources);
-  r.strategy = std::move(strategy);
+  r.strategy = ParseSchedulingStrategy(strategy);
   return r;
 }
 
