@@ -100,7 +100,7 @@ Result<RegisteredActor> ActorSubmitter::Register(const rpc::ActorInfo& info, boo
   out.actor_id = rep.actor_id();
   out.existed = rep.existed();
   out.handle_meta = rep.handle_meta();
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   Actor& a = ActorLocked(out.actor_id);
   if (a.class_name.empty()) a.class_name = info.class_name();
   return out;
@@ -154,7 +154,7 @@ std::vector<std::string> ActorSubmitter::Submit(TaskSubmission&& submission, int
   std::string dead_data;
   uint32_t dead_flags = 0;
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     Actor& a = ActorLocked(actor_id);
     SubscribeLocked(a);
     if (a.state == rpc::ActorInfo::DEAD || shutdown_) {
@@ -182,7 +182,7 @@ std::vector<std::string> ActorSubmitter::Submit(TaskSubmission&& submission, int
   ResolveDependencies(store_, spec, call->dep_ids, call,
                       [this, call, actor_id](const StoredObject* failure) {
                         if (failure) FailCall(call, failure->flags, failure->data);
-                        std::lock_guard<std::mutex> lk(mu_);
+                        MutexLock lk(&mu_);
                         call->resolved = true;
                         auto it = actors_.find(actor_id);
                         if (it != actors_.end()) SendReadyLocked(*it->second);
@@ -198,7 +198,7 @@ void ActorSubmitter::ReleaseHandle(const std::string& actor_id) {
   spec->set_kind(rpc::ACTOR_EXIT);
   spec->set_num_returns(0);
   call->resolved = true;
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   auto it = actors_.find(actor_id);
   if (it == actors_.end() || shutdown_) return;
   Actor& a = *it->second;
@@ -231,7 +231,7 @@ void ActorSubmitter::OnReply(const std::string& actor_id, const CallPtr& call, c
                              rpc::Envelope& reply) {
   if (!s.ok()) return;  // connection lost: fleet-gcs's update decides (OnUpdate)
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     auto it = actors_.find(actor_id);
     if (it == actors_.end()) return;
     auto f = it->second->in_flight.find(call->seq);
@@ -247,7 +247,7 @@ void ActorSubmitter::OnUpdate(const rpc::ActorInfo& info) {
   std::vector<std::pair<CallPtr, std::pair<uint32_t, std::string>>> to_fail;
   rpc::ConnectionPtr to_close;  // closed outside the lock: its close handler locks
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     Actor& a = ActorLocked(info.actor_id());
     if (a.state == rpc::ActorInfo::DEAD) return;
     if (!info.class_name().empty()) a.class_name = info.class_name();
@@ -264,7 +264,8 @@ void ActorSubmitter::OnUpdate(const rpc::ActorInfo& info) {
     a.state = info.state();
     a.death_reason = info.death_reason();
     a.death_error = info.death_error();
-    auto fail_data = [&](const Call& c) -> std::pair<uint32_t, std::string> {
+    auto fail_data = [&](const Call& c) REQUIRES(mu_)
+        -> std::pair<uint32_t, std::string> {
       if (!a.death_error.empty()) return {kFlagActorDied | kFlagPickledError, a.death_error};
       return {kFlagActorDied, DeathMessage(a, c)};
     };
@@ -314,7 +315,7 @@ void ActorSubmitter::OnUpdate(const rpc::ActorInfo& info) {
                 }
               },
               [this, id, weak](const rpc::ConnectionPtr&, const Status&) {
-                std::lock_guard<std::mutex> lk2(mu_);
+                MutexLock lk2(&mu_);
                 auto it = actors_.find(id);
                 if (it != actors_.end() && it->second->conn == weak.lock()) it->second->conn.reset();
                 // In-flight calls wait for fleet-gcs's verdict (restart or death).
@@ -337,7 +338,7 @@ std::string ActorSubmitter::DeathMessage(const Actor& a, const Call& call) const
 
 void ActorSubmitter::FailCall(const CallPtr& call, uint32_t flags, const std::string& data) {
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     if (call->done) return;
     call->done = true;
   }
@@ -348,7 +349,7 @@ void ActorSubmitter::FailCall(const CallPtr& call, uint32_t flags, const std::st
 void ActorSubmitter::FinishCall(const CallPtr& call) {
   for (const auto& id : call->dep_ids) store_.RemoveSubmittedRef(id);
   for (const auto& id : call->held_ids) store_.RemoveSubmittedRef(id);
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   call->done = true;
   calls_by_id_.erase(call->spec().task_id());
 }
@@ -357,7 +358,7 @@ bool ActorSubmitter::Cancel(const std::string& task_id, bool recursive) {
   CallPtr to_fail;
   rpc::ConnectionPtr notify;
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     auto it = calls_by_id_.find(task_id);
     if (it == calls_by_id_.end()) return false;
     CallPtr c = it->second.lock();
@@ -384,7 +385,7 @@ bool ActorSubmitter::Cancel(const std::string& task_id, bool recursive) {
 void ActorSubmitter::CancelChildren(const std::string& parent_task_id) {
   std::vector<std::string> children;
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     for (auto& [id, weak] : calls_by_id_) {
       auto c = weak.lock();
       if (c && !c->cancelled && c->spec().parent_task_id() == parent_task_id) children.push_back(id);
@@ -394,7 +395,7 @@ void ActorSubmitter::CancelChildren(const std::string& parent_task_id) {
 }
 
 size_t ActorSubmitter::NumPendingCalls(const std::string& actor_id) {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   auto it = actors_.find(actor_id);
   if (it == actors_.end()) return 0;
   size_t n = it->second->in_flight.size();
@@ -403,12 +404,12 @@ size_t ActorSubmitter::NumPendingCalls(const std::string& actor_id) {
 }
 
 bool ActorSubmitter::IsPending(const std::string& task_id) {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   return calls_by_id_.count(task_id) > 0;
 }
 
 std::string ActorSubmitter::StateOf(const std::string& actor_id) {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   auto it = actors_.find(actor_id);
   return it == actors_.end() ? "UNKNOWN" : StateName(it->second->state);
 }
@@ -417,7 +418,7 @@ void ActorSubmitter::Shutdown() {
   std::vector<CallPtr> pending;
   std::vector<rpc::ConnectionPtr> conns;
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     shutdown_ = true;
     for (auto& [id, a] : actors_) {
       for (auto& c : a->queue) pending.push_back(c);

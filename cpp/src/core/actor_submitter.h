@@ -11,9 +11,11 @@
 // a restart, or death with its reason. Calls in flight when the actor dies
 // are resent after a restart while max_task_retries allows, else they fail
 // with an ActorDied error; calls on a dead actor fail at once.
-// Thread-safe: one mutex guards all state; sends to an actor happen under it,
-// so concurrent submitters cannot reorder one actor's calls. Replies and
-// updates arrive on the io thread.
+// Thread-safe: one mutex (mu_) guards all state; sends to an actor happen
+// under it, so concurrent submitters cannot reorder one actor's calls.
+// Replies and updates arrive on the io thread. No callback or store call runs
+// under mu_. Lock order: mu_ before GcsClient's (subscribing to an actor
+// fetches the fleet-gcs connection under it).
 #pragma once
 
 #include <asio/io_context.hpp>
@@ -21,11 +23,11 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "common/thread_annotations.h"
 #include "core/memory_store.h"
 #include "core/task_submitter.h"
 #include "fleet.pb.h"
@@ -47,53 +49,59 @@ class ActorSubmitter {
 
   // Synchronous: reserves the id and name. A taken name is InvalidArgument
   // (unless get_if_exists, which returns the existing actor).
-  Result<RegisteredActor> Register(const rpc::ActorInfo& info, bool get_if_exists);
+  Result<RegisteredActor> Register(const rpc::ActorInfo& info, bool get_if_exists) EXCLUDES(mu_);
   // Resolves the creation task's arguments, then sends it to fleet-gcs.
-  void Create(TaskSubmission&& creation);
+  void Create(TaskSubmission&& creation) EXCLUDES(mu_);
   // Queues a method call (spec.actor_id set); returns the return ids, each
   // holding one local ref. max_task_retries < 0: retry without limit.
-  std::vector<std::string> Submit(TaskSubmission&& call, int max_task_retries);
+  std::vector<std::string> Submit(TaskSubmission&& call, int max_task_retries) EXCLUDES(mu_);
   // The caller's last handle is gone: after the calls already queued, the
   // actor exits (an ACTOR_EXIT task).
-  void ReleaseHandle(const std::string& actor_id);
+  void ReleaseHandle(const std::string& actor_id) EXCLUDES(mu_);
   // fleet.cancel of an actor call. False if it is not pending here.
-  bool Cancel(const std::string& task_id, bool recursive);
+  bool Cancel(const std::string& task_id, bool recursive) EXCLUDES(mu_);
 
   // Cancels the pending calls submitted by `parent_task_id` (recursive cancel).
-  void CancelChildren(const std::string& parent_task_id);
+  void CancelChildren(const std::string& parent_task_id) EXCLUDES(mu_);
   // Calls of this process to the actor not finished yet (max_pending_calls).
-  size_t NumPendingCalls(const std::string& actor_id);
+  size_t NumPendingCalls(const std::string& actor_id) EXCLUDES(mu_);
   // Whether `task_id` is an actor call still pending here.
-  bool IsPending(const std::string& task_id);
+  bool IsPending(const std::string& task_id) EXCLUDES(mu_);
 
   // io thread: a state change pushed by fleet-gcs.
-  void OnUpdate(const rpc::ActorInfo& info);
+  void OnUpdate(const rpc::ActorInfo& info) EXCLUDES(mu_);
   // "PENDING" / "ALIVE" / "RESTARTING" / "DEAD" as this process last heard.
-  std::string StateOf(const std::string& actor_id);
-  void Shutdown();
+  std::string StateOf(const std::string& actor_id) EXCLUDES(mu_);
+  void Shutdown() EXCLUDES(mu_);
 
  private:
   struct Call;
   struct Actor;
   using CallPtr = std::shared_ptr<Call>;
-  Actor& ActorLocked(const std::string& actor_id);
-  void SubscribeLocked(Actor& a);
-  void SendReadyLocked(Actor& a);
+  // The actor's state, made on first use.
+  Actor& ActorLocked(const std::string& actor_id) REQUIRES(mu_);
+  // Asks fleet-gcs for the actor's updates, once.
+  void SubscribeLocked(Actor& a) REQUIRES(mu_);
+  // Sends the calls at the head of the queue that are ready to go.
+  void SendReadyLocked(Actor& a) REQUIRES(mu_);
   void OnReply(const std::string& actor_id, const CallPtr& call, const Status& s,
-               rpc::Envelope& reply);
-  void FailCall(const CallPtr& call, uint32_t flags, const std::string& data);
-  void FinishCall(const CallPtr& call);
-  std::string DeathMessage(const Actor& a, const Call& call) const;
+               rpc::Envelope& reply) EXCLUDES(mu_);
+  void FailCall(const CallPtr& call, uint32_t flags, const std::string& data) EXCLUDES(mu_);
+  void FinishCall(const CallPtr& call) EXCLUDES(mu_);
+  // Reads the actor's class and death reason (guarded by mu_, like all of `a`).
+  std::string DeathMessage(const Actor& a, const Call& call) const REQUIRES(mu_);
 
+  // Constant after construction.
   asio::io_context& io_;
   MemoryStore& store_;
   GcsFn gcs_;
   rpc::Hello hello_;
 
-  std::mutex mu_;
-  std::unordered_map<std::string, std::unique_ptr<Actor>> actors_;       // guarded by mu_
-  std::unordered_map<std::string, std::weak_ptr<Call>> calls_by_id_;     // guarded by mu_
-  bool shutdown_ = false;                                                // guarded by mu_
+  Mutex mu_;
+  // The actors, and through them their queues, connections and calls.
+  std::unordered_map<std::string, std::unique_ptr<Actor>> actors_ GUARDED_BY(mu_);
+  std::unordered_map<std::string, std::weak_ptr<Call>> calls_by_id_ GUARDED_BY(mu_);
+  bool shutdown_ GUARDED_BY(mu_) = false;
 };
 
 }  // namespace fleet

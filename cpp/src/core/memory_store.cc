@@ -10,13 +10,13 @@
 namespace fleet {
 
 void MemoryStore::CreatePending(const std::string& id, int local_refs) {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   objects_[id].local_refs += local_refs;
 }
 
 void MemoryStore::PutReady(const std::string& id, std::string data, uint32_t flags,
                            int local_refs) {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   Entry& e = objects_[id];
   e.local_refs += local_refs;
   e.ready = true;
@@ -29,7 +29,7 @@ bool MemoryStore::Complete(const std::string& id, std::string data, uint32_t fla
   std::vector<ReadyCallback> callbacks;
   StoredObject copy;
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     auto it = objects_.find(id);
     if (it == objects_.end() || it->second.ready) {
       if (it == objects_.end() && !borrowed && (flags & kFlagInStore) && free_hook_) free_hook_(id, data);
@@ -45,7 +45,7 @@ void MemoryStore::PutOrComplete(const std::string& id, std::string data, uint32_
   std::vector<ReadyCallback> callbacks;
   StoredObject copy;
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     if (!released_streams_.empty() && released_streams_.count(id.substr(0, kUniqueIdSize))) {
       if ((flags & kFlagInStore) && free_hook_) free_hook_(id, data);
       return;  // its generator was dropped: nobody will read it
@@ -59,13 +59,13 @@ void MemoryStore::PutOrComplete(const std::string& id, std::string data, uint32_
 }
 
 void MemoryStore::CreatePendingIfAbsent(const std::string& id) {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   auto [it, inserted] = objects_.try_emplace(id);
   if (inserted) it->second.local_refs = 1;
 }
 
 void MemoryStore::ReleaseGenerator(const std::string& task_id, uint32_t from_index) {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   if (!released_streams_.count(task_id)) {
     released_streams_[task_id] = true;
     released_order_.push_back(task_id);
@@ -83,7 +83,7 @@ void MemoryStore::ReleaseGenerator(const std::string& task_id, uint32_t from_ind
 }
 
 bool MemoryStore::DropPendingRef(const std::string& id) {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   auto it = objects_.find(id);
   if (it == objects_.end()) return true;
   if (it->second.ready) return false;
@@ -102,7 +102,7 @@ void MemoryStore::FinishCompleteLocked(std::unordered_map<std::string, Entry>::i
     e.value.data = std::move(data);
     e.value.flags = flags;
     for (auto& w : e.waiters) {
-      if (--w->remaining == 0) w->cv.notify_one();
+      if (--w->remaining == 0) w->cv.NotifyOne();
     }
     e.waiters.clear();
     callbacks->swap(e.callbacks);
@@ -115,7 +115,7 @@ void MemoryStore::FinishCompleteLocked(std::unordered_map<std::string, Entry>::i
 MemoryStore::Borrow MemoryStore::RegisterBorrowed(const std::string& id,
                                                   const std::string& owner_address,
                                                   bool register_with_owner) {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   auto [it, added] = objects_.try_emplace(id);
   if (added) {
     it->second.owned = false;
@@ -130,7 +130,7 @@ MemoryStore::Borrow MemoryStore::RegisterBorrowed(const std::string& id,
 }
 
 void MemoryStore::ConfirmRegistered(const std::vector<std::string>& ids) {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   for (const auto& id : ids) {
     auto it = objects_.find(id);
     if (it != objects_.end()) it->second.unconfirmed = false;
@@ -138,7 +138,7 @@ void MemoryStore::ConfirmRegistered(const std::vector<std::string>& ids) {
 }
 
 void MemoryStore::AddBorrower(const std::string& id, const std::string& borrower, int count) {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   auto it = objects_.find(id);
   if (it == objects_.end() || !it->second.owned) return;
   auto& list = it->second.borrowers;
@@ -154,7 +154,7 @@ void MemoryStore::AddBorrower(const std::string& id, const std::string& borrower
 }
 
 void MemoryStore::DropBorrower(const std::string& borrower) {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   std::vector<std::string> touched;
   for (auto& [id, e] : objects_) {
     if (std::erase_if(e.borrowers, [&](const auto& p) { return p.first == borrower; }) > 0) {
@@ -170,7 +170,7 @@ void MemoryStore::DropBorrower(const std::string& borrower) {
 void MemoryStore::AdoptNested(const std::string& outer,
                               const std::vector<std::pair<std::string, std::string>>& nested,
                               const std::string& self) {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   auto out = objects_.find(outer);
   bool keep = out != objects_.end() && out->second.ready;
   for (const auto& [id, owner] : nested) {
@@ -201,7 +201,7 @@ void MemoryStore::AdoptNested(const std::string& outer,
 
 void MemoryStore::SetContains(const std::string& outer, const std::vector<std::string>& inner) {
   if (inner.empty()) return;
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   auto it = objects_.find(outer);
   if (it == objects_.end()) return;
   for (const auto& id : inner) {
@@ -213,13 +213,13 @@ void MemoryStore::SetContains(const std::string& outer, const std::vector<std::s
 }
 
 void MemoryStore::AddLocalRef(const std::string& id) {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   auto it = objects_.find(id);
   if (it != objects_.end()) it->second.local_refs++;
 }
 
 void MemoryStore::RemoveLocalRef(const std::string& id) {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   auto it = objects_.find(id);
   if (it == objects_.end()) return;
   it->second.local_refs--;
@@ -227,12 +227,12 @@ void MemoryStore::RemoveLocalRef(const std::string& id) {
 }
 
 void MemoryStore::AddSubmittedRef(const std::string& id) {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   objects_[id].submitted_refs++;
 }
 
 void MemoryStore::RemoveSubmittedRef(const std::string& id) {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   auto it = objects_.find(id);
   if (it == objects_.end()) return;
   it->second.submitted_refs--;
@@ -240,7 +240,7 @@ void MemoryStore::RemoveSubmittedRef(const std::string& id) {
 }
 
 void MemoryStore::MarkEscaped(const std::string& id) {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   auto it = objects_.find(id);
   if (it != objects_.end()) it->second.escaped = true;
 }
@@ -274,7 +274,7 @@ Result<bool> MemoryStore::GetOrSubscribe(const std::string& id, StoredObject* ou
                                          ReadyCallback on_ready) {
   std::string fetch_owner;
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     auto it = objects_.find(id);
     if (it == objects_.end()) return Status::NotFound("object " + ToHex(id) + " is unknown here");
     Entry& e = it->second;
@@ -305,7 +305,7 @@ Result<std::vector<StoredObject>> MemoryStore::Get(const std::vector<std::string
                                                    const std::function<void(bool)>& on_block) {
   auto waiter = std::make_shared<Waiter>();
   std::vector<std::pair<std::string, std::string>> to_fetch;
-  std::unique_lock<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   for (const auto& id : ids) {  // validate first: an error must not leave half-made waits
     if (objects_.find(id) == objects_.end()) {
       return Status::NotFound("object " + ToHex(id) +
@@ -326,27 +326,27 @@ Result<std::vector<StoredObject>> MemoryStore::Get(const std::vector<std::string
     }
   }
   if (waiter->remaining > 0) {
-    lk.unlock();
+    lk.Unlock();
     for (auto& [id, owner] : to_fetch) fetch_(id, owner);
     if (on_block) on_block(true);
-    lk.lock();
+    lk.Lock();
     bool done;
     if (timeout_ms < 0) {
-      waiter->cv.wait(lk, [&] { return waiter->remaining <= 0; });
+      waiter->cv.Wait(lk, [&]() REQUIRES(mu_) { return waiter->remaining <= 0; });
       done = true;
     } else {
-      done = waiter->cv.wait_for(lk, std::chrono::milliseconds(timeout_ms),
-                                 [&] { return waiter->remaining <= 0; });
+      done = waiter->cv.WaitFor(lk, std::chrono::milliseconds(timeout_ms),
+                                [&]() REQUIRES(mu_) { return waiter->remaining <= 0; });
     }
     if (!done) {
       for (const auto& id : ids) RemoveWaiterLocked(id, waiter);
-      lk.unlock();
+      lk.Unlock();
       if (on_block) on_block(false);
       return Status::TimedOut("Get timed out: some object(s) not ready.");
     }
-    lk.unlock();
+    lk.Unlock();
     if (on_block) on_block(false);
-    lk.lock();
+    lk.Lock();
   }
   std::vector<StoredObject> out;
   out.reserve(ids.size());
@@ -365,7 +365,7 @@ Result<std::vector<bool>> MemoryStore::Wait(const std::vector<std::string>& ids,
   auto waiter = std::make_shared<Waiter>();
   std::vector<std::pair<std::string, std::string>> to_fetch;
   std::vector<bool> ready(ids.size(), false);
-  std::unique_lock<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   int n_ready = 0;
   for (size_t i = 0; i < ids.size(); ++i) {
     auto it = objects_.find(ids[i]);
@@ -389,14 +389,14 @@ Result<std::vector<bool>> MemoryStore::Wait(const std::vector<std::string>& ids,
       }
     }
     (void)fetch;  // every wait fetches small objects: they are the readiness signal
-    lk.unlock();
+    lk.Unlock();
     for (auto& [id, owner] : to_fetch) fetch_(id, owner);
-    lk.lock();
+    lk.Lock();
     if (timeout_ms < 0) {
-      waiter->cv.wait(lk, [&] { return waiter->remaining <= 0; });
+      waiter->cv.Wait(lk, [&]() REQUIRES(mu_) { return waiter->remaining <= 0; });
     } else {
-      waiter->cv.wait_for(lk, std::chrono::milliseconds(timeout_ms),
-                          [&] { return waiter->remaining <= 0; });
+      waiter->cv.WaitFor(lk, std::chrono::milliseconds(timeout_ms),
+                         [&]() REQUIRES(mu_) { return waiter->remaining <= 0; });
     }
     for (size_t i = 0; i < ids.size(); ++i) {
       auto it = objects_.find(ids[i]);
@@ -411,19 +411,19 @@ Result<std::vector<bool>> MemoryStore::Wait(const std::vector<std::string>& ids,
 }
 
 bool MemoryStore::Contains(const std::string& id) const {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   return objects_.count(id) > 0;
 }
 
 std::optional<std::string> MemoryStore::OwnerOf(const std::string& id) const {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   auto it = objects_.find(id);
   if (it == objects_.end() || it->second.owned) return std::nullopt;
   return it->second.owner_address;
 }
 
 size_t MemoryStore::Size() const {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   return objects_.size();
 }
 
@@ -431,7 +431,7 @@ size_t MemoryStore::Size() const {
 
 namespace fleet {
 void MemoryStore::Compact() {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   objects_.rehash(0);
 }
 }  // namespace fleet

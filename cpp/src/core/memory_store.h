@@ -7,15 +7,16 @@
 // was serialized where nobody tracks it) holds it; an owned entry becomes
 // ready exactly once. A borrowed entry counts the registrations it made with
 // the owner and hands them back when it goes (see ReleaseBorrowFn). Borrowed entries record their owner's
-// address and are fetched on demand. Thread-safe (one mutex); completion
-// callbacks run outside the lock on the completing thread.
+// address and are fetched on demand. Thread-safe (one mutex, mu_); completion
+// callbacks and fetches run outside the lock on the completing thread. Lock
+// order: callers' locks (PeerConnections) before mu_; the free and release
+// hooks run under mu_, so their components' locks (ObjectLocator,
+// ReferenceCounter) come after it.
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -23,6 +24,7 @@
 
 #include "common/ids.h"
 #include "common/status.h"
+#include "common/thread_annotations.h"
 
 namespace fleet {
 
@@ -51,34 +53,37 @@ class MemoryStore {
                                              int count, bool unconfirmed)>;
 
   explicit MemoryStore(FetchFn fetch) : fetch_(std::move(fetch)) {}
+  // Set once, before the store is shared between threads.
   void SetFreeHook(FreeFn free_hook) { free_hook_ = std::move(free_hook); }
   void SetReleaseBorrowHook(ReleaseBorrowFn hook) { release_borrow_ = std::move(hook); }
 
   // An owned object whose value comes later (a task return). `local_refs`
   // are held from the start, so the entry cannot be freed before the
   // caller's ObjectRef takes them over.
-  void CreatePending(const std::string& id, int local_refs = 0);
+  void CreatePending(const std::string& id, int local_refs = 0) EXCLUDES(mu_);
   // An owned object with its value now (a put). `id` must be fresh.
-  void PutReady(const std::string& id, std::string data, uint32_t flags, int local_refs = 0);
+  void PutReady(const std::string& id, std::string data, uint32_t flags, int local_refs = 0)
+      EXCLUDES(mu_);
   // Sets the value of a pending (or borrowed) entry and wakes its waiters.
   // Dropped if the entry was freed meanwhile (then a value of ours in the
   // shared-memory store is freed too, unless `borrowed`). Returns true if stored.
-  bool Complete(const std::string& id, std::string data, uint32_t flags, bool borrowed = false);
+  bool Complete(const std::string& id, std::string data, uint32_t flags, bool borrowed = false)
+      EXCLUDES(mu_);
   // A streaming generator's item: creates the (owned) entry ready, holding
   // one local ref for the reader's ObjectRef to take over, or completes the
   // entry a reader already waits on (which holds that ref). Duplicates (a
   // retried generator) are dropped.
-  void PutOrComplete(const std::string& id, std::string data, uint32_t flags);
+  void PutOrComplete(const std::string& id, std::string data, uint32_t flags) EXCLUDES(mu_);
   // The reader's side: a pending entry holding one local ref, unless the
   // entry exists already (then its ref is the one to take over).
-  void CreatePendingIfAbsent(const std::string& id);
+  void CreatePendingIfAbsent(const std::string& id) EXCLUDES(mu_);
   // The reader gives up waiting: drops its ref if the entry is still pending
   // and returns true; false if the item arrived meanwhile (the ref stays,
   // for the reader to take).
-  bool DropPendingRef(const std::string& id);
+  bool DropPendingRef(const std::string& id) EXCLUDES(mu_);
   // The generator of task `task_id` was dropped by its reader: frees its
   // unread items from `from_index` on, and drops those that arrive later.
-  void ReleaseGenerator(const std::string& task_id, uint32_t from_index);
+  void ReleaseGenerator(const std::string& task_id, uint32_t from_index) EXCLUDES(mu_);
   // Records a borrowed ref; no-op if known. With `register_with_owner`, a
   // new entry counts one registration, which the caller must send to the
   // owner (kRegister); a known entry whose registration is not confirmed
@@ -86,55 +91,56 @@ class MemoryStore {
   // must wait for the flush in flight before relying on it.
   enum class Borrow { kKnown, kRegister, kAwaitRegistration };
   Borrow RegisterBorrowed(const std::string& id, const std::string& owner_address,
-                          bool register_with_owner = false);
+                          bool register_with_owner = false) EXCLUDES(mu_);
   // The owner answered the registrations of `ids`.
-  void ConfirmRegistered(const std::vector<std::string>& ids);
+  void ConfirmRegistered(const std::vector<std::string>& ids) EXCLUDES(mu_);
   // Owner side: `borrower` holds (count > 0) or let go of (count < 0) refs.
   // Unknown ids, and releases by a borrower not registered, are skipped.
-  void AddBorrower(const std::string& id, const std::string& borrower, int count);
+  void AddBorrower(const std::string& id, const std::string& borrower, int count) EXCLUDES(mu_);
   // Owner side: the process at `borrower` is gone: drop all its borrows.
-  void DropBorrower(const std::string& borrower);
+  void DropBorrower(const std::string& borrower) EXCLUDES(mu_);
   // `outer` (an object of ours) contains refs `inner`: each is kept while
   // `outer` exists.
-  void SetContains(const std::string& outer, const std::vector<std::string>& inner);
+  void SetContains(const std::string& outer, const std::vector<std::string>& inner) EXCLUDES(mu_);
   // A return value `outer` arrived holding refs `nested` (id, owner), for
   // each of which the executor registered this process as a borrower: the
   // registrations become holds of `outer` (or are handed back at once if
   // `outer` is gone). `self` is this process's address.
   void AdoptNested(const std::string& outer,
                    const std::vector<std::pair<std::string, std::string>>& nested,
-                   const std::string& self);
+                   const std::string& self) EXCLUDES(mu_);
 
   // No-op for an unknown id (a ref whose object this process never had).
-  void AddLocalRef(const std::string& id);
-  void RemoveLocalRef(const std::string& id);
-  void AddSubmittedRef(const std::string& id);
-  void RemoveSubmittedRef(const std::string& id);
-  void MarkEscaped(const std::string& id);
+  void AddLocalRef(const std::string& id) EXCLUDES(mu_);
+  void RemoveLocalRef(const std::string& id) EXCLUDES(mu_);
+  void AddSubmittedRef(const std::string& id) EXCLUDES(mu_);
+  void RemoveSubmittedRef(const std::string& id) EXCLUDES(mu_);
+  void MarkEscaped(const std::string& id) EXCLUDES(mu_);
 
   // If ready, copies the value into *out and returns true. Otherwise, if
   // `on_ready` is given, it runs once the value arrives (possibly at once on
   // this thread if it raced). Returns NotFound status if the id is unknown.
-  Result<bool> GetOrSubscribe(const std::string& id, StoredObject* out, ReadyCallback on_ready);
+  Result<bool> GetOrSubscribe(const std::string& id, StoredObject* out, ReadyCallback on_ready)
+      EXCLUDES(mu_);
 
   // Blocks until all are ready or the timeout passes (timeout_ms < 0: forever).
   // `on_block` runs once before the first real wait (and `on_unblock` after).
   Result<std::vector<StoredObject>> Get(const std::vector<std::string>& ids, int64_t timeout_ms,
-                                        const std::function<void(bool)>& on_block);
+                                        const std::function<void(bool)>& on_block) EXCLUDES(mu_);
   // Returns readiness per id once num_returns are ready or on timeout.
   Result<std::vector<bool>> Wait(const std::vector<std::string>& ids, int num_returns,
-                                 int64_t timeout_ms, bool fetch);
+                                 int64_t timeout_ms, bool fetch) EXCLUDES(mu_);
 
-  bool Contains(const std::string& id) const;
-  std::optional<std::string> OwnerOf(const std::string& id) const;
-  size_t Size() const;
+  bool Contains(const std::string& id) const EXCLUDES(mu_);
+  std::optional<std::string> OwnerOf(const std::string& id) const EXCLUDES(mu_);
+  size_t Size() const EXCLUDES(mu_);
   // Shrinks the hash table after a burst of objects was freed.
-  void Compact();
+  void Compact() EXCLUDES(mu_);
 
  private:
   struct Waiter {
-    std::condition_variable cv;
-    int remaining = 0;
+    CondVar cv;
+    int remaining = 0;  // guarded by mu_ (the analysis cannot name it from here)
   };
   struct Entry {
     bool ready = false;
@@ -153,20 +159,23 @@ class MemoryStore {
     std::vector<std::shared_ptr<Waiter>> waiters;
     std::vector<ReadyCallback> callbacks;
   };
-  // Frees the entry if nothing holds it. Requires mu_.
-  void MaybeFreeLocked(std::unordered_map<std::string, Entry>::iterator it);
-  void RemoveWaiterLocked(const std::string& id, const std::shared_ptr<Waiter>& w);
+  // Frees the entry if nothing holds it (and what it contained, in turn).
+  void MaybeFreeLocked(std::unordered_map<std::string, Entry>::iterator it) REQUIRES(mu_);
+  void RemoveWaiterLocked(const std::string& id, const std::shared_ptr<Waiter>& w) REQUIRES(mu_);
   void FinishCompleteLocked(std::unordered_map<std::string, Entry>::iterator it, std::string data,
                             uint32_t flags, std::vector<ReadyCallback>* callbacks,
-                            StoredObject* copy);
+                            StoredObject* copy) REQUIRES(mu_);
 
+  // Constant once the store is shared (the hooks are set before).
   FetchFn fetch_;
   FreeFn free_hook_;
   ReleaseBorrowFn release_borrow_;
-  mutable std::mutex mu_;
-  std::unordered_map<std::string, bool> released_streams_;  // task ids; guarded by mu_
-  std::vector<std::string> released_order_;                 // oldest first; guarded by mu_
-  std::unordered_map<std::string, Entry> objects_;  // guarded by mu_
+
+  mutable Mutex mu_;
+  std::unordered_map<std::string, bool> released_streams_ GUARDED_BY(mu_);  // task ids
+  std::vector<std::string> released_order_ GUARDED_BY(mu_);                 // oldest first
+  // The entries, and through them their counts, waiters and callbacks.
+  std::unordered_map<std::string, Entry> objects_ GUARDED_BY(mu_);
 };
 
 }  // namespace fleet

@@ -155,7 +155,7 @@ std::vector<std::string> TaskSubmitter::Submit(TaskSubmission&& submission) {
     store_.CreatePending(task->return_ids.back(), /*local_refs=*/1);  // taken over by the ObjectRef
   }
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     num_pending_++;
     tasks_by_id_[spec->task_id()] = task;
   }
@@ -179,7 +179,7 @@ std::vector<std::string> TaskSubmitter::Submit(TaskSubmission&& submission) {
 void TaskSubmitter::Enqueue(const TaskPtr& task) {
   Outbox out;
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     if (shutdown_ || task->cancelled) {
       out.enqueue_failed.push_back(task);
     } else {
@@ -303,7 +303,7 @@ void TaskSubmitter::Flush(Outbox& out) {
     node_->Send(req);
     std::vector<rpc::ConnectionPtr> remotes;
     {
-      std::lock_guard<std::mutex> lk(mu_);
+      MutexLock lk(&mu_);
       for (auto& [addr, c] : remote_nodes_) remotes.push_back(c);
     }
     for (auto& c : remotes) c->Send(req);
@@ -315,7 +315,7 @@ void TaskSubmitter::RequestLease(const std::string& key, const rpc::ConnectionPt
   rpc::Envelope req;
   auto* r = req.mutable_request_lease();
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     auto& ks = *keys_[key];
     if (!target_node_id.empty()) ks.spread_pending[target_node_id]++;
     for (auto& [k, v] : ks.resources) (*r->mutable_resources())[k] = v;
@@ -328,7 +328,7 @@ void TaskSubmitter::RequestLease(const std::string& key, const rpc::ConnectionPt
   r->set_spilled(spilled);
   node->Call(req, [this, key, node, target_node_id](const Status& s, rpc::Envelope& reply) {
     if (!target_node_id.empty()) {
-      std::lock_guard<std::mutex> lk(mu_);
+      MutexLock lk(&mu_);
       auto& pending = keys_[key]->spread_pending;
       if (--pending[target_node_id] <= 0) pending.erase(target_node_id);
     }
@@ -338,14 +338,14 @@ void TaskSubmitter::RequestLease(const std::string& key, const rpc::ConnectionPt
 
 Result<rpc::ConnectionPtr> TaskSubmitter::RemoteNode(const std::string& address) {
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     auto it = remote_nodes_.find(address);
     if (it != remote_nodes_.end() && !it->second->closed()) return it->second;
   }
   auto c = rpc::Connect(io_, address, hello_);
   if (!c.ok()) return c.status();
   c.value()->Start(on_node_message_, nullptr);
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   remote_nodes_[address] = c.value();
   return c.value();
 }
@@ -360,7 +360,7 @@ void TaskSubmitter::OnLeaseReply(const std::string& key, const rpc::ConnectionPt
     if (remote.ok()) {
       bool go;
       {
-        std::lock_guard<std::mutex> lk(mu_);
+        MutexLock lk(&mu_);
         go = !shutdown_;
       }
       if (go) return RequestLease(key, remote.value(), true, granted.spillback_node_id());
@@ -382,7 +382,7 @@ void TaskSubmitter::OnLeaseReply(const std::string& key, const rpc::ConnectionPt
     // node again, which knows the cluster's state.
     bool go;
     {
-      std::lock_guard<std::mutex> lk(mu_);
+      MutexLock lk(&mu_);
       go = !shutdown_;
     }
     if (go) return RequestLease(key, node_, false);
@@ -391,8 +391,9 @@ void TaskSubmitter::OnLeaseReply(const std::string& key, const rpc::ConnectionPt
   std::vector<TaskPtr> to_fail;
   std::string fail_message;
   LeasePtr lease;
+  rpc::Envelope ret;  // a lease to give back at once, if it has a worker id
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     auto& ks = *keys_[key];
     ks.pending_lease_requests--;
     if (!s.ok() || !granted.error().empty()) {
@@ -406,9 +407,7 @@ void TaskSubmitter::OnLeaseReply(const std::string& key, const rpc::ConnectionPt
       // Canceled: nothing queued for this key any more (or asked again below).
       DispatchLocked(key, out);
     } else if (shutdown_) {
-      rpc::Envelope ret;
       ret.mutable_return_lease()->set_worker_id(reply.lease_granted().worker_id());
-      node->Send(ret);
     } else {
       const auto& g = reply.lease_granted();
       lease = std::make_shared<Lease>();
@@ -424,14 +423,12 @@ void TaskSubmitter::OnLeaseReply(const std::string& key, const rpc::ConnectionPt
   if (lease) {
     const auto& g = reply.lease_granted();
     auto conn = rpc::Connect(io_, g.worker_address(), hello_);
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     if (!conn.ok()) {
       FLEET_LOG(WARNING) << "cannot reach leased worker " << g.worker_address() << ": "
                          << conn.status().message();
-      rpc::Envelope ret;
       ret.mutable_return_lease()->set_worker_id(lease->worker_id);
       ret.mutable_return_lease()->set_worker_failed(true);
-      lease->node->Send(ret);
       DispatchLocked(key, out);
     } else {
       lease->conn = conn.value();
@@ -448,11 +445,13 @@ void TaskSubmitter::OnLeaseReply(const std::string& key, const rpc::ConnectionPt
       lease->conn->Start(on_message, [this, weak](const rpc::ConnectionPtr&, const Status&) {
         auto l = weak.lock();
         if (!l) return;
-        std::lock_guard<std::mutex> lk2(mu_);
-        if (l->dead) return;
-        l->dead = true;
-        auto& ks2 = *keys_[l->key];
-        std::erase(ks2.leases, l);
+        {
+          MutexLock lk2(&mu_);
+          if (l->dead) return;
+          l->dead = true;
+          auto& ks2 = *keys_[l->key];
+          std::erase(ks2.leases, l);
+        }
         rpc::Envelope ret;
         ret.mutable_return_lease()->set_worker_id(l->worker_id);
         ret.mutable_return_lease()->set_worker_failed(true);
@@ -463,6 +462,7 @@ void TaskSubmitter::OnLeaseReply(const std::string& key, const rpc::ConnectionPt
       if (keys_[key]->queue.empty() && lease->in_flight.empty()) ArmLingerTimer();
     }
   }
+  if (ret.has_return_lease()) node->Send(ret);  // `node` granted it (lease->node)
   for (auto& t : to_fail) FailTask(t, kFlagSystemError, "Task " + t->spec().function_name() + " " + fail_message);
   Flush(out);
 }
@@ -474,7 +474,7 @@ void TaskSubmitter::OnTaskReply(const LeasePtr& lease, const TaskPtr& task, cons
   bool cancelled = false;
   bool lease_lost = false;
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     lease->in_flight.erase(task->spec().task_id());
     bool exiting = s.ok() && reply.push_task_reply().worker_exiting();
     if ((!s.ok() || exiting) && !lease->dead) {
@@ -555,7 +555,7 @@ void TaskSubmitter::OnTaskReply(const LeasePtr& lease, const TaskPtr& task, cons
   }
   Outbox out;
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     DispatchLocked(lease->key, out);
   }
   Flush(out);
@@ -568,7 +568,7 @@ void TaskSubmitter::FailTask(const TaskPtr& task, uint32_t flags, const std::str
 
 void TaskSubmitter::FinishTask(const TaskPtr& task) {
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     if (task->finished) return;  // a cancelled task can be failed twice
     task->finished = true;
     num_pending_--;
@@ -588,7 +588,7 @@ bool TaskSubmitter::Cancel(const std::string& task_id, bool force, bool recursiv
   LeasePtr to_kill;
   rpc::ConnectionPtr notify;
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     auto it = tasks_by_id_.find(task_id);
     if (it == tasks_by_id_.end()) return false;
     TaskPtr task = it->second.lock();
@@ -638,7 +638,7 @@ bool TaskSubmitter::Cancel(const std::string& task_id, bool force, bool recursiv
 void TaskSubmitter::CancelChildren(const std::string& parent_task_id, bool force) {
   std::vector<std::string> children;
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     for (auto& [id, weak] : tasks_by_id_) {
       auto t = weak.lock();
       if (t && !t->cancelled && t->spec().parent_task_id() == parent_task_id) children.push_back(id);
@@ -648,7 +648,6 @@ void TaskSubmitter::CancelChildren(const std::string& parent_task_id, bool force
 }
 
 void TaskSubmitter::ArmLingerTimer() {
-  // requires mu_
   if (linger_armed_ || shutdown_) return;
   linger_armed_ = true;
   asio::post(io_, [this] {
@@ -663,7 +662,7 @@ void TaskSubmitter::ArmLingerTimer() {
 void TaskSubmitter::ReturnIdleLeases() {
   std::vector<LeasePtr> to_return;
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     linger_armed_ = false;
     auto now = std::chrono::steady_clock::now();
     auto linger = std::chrono::milliseconds(options_.lease_linger_ms);
@@ -697,7 +696,7 @@ void TaskSubmitter::Shutdown() {
   std::vector<TaskPtr> queued;
   std::vector<LeasePtr> leases;
   {
-    std::lock_guard<std::mutex> lk(mu_);
+    MutexLock lk(&mu_);
     shutdown_ = true;
     for (auto& [key, ks] : keys_) {
       queued.insert(queued.end(), ks->queue.begin(), ks->queue.end());
@@ -719,7 +718,7 @@ void TaskSubmitter::Shutdown() {
 }
 
 size_t TaskSubmitter::NumPendingTasks() const {
-  std::lock_guard<std::mutex> lk(mu_);
+  MutexLock lk(&mu_);
   return num_pending_;
 }
 

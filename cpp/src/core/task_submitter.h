@@ -12,7 +12,9 @@
 // that dies mid-task gets the task retried up to max_retries, then the
 // returns become WorkerCrashedError.
 // Thread-safe: Submit runs on caller threads, replies on the io thread; one
-// mutex guards all state, and no callback or socket write runs under it.
+// mutex (mu_) guards all state, and no callback, store call or socket write
+// runs under it (only asio posts and connection starts). Lock order: mu_ is
+// never held together with another component's lock.
 #pragma once
 
 #include <asio/io_context.hpp>
@@ -21,11 +23,11 @@
 #include <deque>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "common/thread_annotations.h"
 #include "core/memory_store.h"
 #include "fleet.pb.h"
 #include "rpc/connection.h"
@@ -82,7 +84,7 @@ class TaskSubmitter {
 
   // Creates the return objects (pending) and queues the task. Returns the
   // return object ids. Never blocks on the network.
-  std::vector<std::string> Submit(TaskSubmission&& task);
+  std::vector<std::string> Submit(TaskSubmission&& task) EXCLUDES(mu_);
 
   // Tasks with equal keys share leases: the resource shape and the function.
   static std::string SchedulingKey(const rpc::TaskSpec& spec);
@@ -93,13 +95,13 @@ class TaskSubmitter {
   // fleet.cancel: a queued task fails at once with TaskCancelledError; a
   // running one is interrupted by its worker (force: the worker is killed).
   // Returns false if the task is not pending here (finished, or unknown).
-  bool Cancel(const std::string& task_id, bool force, bool recursive);
+  bool Cancel(const std::string& task_id, bool force, bool recursive) EXCLUDES(mu_);
   // Cancels the pending tasks submitted by `parent_task_id` (recursive cancel).
-  void CancelChildren(const std::string& parent_task_id, bool force);
+  void CancelChildren(const std::string& parent_task_id, bool force) EXCLUDES(mu_);
 
   // Returns every held lease and fails every queued task (at shutdown).
-  void Shutdown();
-  size_t NumPendingTasks() const;
+  void Shutdown() EXCLUDES(mu_);
+  size_t NumPendingTasks() const EXCLUDES(mu_);
 
  private:
   struct Task;
@@ -108,43 +110,46 @@ class TaskSubmitter {
   using TaskPtr = std::shared_ptr<Task>;
   using LeasePtr = std::shared_ptr<Lease>;
 
-  void Enqueue(const TaskPtr& task);
-  // Pushes queued tasks onto leases / asks for leases. Requires the lock;
-  // collects socket work into `sends` to do after unlocking.
+  void Enqueue(const TaskPtr& task) EXCLUDES(mu_);
+  // Pushes queued tasks onto leases / asks for leases; collects the socket
+  // work into `out`, for Flush to do after unlocking.
   struct Outbox;
-  void DispatchLocked(const std::string& key, Outbox& out);
-  void Flush(Outbox& out);
+  void DispatchLocked(const std::string& key, Outbox& out) REQUIRES(mu_);
+  void Flush(Outbox& out) EXCLUDES(mu_);
   // Asks `node` for a lease for `key` (spilled: sent there by another node).
   // `target_node_id`: the node a spilled request goes to (SPREAD accounting).
   void RequestLease(const std::string& key, const rpc::ConnectionPtr& node, bool spilled,
-                    const std::string& target_node_id = "");
+                    const std::string& target_node_id = "") EXCLUDES(mu_);
   void OnLeaseReply(const std::string& key, const rpc::ConnectionPtr& node, const Status& s,
-                    rpc::Envelope& reply);
+                    rpc::Envelope& reply) EXCLUDES(mu_);
   // A connection to another node's fleet-node (spillback), cached.
-  Result<rpc::ConnectionPtr> RemoteNode(const std::string& address);
+  Result<rpc::ConnectionPtr> RemoteNode(const std::string& address) EXCLUDES(mu_);
   void OnTaskReply(const LeasePtr& lease, const TaskPtr& task, const Status& s,
-                   rpc::Envelope& reply);
-  void FailTask(const TaskPtr& task, uint32_t flags, const std::string& message);
-  void FinishTask(const TaskPtr& task);
+                   rpc::Envelope& reply) EXCLUDES(mu_);
+  void FailTask(const TaskPtr& task, uint32_t flags, const std::string& message) EXCLUDES(mu_);
+  void FinishTask(const TaskPtr& task) EXCLUDES(mu_);
   static std::string CancelledMessage(const Task& task);
-  void ArmLingerTimer();
-  void ReturnIdleLeases();
+  void ArmLingerTimer() REQUIRES(mu_);
+  void ReturnIdleLeases() EXCLUDES(mu_);
 
+  // Constant after construction.
   asio::io_context& io_;
   MemoryStore& store_;
   rpc::ConnectionPtr node_;
   rpc::Hello hello_;
   rpc::Connection::MessageHandler on_node_message_;  // pushes from remote nodes (warnings)
-  std::map<std::string, rpc::ConnectionPtr> remote_nodes_;          // guarded by mu_
   const SubmitterOptions options_;
 
-  mutable std::mutex mu_;
-  std::unordered_map<std::string, std::unique_ptr<KeyState>> keys_;  // guarded by mu_
-  size_t num_pending_ = 0;                                          // guarded by mu_
-  std::unordered_map<std::string, std::weak_ptr<Task>> tasks_by_id_;  // guarded by mu_
-  bool shutdown_ = false;                                           // guarded by mu_
-  bool linger_armed_ = false;                                       // guarded by mu_
-  asio::steady_timer linger_timer_;                                 // io thread only
+  mutable Mutex mu_;
+  std::map<std::string, rpc::ConnectionPtr> remote_nodes_ GUARDED_BY(mu_);
+  // The keys' queues and leases, and through them the tasks' and leases'
+  // mutable fields (Task::cancelled..., Lease::in_flight, Lease::dead).
+  std::unordered_map<std::string, std::unique_ptr<KeyState>> keys_ GUARDED_BY(mu_);
+  size_t num_pending_ GUARDED_BY(mu_) = 0;
+  std::unordered_map<std::string, std::weak_ptr<Task>> tasks_by_id_ GUARDED_BY(mu_);
+  bool shutdown_ GUARDED_BY(mu_) = false;
+  bool linger_armed_ GUARDED_BY(mu_) = false;
+  asio::steady_timer linger_timer_;  // io thread only
 };
 
 }  // namespace fleet
