@@ -81,9 +81,12 @@ def test_schema_enums_match_the_proto(enum_name, values):
     assert stub_values == values
 
 
-def test_task_fields_are_read_only():
-    fields = [n for n, v in vars(_core.Task).items() if isinstance(v, property)]
+def test_task_fields_are_named_and_read_only():
+    fields = _core.Task.__match_args__
     assert {"handle", "task_id", "job_id", "function_key", "function_name", "args", "deps",
             "num_returns", "kind", "actor_id", "method_name", "streaming"} <= set(fields)
-    for name in fields:
-        assert vars(_core.Task)[name].fset is None, name
+    t = _core.Task(tuple(range(len(fields))))
+    for i, name in enumerate(fields):
+        assert getattr(t, name) == i
+        with pytest.raises(AttributeError):
+            setattr(t, name, -1)

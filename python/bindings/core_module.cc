@@ -292,44 +292,59 @@ auto WaitInSlices(int64_t timeout_ms, bool interruptible, Attempt&& attempt) {
   }
 }
 
-// One task pushed to this worker, as its Python loop sees it
-// (fleet._core.Task): named read-only fields, converted once when it is made
-// (as cheap as the flat tuple it replaces: one object, no per-field getter
-// work beyond a reference). handle == 0: a cancel notice for the call
+// A task pushed to this worker, as Python sees it (fleet._core.Task): a
+// struct sequence, i.e. a tuple with named read-only fields, so making one is
+// one allocation and each field read is a C-level slot access (the worker
+// reads about a dozen per call). handle == 0: a cancel notice for the call
 // `task_id` running concurrently; its other fields are empty.
-struct PyTask {
-  uint64_t handle;
-  nb::bytes task_id;
-  uint32_t job_id;
-  nb::str function_key;
-  nb::str function_name;
-  nb::bytes args;
-  nb::list deps;  // (data, flags) of each top-level ObjectRef argument, resolved
-  int num_returns;
-  nb::bytes retry_exceptions;
-  nb::dict env_vars;
-  nb::list gpu_ids;
-  int attempt;
-  nb::str resources;
-  int max_calls;
-  nb::bytes actor_id;
-  nb::str method_name;
-  fleet::rpc::TaskKind kind;
-  nb::bytes actor_options;
-  nb::str concurrency_group;
-  bool streaming;
-};
+PyStructSequence_Field kTaskFields[] = {
+    {"handle", "Names the task to finish_task and encode_return."},
+    {"task_id", nullptr},
+    {"job_id", nullptr},
+    {"function_key", "Key of the pickled function or class."},
+    {"function_name", nullptr},
+    {"args", "Pickled (args, kwargs[, positions]); empty: no arguments."},
+    {"deps", "(data, flags) of each top-level ObjectRef argument, resolved."},
+    {"num_returns", nullptr},
+    {"retry_exceptions", nullptr},
+    {"env_vars", nullptr},
+    {"gpu_ids", nullptr},
+    {"attempt", nullptr},
+    {"resources", "The resource shape, as \"CPU=1;GPU=0.5\"."},
+    {"max_calls", nullptr},
+    {"actor_id", nullptr},
+    {"method_name", nullptr},
+    {"kind", "A TaskKind value (an int: compared per task, no enum lookup)."},
+    {"actor_options", nullptr},
+    {"concurrency_group", nullptr},
+    {"streaming", nullptr},
+    {nullptr, nullptr}};
+constexpr int kTaskFieldCount = sizeof(kTaskFields) / sizeof(kTaskFields[0]) - 1;
+PyStructSequence_Desc kTaskDesc = {
+    "fleet._core.Task",
+    "One task pushed to this worker (read-only). handle == 0: a cancel notice for the running "
+    "call task_id.",
+    kTaskFields, kTaskFieldCount};
+PyTypeObject* g_task_type = nullptr;  // made once, at module init
+
+// A Task from its fields, in kTaskFields order.
+nb::object MakeTask(std::initializer_list<nb::object> fields) {
+  PyObject* t = PyStructSequence_New(g_task_type);
+  if (t == nullptr) throw nb::python_error();
+  Py_ssize_t i = 0;
+  for (const nb::object& f : fields) PyStructSequence_SetItem(t, i++, f.inc_ref().ptr());
+  return nb::steal(t);
+}
 
 nb::str PyStr(const std::string& s) { return nb::str(s.data(), s.size()); }
 
 nb::object TaskToPy(CoreWorker& core, const fleet::ExecutableTask& t) {
   const auto& s = t.spec;
   if (t.handle == 0) {
-    nb::bytes none("", 0);
-    nb::str empty("", 0);
-    return nb::cast(PyTask{0, Bytes(s.task_id()), 0, empty, empty, none, nb::list(), 0, none,
-                           nb::dict(), nb::list(), 0, empty, 0, none, empty, s.kind(), none,
-                           empty, false});
+    nb::object none = nb::bytes("", 0), empty = nb::str("", 0), zero = nb::int_(0);
+    return MakeTask({zero, Bytes(s.task_id()), zero, empty, empty, none, nb::list(), zero, none,
+                     nb::dict(), nb::list(), zero, empty, zero, none, empty,
+                     nb::int_(static_cast<int>(s.kind())), none, empty, nb::bool_(false)});
   }
   nb::list deps;
   if (s.deps_size() > 0) {
@@ -346,12 +361,13 @@ nb::object TaskToPy(CoreWorker& core, const fleet::ExecutableTask& t) {
   for (const auto& [k, v] : s.env_vars()) env[PyStr(k)] = PyStr(v);
   nb::list gpus;
   for (int g : s.gpu_ids()) gpus.append(g);
-  return nb::cast(PyTask{t.handle, Bytes(s.task_id()), s.job_id(), PyStr(s.function_key()),
-                         PyStr(s.function_name()), Bytes(s.args()), std::move(deps),
-                         s.num_returns(), Bytes(s.retry_exceptions()), std::move(env),
-                         std::move(gpus), s.attempt(), PyStr(s.resources()), s.max_calls(),
-                         Bytes(s.actor_id()), PyStr(s.method_name()), s.kind(),
-                         Bytes(s.actor_options()), PyStr(s.concurrency_group()), s.streaming()});
+  return MakeTask({nb::int_(t.handle), Bytes(s.task_id()), nb::int_(s.job_id()),
+                   PyStr(s.function_key()), PyStr(s.function_name()), Bytes(s.args()),
+                   std::move(deps), nb::int_(s.num_returns()), Bytes(s.retry_exceptions()),
+                   std::move(env), std::move(gpus), nb::int_(s.attempt()), PyStr(s.resources()),
+                   nb::int_(s.max_calls()), Bytes(s.actor_id()), PyStr(s.method_name()),
+                   nb::int_(static_cast<int>(s.kind())), Bytes(s.actor_options()),
+                   PyStr(s.concurrency_group()), nb::bool_(s.streaming())});
 }
 
 // A schema enum as a Python IntEnum, its names and values read from the
@@ -388,33 +404,9 @@ NB_MODULE(_core, m) {
       m, "PlacementGroupState", "A placement group's state (PlacementGroupInfo.State).",
       fleet::rpc::PlacementGroupInfo_State_descriptor());
 
-  nb::class_<PyTask>(m, "Task",
-                     "One task pushed to this worker (read-only). handle == 0: a cancel notice "
-                     "for the running call task_id.")
-      .def_ro("handle", &PyTask::handle, "Names the task to finish_task and encode_return.")
-      .def_ro("task_id", &PyTask::task_id)
-      .def_ro("job_id", &PyTask::job_id)
-      .def_ro("function_key", &PyTask::function_key, "Key of the pickled function or class.")
-      .def_ro("function_name", &PyTask::function_name)
-      .def_ro("args", &PyTask::args, "Pickled (args, kwargs[, positions]); empty: no arguments.")
-      .def_ro("deps", &PyTask::deps, "(data, flags) of each top-level ObjectRef argument.")
-      .def_ro("num_returns", &PyTask::num_returns)
-      .def_ro("retry_exceptions", &PyTask::retry_exceptions)
-      .def_ro("env_vars", &PyTask::env_vars)
-      .def_ro("gpu_ids", &PyTask::gpu_ids)
-      .def_ro("attempt", &PyTask::attempt)
-      .def_ro("resources", &PyTask::resources, "The resource shape, as \"CPU=1;GPU=0.5\".")
-      .def_ro("max_calls", &PyTask::max_calls)
-      .def_ro("actor_id", &PyTask::actor_id)
-      .def_ro("method_name", &PyTask::method_name)
-      .def_ro("kind", &PyTask::kind)
-      .def_ro("actor_options", &PyTask::actor_options)
-      .def_ro("concurrency_group", &PyTask::concurrency_group)
-      .def_ro("streaming", &PyTask::streaming)
-      .def("__repr__", [](const PyTask& t) {
-        return "Task(" + std::to_string(t.handle) + ", " +
-               std::string(t.function_name.c_str()) + ")";
-      });
+  g_task_type = PyStructSequence_NewType(&kTaskDesc);
+  if (g_task_type == nullptr) throw nb::python_error();
+  m.attr("Task") = nb::handle(reinterpret_cast<PyObject*>(g_task_type));
 
   nb::class_<StoreBuffer>(m, "StoreBuffer", nb::type_slots(kStoreBufferSlots))
       .def("__len__", [](const StoreBuffer& b) { return b.view->size(); })

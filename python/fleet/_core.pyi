@@ -69,9 +69,15 @@ class PlacementGroupState(enum.IntEnum):
 
     RESCHEDULING = 3
 
-class Task:
-    """One task pushed to this worker (read-only). handle == 0: a cancel notice
-    for the running call task_id."""
+class Task(tuple):
+    """One task pushed to this worker (read-only): a struct sequence, a tuple
+    with named fields. handle == 0: a cancel notice for the running call
+    task_id."""
+
+    def __new__(cls, fields: tuple, /) -> Task: ...
+    n_fields: int
+    n_sequence_fields: int
+    n_unnamed_fields: int
 
     @property
     def handle(self) -> int:
@@ -116,7 +122,8 @@ class Task:
     @property
     def method_name(self) -> str: ...
     @property
-    def kind(self) -> TaskKind: ...
+    def kind(self) -> int:
+        """A TaskKind value."""
     @property
     def actor_options(self) -> bytes: ...
     @property

@@ -16,34 +16,43 @@ driver. Cost: one small object and a ContextVar set/reset per call.
 from __future__ import annotations
 
 import contextvars
+from operator import itemgetter
 from typing import Dict, List, Optional
 
 from fleet._private import state
 
+_new = tuple.__new__
 
-class TaskContext:
-    """The ids and resources of one call (read-only by convention)."""
 
-    __slots__ = ("task_id", "job_id", "function_name", "actor_id", "resources", "gpu_ids",
-                 "capture_group")
+class TaskContext(tuple):
+    """The ids and resources of one call (read-only): a tuple, so that
+    making one per call costs one allocation (it is on every task's path)."""
 
-    def __init__(self, task_id: Optional[bytes], job_id: int, function_name: str,
-                 actor_id: Optional[bytes], resources: str, gpu_ids: List[int],
-                 capture_group: Optional[bytes]):
-        self.task_id = task_id  # None: not in a call (an actor between calls)
-        self.job_id = job_id
-        self.function_name = function_name
-        self.actor_id = actor_id  # None outside an actor
-        self.resources = resources  # "CPU=1;GPU=0.5", as the task carries it
-        self.gpu_ids = gpu_ids
-        # The placement group whose tasks capture their children (their
-        # tasks without a strategy of their own run in it too), or None.
-        self.capture_group = capture_group
+    __slots__ = ()
+
+    def __new__(cls, task_id: Optional[bytes], job_id: int, function_name: str,
+                actor_id: Optional[bytes], resources: str, gpu_ids: List[int],
+                capture_group: Optional[bytes]) -> TaskContext:
+        return _new(cls, (task_id, job_id, function_name, actor_id, resources, gpu_ids,
+                          capture_group))
+
+    # None: not in a call (an actor between calls).
+    task_id = property(itemgetter(0))
+    job_id = property(itemgetter(1))
+    function_name = property(itemgetter(2))
+    # None outside an actor.
+    actor_id = property(itemgetter(3))
+    # "CPU=1;GPU=0.5", as the task carries it.
+    resources = property(itemgetter(4))
+    gpu_ids = property(itemgetter(5))
+    # The placement group whose tasks capture their children (their tasks
+    # without a strategy of their own run in it too), or None.
+    capture_group = property(itemgetter(6))
 
     def for_call(self, task_id: bytes, job_id: int, function_name: str) -> TaskContext:
         """A call of the actor this context describes."""
-        return TaskContext(task_id, job_id, function_name, self.actor_id, self.resources,
-                           self.gpu_ids, self.capture_group)
+        return _new(TaskContext, (task_id, job_id, function_name, self[3], self[4], self[5],
+                                  self[6]))
 
     def assigned_resources(self) -> Dict[str, float]:
         out: Dict[str, float] = {}

@@ -30,16 +30,19 @@ FLAG_TASK_CANCELLED = _core.FLAG_TASK_CANCELLED
 FLAG_GENERATOR_END = _core.FLAG_GENERATOR_END
 _pickle_dumps = pickle.dumps
 
-NORMAL_TASK = _core.TaskKind.NORMAL_TASK
-ACTOR_CREATION = _core.TaskKind.ACTOR_CREATION
-ACTOR_TASK = _core.TaskKind.ACTOR_TASK
-ACTOR_EXIT = _core.TaskKind.ACTOR_EXIT
+# Task.kind is a plain int (a TaskKind value): compared as ints per task.
+NORMAL_TASK = int(_core.TaskKind.NORMAL_TASK)
+ACTOR_CREATION = int(_core.TaskKind.ACTOR_CREATION)
+ACTOR_TASK = int(_core.TaskKind.ACTOR_TASK)
+ACTOR_EXIT = int(_core.TaskKind.ACTOR_EXIT)
 
 Returns = List[Tuple[bytes, int]]
 
 _canceled = task_context.canceled  # concurrent actors: calls fleet.cancel() was asked for
-_enter = task_context.enter
-_leave = task_context.leave
+# task_context.enter/leave without a Python call around each (per call of a
+# concurrent actor).
+_enter = task_context._current.set
+_leave = task_context._current.reset
 _CAPTURE_ENV = "FLEET_PLACEMENT_GROUP_CAPTURE"
 # The task whose user code runs on the main thread now: the only time a
 # cancel's SIGINT may raise KeyboardInterrupt (a late signal must not hit the
@@ -272,10 +275,13 @@ class Executor:
             ctx = TaskContext(task_id, job_id, fn_name,
                               t.actor_id if kind == ACTOR_CREATION else None, t.resources,
                               t.gpu_ids, bytes.fromhex(capture) if capture else None)
-        token = _enter(ctx)
         sequential = not self.concurrent
-        if sequential:  # threads the call starts see it too
-            task_context.set_process_context(ctx)
+        if sequential:
+            # One call at a time: the process's context is the call's, for
+            # its code and the threads it starts (no ContextVar to set).
+            task_context._process = ctx
+        else:
+            token = _enter(ctx)
         try:
             if kind == ACTOR_TASK:
                 self._actor_call(handle, task_id, fn_name, t.method_name, t.args, t.deps,
@@ -292,9 +298,10 @@ class Executor:
                 self._drain()
                 self._exit_actor("all references to it went out of scope", graceful=True)
         finally:
-            _leave(token)
             if sequential:
-                task_context.set_process_context(self.actor_ctx)
+                task_context._process = self.actor_ctx
+            else:
+                _leave(token)
 
     def _task(self, t: Any, handle: int, task_id: bytes, job_id: int, fn_name: str) -> None:
         fn_key = t.function_key
