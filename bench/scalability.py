@@ -11,7 +11,10 @@ array into fresh shared pages): where fleet is near it, the row is bound by
 work every runtime must do. "peak MB" is the machine's memory in use at the
 row's peak (from /proc/meminfo's MemAvailable, sampled every 20 ms) less what
 was in use just after init: it counts every process of the cluster and
-shared memory alike.
+shared memory once, but a short peak can fall between samples. "Σ RSS
+peaks" adds up each cluster process's own peak (VmHWM) less its RSS at the
+start of the row: it misses no peak, but counts shared pages in every
+process that touched them, and peaks that did not coincide.
 
 Ray runs in its own virtualenv (RAY_PYTHON, default /opt/rayvenv/bin/python).
 Where Ray would need more than 10 minutes for a row (or more memory than this
@@ -73,6 +76,31 @@ class _PeakMemory:
         self._t.join(timeout=5)
         self.peak = max(self.peak, self.base - _available_bytes())
         return self.peak
+
+
+def _descendants_status() -> dict:
+    """pid -> {field: kB} of /proc/PID/status for this process and every
+    process under it (the local cluster: daemons, zygote, workers)."""
+    parent, status = {}, {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue
+        parent[int(d)] = int(fields.get("PPid", "0"))
+        status[int(d)] = {k: int(v.split()[0]) for k, v in fields.items()
+                          if k in ("VmHWM", "VmRSS")}
+    me, out = os.getpid(), {}
+    for pid in status:
+        p = pid
+        while p and p != me:
+            p = parent.get(p, 0)
+        if p == me:
+            out[pid] = status[pid]
+    return out
 
 
 def _row(lib, row: str, n: int) -> None:
@@ -193,14 +221,23 @@ def run_one(backend: str, row: str, n: int) -> dict:
     lib.init(**kwargs)
     try:
         time.sleep(1.0)  # let prestarted workers settle before the baseline
+        before = _descendants_status()
         mem = _PeakMemory()
         start = time.perf_counter()
         _row(lib, row, n)
         seconds = time.perf_counter() - start
         peak = mem.stop()
+        after = _descendants_status()
     finally:
         lib.shutdown()
-    return {"backend": backend, "row": row, "n": n, "seconds": seconds, "peak_bytes": peak}
+    # Each process's peak RSS during its life, less what it held at the
+    # baseline (processes that ended during the row are not counted).
+    rss_peaks = sum(
+        max(0, st.get("VmHWM", 0) - before.get(pid, {}).get("VmRSS", 0))
+        for pid, st in after.items()
+    )
+    return {"backend": backend, "row": row, "n": n, "seconds": seconds, "peak_bytes": peak,
+            "rss_peak_bytes": rss_peaks * 1024}
 
 
 def _spawn(backend: str, row: str, n: int, timeout: float) -> dict:
@@ -271,8 +308,9 @@ def main() -> int:
             print(f"  {row} {backend} n={n}: {shown}", file=sys.stderr, flush=True)
     print()
     print("| dimension | count (fleet / Ray) | fleet s | Ray s | fleet µs/item | Ray µs/item "
-          "| speed-up | fleet peak MB | Ray peak MB | plain Python s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| speed-up | fleet peak MB | Ray peak MB | fleet Σ RSS peaks MB | Ray Σ RSS peaks MB "
+          "| plain Python s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         desc, _, unit = ROWS[row]
         f = results.get((row, "fleet"), {})
@@ -290,6 +328,8 @@ def main() -> int:
             if "seconds" in f and "seconds" in r else "n/a",
             _cell(f, "peak_bytes", 1e-6, "{:.0f}"),
             _cell(r, "peak_bytes", 1e-6, "{:.0f}"),
+            _cell(f, "rss_peak_bytes", 1e-6, "{:.0f}"),
+            _cell(r, "rss_peak_bytes", 1e-6, "{:.0f}"),
             _cell(fl, "seconds", 1, "{:.2f}") if fl else "",
         ]) + " |")
     return 0
