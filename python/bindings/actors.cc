@@ -109,16 +109,8 @@ void BindActors(nb::module_& m, nb::class_<PyCore>& core) {
            [](PyCore& c, const ActorCallTemplate& tmpl, const nb::bytes& args,
               const std::vector<nb::bytes>& deps, const std::vector<nb::bytes>& nested,
               const nb::bytes& parent) -> nb::object {
-             fleet::TaskSubmission t;
-             for (auto& n : nested) t.held_ids.push_back(Str(n));
-             t.spec = tmpl.spec;
-             if (parent.size() > 0) t.spec.set_parent_task_id(parent.c_str(), parent.size());
-             t.spec.set_task_id(c.core().NextTaskId());
-             t.spec.set_job_id(c.core().job_id());
-             t.spec.set_args(args.c_str(), args.size());
-             t.dep_ids.reserve(deps.size());
-             for (auto& d : deps) t.dep_ids.push_back(Str(d));
-             auto ids = c.core().SubmitActorTask(std::move(t), tmpl.max_task_retries);
+             auto ids = c.core().SubmitActorTask(
+                 MakeSubmission(c, tmpl.spec, args, deps, nested, parent), tmpl.max_task_retries);
              if (ids.empty()) return nb::none();
              return IdsToPy(ids);
            },

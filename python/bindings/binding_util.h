@@ -155,6 +155,27 @@ struct TaskTemplate {
   std::string key;
 };
 
+// A submission of `spec` (a template's) with this call's arguments: a fresh
+// task id in the process's job, refs nested in the arguments held until it
+// ends, and `parent` (the submitting call's task id, for recursive cancel)
+// when the caller knows it.
+inline fleet::TaskSubmission MakeSubmission(PyCore& c, const fleet::rpc::TaskSpec& spec,
+                                            const nb::bytes& args,
+                                            const std::vector<nb::bytes>& deps,
+                                            const std::vector<nb::bytes>& nested,
+                                            const nb::bytes& parent) {
+  fleet::TaskSubmission t;
+  for (auto& n : nested) t.held_ids.push_back(Str(n));
+  t.spec = spec;
+  if (parent.size() > 0) t.spec.set_parent_task_id(parent.c_str(), parent.size());
+  t.spec.set_task_id(c.core().NextTaskId());
+  t.spec.set_job_id(c.core().job_id());
+  t.spec.set_args(args.c_str(), args.size());
+  t.dep_ids.reserve(deps.size());
+  for (auto& d : deps) t.dep_ids.push_back(Str(d));
+  return t;
+}
+
 // objects.cc: (descriptor, kFlagInStore) values become StoreBuffers, or
 // ObjectLost error values, with one round trip to the node (see there).
 void ResolveStoreValues(CoreWorker& core, const std::vector<std::string>& ids,

@@ -137,22 +137,10 @@ void BindTasks(nb::module_& m, nb::class_<PyCore>& core) {
            [](PyCore& c, const TaskTemplate& tmpl, int max_retries, const nb::bytes& args,
               const std::vector<nb::bytes>& deps, const std::vector<nb::bytes>& nested,
               const nb::bytes& parent) -> nb::object {
-             fleet::TaskSubmission t;
-             for (auto& n : nested) t.held_ids.push_back(Str(n));
-             t.spec = tmpl.spec;
+             fleet::TaskSubmission t = MakeSubmission(c, tmpl.spec, args, deps, nested, parent);
              t.scheduling_key = tmpl.key;
-             if (parent.size() > 0) t.spec.set_parent_task_id(parent.c_str(), parent.size());
-             t.spec.set_task_id(c.core().NextTaskId());
-             t.spec.set_job_id(c.core().job_id());
-             t.spec.set_args(args.c_str(), args.size());
-             t.dep_ids.reserve(deps.size());
-             for (auto& d : deps) t.dep_ids.push_back(Str(d));
              t.max_retries = max_retries;
-             auto ids = c.core().SubmitTask(std::move(t));
-             if (ids.size() == 1) return Bytes(ids[0]);
-             nb::list out;
-             for (auto& id : ids) out.append(Bytes(id));
-             return out;
+             return IdsToPy(c.core().SubmitTask(std::move(t)));
            },
            nb::arg("template"), nb::arg("max_retries"), nb::arg("args"), nb::arg("deps"),
            nb::arg("nested") = std::vector<nb::bytes>{}, nb::arg("parent") = nb::bytes("", 0))
