@@ -122,7 +122,8 @@ def _stop(args: argparse.Namespace) -> int:
         print("No fleet cluster is running on this machine.")
         services.remove_cluster_file()
         return 0
-    services.stop_pids(list(reversed(info["pids"])), timeout=args.grace_period)
+    grace = 0.0 if args.force else args.grace_period
+    services.stop_pids(list(reversed(info["pids"])), timeout=grace)
     services.remove_cluster_file()
     print(f"Stopped fleet cluster {info['gcs_address']}.")
     return 0
@@ -241,6 +242,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="fleet-node's TCP port for other nodes (default: any free port)")
     st = sub.add_parser("stop", help="stop fleet processes on this machine")
     st.add_argument("--grace-period", type=float, default=10.0)
+    st.add_argument("-f", "--force", action="store_true",
+                    help="kill the processes at once (SIGKILL) instead of asking them to stop")
     ss = sub.add_parser("status", help="show nodes and resources")
     ss.add_argument("--address", default=None)
     sm = sub.add_parser("memory", help="list the objects in this node's object store")

@@ -1,0 +1,1 @@
+"""Helpers shared by fleet's libraries and tests (Ray's ``ray._common``)."""

@@ -1,0 +1,1 @@
+"""`ray.tests` under the shim: only `ray.tests.conftest` (ray_fixtures) is provided."""
