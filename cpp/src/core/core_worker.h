@@ -147,8 +147,11 @@ class CoreWorker {
                   bool retryable_error, bool worker_exiting = false);
 
   // fleet.cancel(ref): the task (normal or actor call) that makes `task_id`.
-  // False if it is not pending in this process (finished, or not ours).
-  bool CancelTask(const std::string& task_id, bool force, bool recursive);
+  // A ref borrowed from another process (`object_id`, the ref's own id) is
+  // forwarded to its owner, as Ray does, and counts as found. False if it is
+  // neither pending here nor borrowed (finished, or unknown).
+  bool CancelTask(const std::string& task_id, bool force, bool recursive,
+                  const std::string& object_id = "");
 
   // ---- actors (see ActorSubmitter) ------------------------------------------
   ActorSubmitter& actors() { return *actor_submitter_; }
@@ -209,6 +212,8 @@ class CoreWorker {
   void OnGcsMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
   void HandleHello(const rpc::ConnectionPtr& conn, uint64_t request_id, rpc::Hello& m);
   void HandleGetObject(const rpc::ConnectionPtr& conn, uint64_t request_id, rpc::GetObject& m);
+  void HandleCancelOwnedTask(const rpc::ConnectionPtr& conn, uint64_t request_id,
+                             rpc::CancelOwnedTask& m);
   void HandleActorUpdate(const rpc::ConnectionPtr& conn, uint64_t request_id, rpc::ActorUpdate& m);
   // Sets who submits `spec`: this process as owner, and the task it runs.
   void StampCaller(rpc::TaskSpec* spec);
