@@ -136,3 +136,37 @@ def test_recursive_cancel_reaches_a_child_on_another_node(tmp_path):
     finally:
         fleet.shutdown()
         c.shutdown()
+
+
+@fleet.remote
+class Never:
+    def wait(self):
+        time.sleep(3600)
+
+
+@fleet.remote(max_retries=0)
+def get_first(refs, started):
+    _touch(started)
+    return fleet.get(refs[0])  # no timeout: only the cancel may end it
+
+
+@fleet.remote(max_retries=0)
+def wait_first(refs, started):
+    _touch(started)
+    fleet.wait(refs)
+    return "waited"
+
+
+@pytest.mark.parametrize("blocking", [get_first, wait_first], ids=["get", "wait"])
+def test_cancel_interrupts_a_task_blocked_in_get_or_wait(cluster, tmp_path, blocking):
+    never = Never.remote()
+    started = str(tmp_path / "started")
+    ref = blocking.remote([never.wait.remote()], started)
+    assert _wait_file(started)
+    time.sleep(0.3)  # well inside its blocking call
+    t0 = time.monotonic()
+    fleet.cancel(ref, recursive=False)
+    with pytest.raises(TaskCancelledError):
+        fleet.get(ref, timeout=QUICK)
+    assert time.monotonic() - t0 < QUICK
+    fleet.kill(never)

@@ -210,3 +210,43 @@ def test_actor_call_with_an_argument_whose_owner_died_fails(fresh):
     with pytest.raises((fleet.exceptions.OwnerDiedError, RayTaskError)):
         fleet.get(reader.read.remote(inner), timeout=T)
     assert time.monotonic() - t0 < QUICK
+
+
+@fleet.remote
+class Held:
+    def __init__(self, value):
+        self.value = value
+
+    def read(self):
+        return self.value
+
+
+@fleet.remote
+class Creator:
+    def create_pending(self, gate):
+        # The constructor's argument waits on `gate`, which never opens: the
+        # actor's creation waits on this process.
+        never = gate.wait.remote()
+        return [Held.remote(never)]
+
+    def pid(self):
+        return os.getpid()
+
+
+@fleet.remote
+class Gate:
+    def wait(self):
+        time.sleep(3600)
+
+
+def test_actor_whose_owner_died_before_its_arguments_were_ready_is_dead(fresh):
+    fleet.init(num_cpus=4)
+    gate = Gate.options(max_concurrency=2).remote()
+    creator = Creator.remote()
+    held = fleet.get(creator.create_pending.remote(gate), timeout=T)[0]
+    pid = fleet.get(creator.pid.remote(), timeout=T)
+    os.kill(pid, 9)
+    t0 = time.monotonic()
+    with pytest.raises(RayActorError):
+        fleet.get(held.read.remote(), timeout=T)
+    assert time.monotonic() - t0 < QUICK

@@ -300,20 +300,37 @@ void CoreWorker::OnBlocked(bool blocked) {
   // As Ray: only a normal task blocking on its main thread lends its
   // resources (an actor holds its own for life; other threads do not count).
   if (!options_.is_worker) return;
-  if (!receiver_->BlockingReleasesResources()) return;
+  if (blocked && !receiver_->BlockingReleasesResources()) return;
+  if (blocked_.exchange(blocked) == blocked) return;  // no change
   rpc::Envelope m;
   m.mutable_notify_blocked()->set_blocked(blocked);
   node_->Send(m);
 }
 
 Result<std::vector<StoredObject>> CoreWorker::Get(const std::vector<std::string>& ids,
-                                                  int64_t timeout_ms) {
-  return store_.Get(ids, timeout_ms, [this](bool b) { OnBlocked(b); });
+                                                  int64_t timeout_ms, bool more_slices) {
+  auto r = store_.Get(ids, timeout_ms, [this](bool b) {
+    if (b) OnBlocked(true);
+  });
+  bool another_slice = more_slices && !r.ok() && r.status().code() == StatusCode::kTimedOut;
+  if (!another_slice) OnBlocked(false);
+  return r;
 }
 
 Result<std::vector<bool>> CoreWorker::Wait(const std::vector<std::string>& ids, int num_returns,
-                                           int64_t timeout_ms, bool fetch_local) {
-  return store_.Wait(ids, num_returns, timeout_ms, fetch_local, [this](bool b) { OnBlocked(b); });
+                                           int64_t timeout_ms, bool fetch_local,
+                                           bool more_slices) {
+  auto r = store_.Wait(ids, num_returns, timeout_ms, fetch_local, [this](bool b) {
+    if (b) OnBlocked(true);
+  });
+  bool done = !r.ok();
+  if (r.ok()) {
+    int ready = 0;
+    for (bool b : r.value()) ready += b ? 1 : 0;
+    done = ready >= num_returns;
+  }
+  if (!more_slices || done) OnBlocked(false);
+  return r;
 }
 
 void CoreWorker::FetchFromOwner(const std::string& id, const std::string& owner) {

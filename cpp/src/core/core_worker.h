@@ -69,9 +69,16 @@ class CoreWorker {
   // ---- objects --------------------------------------------------------------
   // Returns the new object's id, holding one local ref for the caller.
   std::string Put(std::string data, uint32_t flags);
-  Result<std::vector<StoredObject>> Get(const std::vector<std::string>& ids, int64_t timeout_ms);
+  // A worker's task blocked here lends its CPU to its node (NotifyBlocked)
+  // and takes it back when the call returns. `more_slices`: the caller waits
+  // in slices (to see signals) and calls again after a timeout, so the CPU
+  // stays lent until a call ends otherwise, or EndBlocked.
+  Result<std::vector<StoredObject>> Get(const std::vector<std::string>& ids, int64_t timeout_ms,
+                                        bool more_slices = false);
   Result<std::vector<bool>> Wait(const std::vector<std::string>& ids, int num_returns,
-                                 int64_t timeout_ms, bool fetch_local);
+                                 int64_t timeout_ms, bool fetch_local, bool more_slices = false);
+  // A sliced wait ended early (a signal): takes the lent CPU back.
+  void EndBlocked() { OnBlocked(false); }
   MemoryStore& store() { return store_; }
 
   // ---- the node's shared-memory object store -------------------------------
@@ -219,6 +226,9 @@ class CoreWorker {
   void StampCaller(rpc::TaskSpec* spec);
   void FetchFromOwner(const std::string& id, const std::string& owner_address);
   void OnBlocked(bool blocked);
+  // Whether this worker told its node it is blocked (only a task's main
+  // thread ever does, so the flag changes on one thread at a time).
+  std::atomic<bool> blocked_{false};
   // Every second: after a burst of objects/tasks is freed, give the memory
   // back to the OS (glibc keeps freed heap otherwise).
   void TrimMemory();
