@@ -20,7 +20,9 @@ import importlib.util
 import sys
 import types
 
-_SPECIAL = {"ray.tests.conftest": "ray_fixtures", "ray.tests": "ray_tests"}
+# ray.test_utils: where Ray 1.x kept what is now ray._private.test_utils.
+_SPECIAL = {"ray.tests.conftest": "ray_fixtures", "ray.tests": "ray_tests",
+            "ray.test_utils": "fleet._private.test_utils"}
 
 
 class _PackageView(types.ModuleType):
@@ -48,6 +50,10 @@ class _PackageView(types.ModuleType):
 
     def __dir__(self):
         return dir(object.__getattribute__(self, "_real"))
+
+    def __reduce__(self):
+        # A function that captures `ray` pickles it by name, like a module.
+        return importlib.import_module, (self.__name__,)
 
 
 def _target(name):
