@@ -28,6 +28,16 @@ import pytest
 import ray
 from ray.util.placement_group import placement_group
 from ray._common.test_utils import SignalActor, wait_for_condition
+from ray._private.ray_constants import made_up_flag
+
+
+@pytest.mark.skipif(made_up_flag(), reason="a module-level use of an internal does not raise")
+def test_after_module_level_internal():
+    assert True
+
+
+def test_uses_internal():
+    made_up_flag()
 
 
 def test_square(ray_start_regular_shared):
@@ -72,7 +82,8 @@ def test_after_the_hang():
 
 def test_shim_imports_fleet_under_ray_names():
     code = (
-        "import ray, fleet, ray.util.placement_group, ray.exceptions\n"
+        "import ray, fleet, ray.util.placement_group, ray.exceptions, ray_shim\n"
+        "ray_shim.set_lenient(False)\n"
         "assert ray.init is fleet.init\n"
         "assert ray.exceptions.RayTaskError is fleet.exceptions.RayTaskError\n"
         "assert callable(ray.util.placement_group)\n"
@@ -117,5 +128,10 @@ def test_runner_records_pass_fail_and_hang(tmp_path):
         "test_fails": "failed",
         "test_hangs": "hang",
         "test_after_the_hang": "passed",
+        "test_after_module_level_internal": "passed",
+        "test_uses_internal": "failed",
     }, res.stdout
+    classes = {nid.split("::")[1]: row["class"] for nid, row in rows.items()}
+    assert classes["test_uses_internal"] == "internal"
+    assert classes["test_fails"] == "failed"
     assert "TOTAL" in res.stdout

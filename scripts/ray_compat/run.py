@@ -42,6 +42,12 @@ def _write(rec):
         f.write(json.dumps(rec) + "\\n")
 
 
+def pytest_collection_finish(session):
+    import ray  # noqa: F401 (installs the shim)
+    import ray_shim
+    ray_shim.set_lenient(False)
+
+
 def pytest_runtest_logstart(nodeid, location):
     _write({"nodeid": nodeid, "event": "start"})
 
