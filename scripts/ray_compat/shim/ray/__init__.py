@@ -88,11 +88,13 @@ class _Placeholder:
         if _lenient[0]:
             if len(args) == 1 and callable(args[0]) and not kwargs:
                 return args[0]  # used as a decorator at import time
-            return _Placeholder(object.__getattribute__(self, "_name") + "()")
+            result = _Placeholder(object.__getattribute__(self, "_name") + "()")
+            object.__setattr__(result, "_falsy", True)  # (a skipif reads it later)
+            return result
         self._fail()
 
     def __bool__(self):
-        if _lenient[0]:
+        if _lenient[0] or self.__dict__.get("_falsy"):
             return False
         self._fail()
 
