@@ -31,6 +31,7 @@ _SPECIAL = {
     "ray.tests.conftest": "ray_fixtures",
     "ray.tests": "ray_tests",
     "ray.test_utils": "fleet._private.test_utils",
+    "ray.util.client.ray_client_helpers": "ray_tests.client_helpers",
 }
 
 # Ray modules without a leading underscore that are nonetheless internal.
@@ -98,7 +99,7 @@ class _Placeholder:
             return False
         self._fail()
 
-    __iter__ = __len__ = __getitem__ = __enter__ = __mro_entries__ = _fail
+    __iter__ = __len__ = __getitem__ = __enter__ = __exit__ = __mro_entries__ = _fail
     __int__ = __float__ = __eq__ = __lt__ = __contains__ = _fail
     __hash__ = object.__hash__
 
