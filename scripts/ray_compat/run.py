@@ -114,6 +114,13 @@ def run_file(src, path, timeout, verbose):
     env = dict(os.environ, PYTHONPATH=SHIM + os.pathsep + os.environ.get("PYTHONPATH", ""),
                RAY_COMPAT_LOG=log)
     env.setdefault("FLEET_TMPDIR", "/tmp/fleet-raycompat")
+    # `ray start`, `ray stop`, ... as Ray's tests run them: fleet's CLI.
+    bin_dir = os.path.join(work, "bin")
+    os.makedirs(bin_dir)
+    with open(os.path.join(bin_dir, "ray"), "w") as f:
+        f.write(f"#!/bin/sh\nexec {sys.executable} -m fleet.scripts \"$@\"\n")
+    os.chmod(os.path.join(bin_dir, "ray"), 0o755)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     name = os.path.basename(path)
     deselect, hangs = [], []
     for _attempt in range(50):

@@ -155,6 +155,9 @@ class _PackageView(types.ModuleType):
             return
         setattr(real, attr, value)
 
+    def __delattr__(self, attr):
+        delattr(object.__getattribute__(self, "_real"), attr)
+
     def __dir__(self):
         return dir(object.__getattribute__(self, "_real"))
 
