@@ -116,6 +116,10 @@ Status CoreWorker::Init() {
       [this](const std::string& id, const std::string& owner, int count, bool unconfirmed) {
         refs_->ReleaseBorrow(id, owner, count, unconfirmed);
       });
+  // Under the store's lock: the release runs on the io thread.
+  store_.SetActorHandleHook([this](const std::string& actor_id) {
+    asio::post(io_, [this, actor_id] { actor_submitter_->ReleaseHandle(actor_id); });
+  });
   auto stats = GetNodeStats();
   if (stats.ok()) node_id_ = stats->node_id();
   locator_->set_self(address_, node_id_);
@@ -455,6 +459,12 @@ std::vector<std::string> CoreWorker::SubmitActorTask(TaskSubmission&& call, int 
 
 Status CoreWorker::KillActor(const std::string& actor_id, bool no_restart, const std::string& reason) {
   return gcs_->KillActor(actor_id, no_restart, reason);
+}
+
+std::string CoreWorker::OwnActorHandle(const std::string& actor_id) {
+  std::string id = ReturnObjectId(actor_id, 0xffffffffu);  // never a task's return
+  store_.PutReady(id, actor_id, kFlagActorHandle, /*local_refs=*/1);
+  return id;
 }
 
 Result<std::optional<rpc::ActorInfo>> CoreWorker::GetNamedActor(const std::string& name,

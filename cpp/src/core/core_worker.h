@@ -154,6 +154,11 @@ class CoreWorker {
   ActorSubmitter& actors() { return *actor_submitter_; }
   std::vector<std::string> SubmitActorTask(TaskSubmission&& call, int max_task_retries);
   Status KillActor(const std::string& actor_id, bool no_restart, const std::string& reason);
+  // A non-detached actor this process created: makes its handle object
+  // (owned here, holding one local ref for the new handle) and returns its id.
+  // When no handle is left anywhere (local refs, borrowers, objects holding
+  // it), the actor is released (ActorSubmitter::ReleaseHandle).
+  std::string OwnActorHandle(const std::string& actor_id);
   Result<std::optional<rpc::ActorInfo>> GetNamedActor(const std::string& name, const std::string& ns);
   Result<std::vector<rpc::ActorInfo>> ListActors();
   // Actor worker: tells fleet-gcs this exit is intended (no restart).

@@ -8,7 +8,10 @@
 // subscribed callers, who then talk to the actor's worker directly.
 // An actor whose worker dies is restarted up to max_restarts; one that exits
 // on purpose (exit_actor, last handle gone, fleet.kill(no_restart=True)) or
-// whose job ends (unless detached) is DEAD for good, with the reason.
+// whose job ends (unless detached) is DEAD for good, with the reason. A
+// non-detached actor also shares its owner's fate (Ray's owner-based
+// lifetime): fleet-gcs holds a connection to each owner (the creator's
+// listener), and when it closes the owner's actors die.
 // Single-threaded: everything runs on fleet-gcs's io thread.
 #pragma once
 
@@ -73,6 +76,14 @@ class ActorManager {
     std::vector<std::weak_ptr<rpc::Connection>> subscribers;
   };
 
+  // Owners of non-detached actors, by listener address: one connection each.
+  struct Owner {
+    rpc::ConnectionPtr conn;
+    std::vector<ActorId> actors;  // may list dead ones (pruned as it grows)
+    size_t prune_at = 64;
+  };
+  void WatchOwner(const std::string& address, const ActorId& actor_id);
+  void OnOwnerDied(const std::string& address);
   void Schedule(Actor& a);
   void OnLeaseReply(const ActorId& actor_id, uint64_t incarnation, const Status& s,
                     rpc::Envelope& reply);
@@ -92,6 +103,7 @@ class ActorManager {
   std::map<ActorId, Actor> actors_;
   std::map<std::pair<std::string, std::string>, ActorId> named_;  // (ns, name) -> id
   std::map<NodeId, rpc::ConnectionPtr> node_conns_;
+  std::map<std::string, Owner> owners_;
   uint64_t spread_next_ = 0;
 };
 

@@ -24,3 +24,5 @@ cluster: Any = None  # LocalCluster when this driver started the cluster
 actor_restarts: int = 0  # > 0: this actor instance is a restart
 actor_name: str = ""
 actor_meta: Dict[str, Any] = {}  # the actor's method table (for current_actor)
+# Set in an actor's worker: exit_actor() calls it (True: an async actor).
+actor_exit_hook: Any = None
