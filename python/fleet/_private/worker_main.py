@@ -45,8 +45,6 @@ _canceled = task_context.canceled  # concurrent actors: calls fleet.cancel() was
 _enter = task_context._current.set
 _leave = task_context._current.reset
 _CAPTURE_ENV = "FLEET_PLACEMENT_GROUP_CAPTURE"
-# exit_actor() was called in this actor: it exits once the call unwinds.
-_exit_requested = False
 # A graceful exit's cleanup (__ray_shutdown__, __del__, atexit) may take this
 # long before the process ends anyway (Ray's actor_graceful_shutdown_timeout_ms).
 _GRACEFUL_SHUTDOWN_TIMEOUT_S = float(
@@ -99,6 +97,7 @@ class Executor:
         self.actor_exiting = False  # exit_actor() called: start no more calls
         self.is_async = False
         self.exit_scheduled = False  # async actor: _exit_when_idle is on its way
+        self.exit_calls: set = set()  # ids of the calls that called exit_actor()
         import threading
 
         self.exit_lock = threading.Lock()  # held by the thread ending the process
@@ -378,10 +377,10 @@ class Executor:
         except (_ActorExit, AsyncioActorExit):
             exit_in_constructor = True
         except BaseException as e:  # the actor is dead; fleet-gcs ends this process
-            if not _exit_requested:
+            if not self.exit_calls:
                 self.core.finish_task(handle, self._errors(fn_name, e, 1), False)
                 return
-        if exit_in_constructor or _exit_requested:  # (caught by the constructor: exits anyway)
+        if exit_in_constructor or self.exit_calls:  # (caught by the constructor: exits anyway)
             self._exit_actor("exit_actor() is called in its constructor.", graceful=True)
         max_concurrency = opts["max_concurrency"]
         groups = opts["concurrency_groups"]
@@ -476,10 +475,11 @@ class Executor:
             else:
                 returns, _ = self._call(handle, task_id, fn_name, fn, args_blob, deps,
                                         num_returns, streaming, b"")
+                fn = None  # a bound method holds the instance (its __del__ on exit)
             _canceled.discard(task_id)
             # exit_actor() was called (maybe caught by the method): no reply,
             # the caller sees the actor's death.
-            exiting = returns is None or _exit_requested
+            exiting = returns is None or (self.actor_exiting and task_id in self.exit_calls)
             if not exiting:
                 self.core.finish_task(handle, returns, False)
         finally:
@@ -506,7 +506,7 @@ class Executor:
         finally:
             self.running_async.pop(task_id, None)
             _canceled.discard(task_id)
-        if returns is not None and not _exit_requested:
+        if returns is not None and not (self.actor_exiting and task_id in self.exit_calls):
             self.core.finish_task(handle, returns, False)
 
     async def _run_async(self, handle: int, task_id: bytes, fn_name: str, method_name: str,
@@ -606,8 +606,8 @@ class Executor:
         """exit_actor() was called: this actor exits once the call unwinds
         (even if its code catches the exception). True for an async actor,
         whose exit is scheduled on its event loop here."""
-        global _exit_requested
-        _exit_requested = True
+        ctx = task_context.current()
+        self.exit_calls.add(ctx.task_id if ctx is not None else None)
         self.actor_exiting = True
         if not self.is_async:
             return False
