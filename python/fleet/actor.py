@@ -139,7 +139,10 @@ class ActorClass:
         if o["get_if_exists"] and not name:
             raise ValueError("get_if_exists=True requires a name for the actor (options(name=...))")
         namespace = o["namespace"] if o["namespace"] is not None else state.namespace
-        detached = o["lifetime"] == "detached"
+        lifetime = o["lifetime"]
+        if lifetime is None:  # the job's default (JobConfig.default_actor_lifetime)
+            lifetime = state.default_actor_lifetimes.get(core.job_id, "non_detached")
+        detached = lifetime == "detached"
         max_task_retries = o["max_task_retries"]
         groups = dict(o["concurrency_groups"] or {})
         max_concurrency = o["max_concurrency"] or (1000 if self._is_async else 1)

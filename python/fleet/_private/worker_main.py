@@ -116,6 +116,9 @@ class Executor:
         ns = self.core.kv_get(f"job:{job_id}:namespace")
         if ns:
             state.namespace = ns.decode()
+        lifetime = self.core.kv_get(f"job:{job_id}:default_actor_lifetime")
+        if lifetime:
+            state.default_actor_lifetimes[job_id] = lifetime.decode()
 
     def _function(self, key: str, name: str) -> Any:
         fn = self.functions.get(key)
