@@ -41,7 +41,9 @@ class JobConfig:
         """Adds a key-value pair to the job's metadata."""
         self.metadata[key] = value
 
-    def set_runtime_env(self, runtime_env: Optional[Dict[str, Any]], validate: bool = False) -> None:
+    def set_runtime_env(
+        self, runtime_env: Optional[Dict[str, Any]], validate: bool = False
+    ) -> None:
         """Sets the job's runtime environment."""
         self.runtime_env = dict(runtime_env or {})
 
