@@ -154,14 +154,39 @@ def test_temporary_handle_call_is_answered():
     assert fleet.get(Target.remote().ping.remote(), timeout=T) == "pong"
 
 
-def test_named_actor_is_counted_and_get_actor_handles_are_weak():
+def test_named_actor_is_counted_like_any_other():
+    # Ray: "the actor will still be garbage-collected if no handles to it exist".
     a = Target.options(name="life-named").remote()
     pid = fleet.get(a.pid.remote(), timeout=T)
-    b = fleet.get_actor("life-named")
-    assert fleet.get(b.ping.remote(), timeout=T) == "pong"
     del a
     assert pid_gone(pid)
-    assert dead(b)
+    with pytest.raises(ValueError):
+        fleet.get_actor("life-named")
+
+
+def test_get_actor_handle_counts_in_the_owner_only():
+    @fleet.remote
+    class Finder:
+        def find(self, name):
+            self.h = fleet.get_actor(name)  # not the owner: does not keep it alive
+            return fleet.get(self.h.ping.remote(), timeout=T)
+
+        def call(self):
+            return fleet.get(self.h.ping.remote(), timeout=T)
+
+    a = Target.options(name="life-found").remote()
+    pid = fleet.get(a.pid.remote(), timeout=T)
+    # In the owner (this driver), a handle looked up by name keeps it alive.
+    b = fleet.get_actor("life-found")
+    del a
+    assert pid_alive_for(pid, 1.0)
+    assert fleet.get(b.ping.remote(), timeout=T) == "pong"
+    f = Finder.remote()
+    assert fleet.get(f.find.remote("life-found"), timeout=T) == "pong"
+    del b
+    assert pid_gone(pid)
+    with pytest.raises(RayActorError):
+        fleet.get(f.call.remote(), timeout=T)
 
 
 def test_detached_actor_outlives_its_handles():

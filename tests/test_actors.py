@@ -1004,12 +1004,18 @@ def test_named_actor_is_still_garbage_collected_without_handles():
     c = Counter.options(name="named-no-owner").remote()
     fleet.get(c.inc.remote(), timeout=T)
     pid = fleet.get(c.pid.remote(), timeout=T)
-    h = fleet.get_actor("named-no-owner")
     del c
     gc.collect()
     assert not wait_dead([Proc(pid, "actor")], 10)
-    with pytest.raises(RayActorError):
-        fleet.get(h.inc.remote(), timeout=T)
+    assert wait_until(lambda: _no_actor_named("named-no-owner"), 10)
+
+
+def _no_actor_named(name):
+    try:
+        fleet.get_actor(name)
+        return False
+    except ValueError:
+        return True
 
 
 class EnvReader:

@@ -121,6 +121,12 @@ void BindActors(nb::module_& m, nb::class_<PyCore>& core) {
            [](PyCore& c, const nb::bytes& actor_id) {
              return Bytes(c.core().OwnActorHandle(Str(actor_id)));
            })
+      .def("hold_owned_actor_handle",
+           [](PyCore& c, const nb::bytes& actor_id) -> nb::object {
+             std::string id = c.core().HoldOwnedActorHandle(Str(actor_id));
+             if (id.empty()) return nb::none();
+             return Bytes(id);
+           })
       .def("release_actor_handle",
            [](PyCore& c, const nb::bytes& actor_id, const nb::bytes& ref_id) {
              if (c.core_) c.core_->actors().ReleaseHandleRef(Str(actor_id), Str(ref_id));

@@ -461,10 +461,22 @@ Status CoreWorker::KillActor(const std::string& actor_id, bool no_restart, const
   return gcs_->KillActor(actor_id, no_restart, reason);
 }
 
+namespace {
+// The object id of an actor's handle object: never a task's return.
+std::string ActorHandleObjectId(const std::string& actor_id) {
+  return ReturnObjectId(actor_id, 0xffffffffu);
+}
+}  // namespace
+
 std::string CoreWorker::OwnActorHandle(const std::string& actor_id) {
-  std::string id = ReturnObjectId(actor_id, 0xffffffffu);  // never a task's return
+  std::string id = ActorHandleObjectId(actor_id);
   store_.PutReady(id, actor_id, kFlagActorHandle, /*local_refs=*/1);
   return id;
+}
+
+std::string CoreWorker::HoldOwnedActorHandle(const std::string& actor_id) {
+  std::string id = ActorHandleObjectId(actor_id);
+  return store_.AddLocalRefIfOwned(id) ? id : std::string();
 }
 
 Result<std::optional<rpc::ActorInfo>> CoreWorker::GetNamedActor(const std::string& name,

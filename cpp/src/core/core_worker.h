@@ -159,6 +159,10 @@ class CoreWorker {
   // When no handle is left anywhere (local refs, borrowers, objects holding
   // it), the actor is released (ActorSubmitter::ReleaseHandle).
   std::string OwnActorHandle(const std::string& actor_id);
+  // A handle looked up by name in the actor's owner: one more local ref on
+  // the actor's handle object, whose id is returned ("" if this process does
+  // not own the actor, or it was let go already).
+  std::string HoldOwnedActorHandle(const std::string& actor_id);
   Result<std::optional<rpc::ActorInfo>> GetNamedActor(const std::string& name, const std::string& ns);
   Result<std::vector<rpc::ActorInfo>> ListActors();
   // Actor worker: tells fleet-gcs this exit is intended (no restart).

@@ -218,6 +218,14 @@ void MemoryStore::AddLocalRef(const std::string& id) {
   if (it != objects_.end()) it->second.local_refs++;
 }
 
+bool MemoryStore::AddLocalRefIfOwned(const std::string& id) {
+  MutexLock lk(&mu_);
+  auto it = objects_.find(id);
+  if (it == objects_.end() || !it->second.owned) return false;
+  it->second.local_refs++;
+  return true;
+}
+
 void MemoryStore::RemoveLocalRef(const std::string& id) {
   MutexLock lk(&mu_);
   auto it = objects_.find(id);

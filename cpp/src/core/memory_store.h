@@ -117,6 +117,8 @@ class MemoryStore {
 
   // No-op for an unknown id (a ref whose object this process never had).
   void AddLocalRef(const std::string& id) EXCLUDES(mu_);
+  // AddLocalRef if this process owns `id` (and it is still held); false if not.
+  bool AddLocalRefIfOwned(const std::string& id) EXCLUDES(mu_);
   void RemoveLocalRef(const std::string& id) EXCLUDES(mu_);
   void AddSubmittedRef(const std::string& id) EXCLUDES(mu_);
   void RemoveSubmittedRef(const std::string& id) EXCLUDES(mu_);
