@@ -6,6 +6,7 @@
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 #include <algorithm>
+#include <cstdlib>
 #include <sstream>
 
 #include "common/ids.h"
@@ -49,7 +50,20 @@ ActorManager::ActorManager(asio::io_context& io, std::string token,
                            std::function<std::vector<rpc::NodeInfo>()> alive_nodes,
                            std::function<rpc::ConnectionPtr(uint32_t)> driver_of_job)
     : io_(io), token_(std::move(token)), alive_nodes_(std::move(alive_nodes)),
-      driver_of_job_(std::move(driver_of_job)) {}
+      driver_of_job_(std::move(driver_of_job)) {
+  const char* env = std::getenv("RAY_maximum_gcs_destroyed_actor_cached_count");
+  long n = env ? std::strtol(env, nullptr, 10) : 0;
+  max_dead_ = n > 0 ? static_cast<size_t>(n) : 100000;
+}
+
+void ActorManager::PruneDead() {
+  prune_posted_ = false;
+  while (dead_.size() > max_dead_) {
+    auto it = actors_.find(dead_.front());
+    dead_.pop_front();
+    if (it != actors_.end() && it->second.info.state() == rpc::ActorInfo::DEAD) actors_.erase(it);
+  }
+}
 
 std::string ActorManager::Describe(const Actor& a) const {
   std::string s = "actor " + a.info.class_name();
@@ -522,6 +536,11 @@ void ActorManager::MarkDead(Actor& a, const std::string& reason, const std::stri
   a.lease_pending = false;
   Publish(a);
   a.spec.Clear();  // the arguments are not needed any more
+  dead_.push_back(ActorId::FromBinary(a.info.actor_id()));
+  if (dead_.size() > max_dead_ && !prune_posted_) {
+    prune_posted_ = true;
+    asio::post(io_, [this] { PruneDead(); });
+  }
 }
 
 void ActorManager::ReleaseWorker(Actor& a, bool kill) {

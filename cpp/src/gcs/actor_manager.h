@@ -17,6 +17,7 @@
 
 #include <asio/io_context.hpp>
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -84,6 +85,9 @@ class ActorManager {
   };
   void WatchOwner(const std::string& address, const ActorId& actor_id);
   void OnOwnerDied(const std::string& address);
+  // Forgets the oldest dead actors beyond max_dead_ (posted: MarkDead runs
+  // inside loops over actors_).
+  void PruneDead();
   void Schedule(Actor& a);
   void OnLeaseReply(const ActorId& actor_id, uint64_t incarnation, const Status& s,
                     rpc::Envelope& reply);
@@ -104,6 +108,11 @@ class ActorManager {
   std::map<std::pair<std::string, std::string>, ActorId> named_;  // (ns, name) -> id
   std::map<NodeId, rpc::ConnectionPtr> node_conns_;
   std::map<std::string, Owner> owners_;
+  // Dead actors in the order they died; at most max_dead_ are kept (Ray's
+  // RAY_maximum_gcs_destroyed_actor_cached_count, default 100000).
+  std::deque<ActorId> dead_;
+  size_t max_dead_;
+  bool prune_posted_ = false;
   uint64_t spread_next_ = 0;
 };
 
