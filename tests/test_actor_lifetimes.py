@@ -25,7 +25,7 @@ import pytest
 import fleet
 from fleet.actor import exit_actor
 from fleet.exceptions import ActorDiedError, AsyncioActorExit, RayActorError
-from fleet_test_utils import wait_until
+from fleet_test_utils import run_python, wait_until
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("fleet_cluster")]
 
@@ -410,3 +410,57 @@ def dead_pid(handle) -> bool:
         return False
     except ActorDiedError:
         return True
+
+
+def test_get_if_exists_in_the_owner_counts_like_get_actor():
+    a = Target.options(name="life-gie").remote()
+    pid = fleet.get(a.pid.remote(), timeout=T)
+    b = Target.options(name="life-gie", get_if_exists=True).remote()
+    del a
+    assert pid_alive_for(pid, 1.0)
+    assert fleet.get(b.ping.remote(), timeout=T) == "pong"
+    del b
+    assert pid_gone(pid)
+
+
+def test_default_actor_lifetime_from_job_config():
+    from fleet.job_config import JobConfig
+
+    with pytest.raises(ValueError):
+        JobConfig(default_actor_lifetime="forever")
+    assert JobConfig(default_actor_lifetime="detached").default_actor_lifetime == "detached"
+
+
+def test_job_config_default_lifetime_detached_outlives_the_owner():
+    # A separate driver (its own cluster): the job's default applies to the
+    # actors its workers create too.
+    code = """
+import os, signal, time
+import fleet
+from fleet.job_config import JobConfig
+fleet.init(num_cpus=2, job_config=JobConfig(default_actor_lifetime="detached"))
+
+@fleet.remote
+class Child:
+    def ping(self):
+        return "ok"
+
+@fleet.remote
+class Parent:
+    def make(self):
+        self.c = Child.remote()
+        fleet.get(self.c.ping.remote(), timeout=20)
+        return self.c
+
+    def pid(self):
+        return os.getpid()
+
+p = Parent.remote()
+c = fleet.get(p.make.remote(), timeout=20)
+os.kill(fleet.get(p.pid.remote(), timeout=20), signal.SIGKILL)
+time.sleep(1.5)
+print("CHILD", fleet.get(c.ping.remote(), timeout=20))
+fleet.shutdown()
+"""
+    res = run_python(code, timeout=60)
+    assert "CHILD ok" in res.stdout, res.stdout + res.stderr

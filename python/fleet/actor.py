@@ -186,8 +186,9 @@ class ActorClass:
             actor_id, name, namespace, self._name, o["max_restarts"], detached, meta_blob,
             resources, placement, bool(o["get_if_exists"]), strategy, affinity, soft,
         )
-        if existed:  # as a handle looked up by name: it does not keep the actor alive
-            return ActorHandle(actor_id, pickle.loads(existing_meta) if existing_meta else meta)
+        if existed:  # as a handle looked up by name (counts only in the owner)
+            return ActorHandle(actor_id, pickle.loads(existing_meta) if existing_meta else meta,
+                               core.hold_owned_actor_handle(actor_id))
         # A non-detached actor lives while handles to it do: this handle holds
         # the actor's handle object, owned here and borrowed by the processes
         # its copies are sent to.
