@@ -11,6 +11,10 @@
 // a restart, or death with its reason. Calls in flight when the actor dies
 // are resent after a restart while max_task_retries allows, else they fail
 // with an ActorDied error; calls on a dead actor fail at once.
+// Lifetime: when the actor's handle object is let go (no handle left
+// anywhere), ReleaseHandle queues an ACTOR_EXIT behind the calls made; a
+// Python handle's ref is dropped only once this process's calls to the actor
+// have finished (ReleaseHandleRef).
 // Thread-safe: one mutex (mu_) guards all state; sends to an actor happen
 // under it, so concurrent submitters cannot reorder one actor's calls.
 // Replies and updates arrive on the io thread. No callback or store call runs
