@@ -116,6 +116,10 @@ Status CoreWorker::Init() {
       [this](const std::string& id, const std::string& owner, int count, bool unconfirmed) {
         refs_->ReleaseBorrow(id, owner, count, unconfirmed);
       });
+  // Under the store's lock: the release runs on the io thread.
+  store_.SetActorHandleHook([this](const std::string& actor_id) {
+    asio::post(io_, [this, actor_id] { actor_submitter_->ReleaseHandle(actor_id); });
+  });
   auto stats = GetNodeStats();
   if (stats.ok()) node_id_ = stats->node_id();
   locator_->set_self(address_, node_id_);
@@ -495,6 +499,24 @@ std::vector<std::string> CoreWorker::SubmitActorTask(TaskSubmission&& call, int 
 
 Status CoreWorker::KillActor(const std::string& actor_id, bool no_restart, const std::string& reason) {
   return gcs_->KillActor(actor_id, no_restart, reason);
+}
+
+namespace {
+// The object id of an actor's handle object: never a task's return.
+std::string ActorHandleObjectId(const std::string& actor_id) {
+  return ReturnObjectId(actor_id, 0xffffffffu);
+}
+}  // namespace
+
+std::string CoreWorker::OwnActorHandle(const std::string& actor_id) {
+  std::string id = ActorHandleObjectId(actor_id);
+  store_.PutReady(id, actor_id, kFlagActorHandle, /*local_refs=*/1);
+  return id;
+}
+
+std::string CoreWorker::HoldOwnedActorHandle(const std::string& actor_id) {
+  std::string id = ActorHandleObjectId(actor_id);
+  return store_.AddLocalRefIfOwned(id) ? id : std::string();
 }
 
 Result<std::optional<rpc::ActorInfo>> CoreWorker::GetNamedActor(const std::string& name,

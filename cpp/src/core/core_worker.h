@@ -164,6 +164,15 @@ class CoreWorker {
   ActorSubmitter& actors() { return *actor_submitter_; }
   std::vector<std::string> SubmitActorTask(TaskSubmission&& call, int max_task_retries);
   Status KillActor(const std::string& actor_id, bool no_restart, const std::string& reason);
+  // A non-detached actor this process created: makes its handle object
+  // (owned here, holding one local ref for the new handle) and returns its id.
+  // When no handle is left anywhere (local refs, borrowers, objects holding
+  // it), the actor is released (ActorSubmitter::ReleaseHandle).
+  std::string OwnActorHandle(const std::string& actor_id);
+  // A handle looked up by name in the actor's owner: one more local ref on
+  // the actor's handle object, whose id is returned ("" if this process does
+  // not own the actor, or it was let go already).
+  std::string HoldOwnedActorHandle(const std::string& actor_id);
   Result<std::optional<rpc::ActorInfo>> GetNamedActor(const std::string& name, const std::string& ns);
   Result<std::vector<rpc::ActorInfo>> ListActors();
   // Actor worker: tells fleet-gcs this exit is intended (no restart).

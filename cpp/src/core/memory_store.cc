@@ -224,6 +224,14 @@ void MemoryStore::AddLocalRef(const std::string& id) {
   if (it != objects_.end()) it->second.local_refs++;
 }
 
+bool MemoryStore::AddLocalRefIfOwned(const std::string& id) {
+  MutexLock lk(&mu_);
+  auto it = objects_.find(id);
+  if (it == objects_.end() || !it->second.owned) return false;
+  it->second.local_refs++;
+  return true;
+}
+
 void MemoryStore::RemoveLocalRef(const std::string& id) {
   MutexLock lk(&mu_);
   auto it = objects_.find(id);
@@ -260,6 +268,9 @@ void MemoryStore::MaybeFreeLocked(std::unordered_map<std::string, Entry>::iterat
     if (e.local_refs <= 0 && e.submitted_refs <= 0 && !e.escaped && e.waiters.empty() &&
         e.callbacks.empty() && e.contained <= 0 && e.borrowers.empty()) {
       if (e.owned && e.ready && (e.value.flags & kFlagInStore) && free_hook_) free_hook_(it->first, e.value.data);
+      if (e.owned && e.ready && (e.value.flags & kFlagActorHandle) && actor_handle_) {
+        actor_handle_(e.value.data);
+      }
       if (!e.owned && e.registered > 0 && release_borrow_) {
         release_borrow_(it->first, e.owner_address, e.registered, e.unconfirmed);
       }

@@ -52,10 +52,15 @@ class MemoryStore {
   using ReleaseBorrowFn = std::function<void(const std::string& id, const std::string& owner,
                                              int count, bool unconfirmed)>;
 
+  // Called (under the lock: it must only queue work) when an owned actor
+  // handle object (kFlagActorHandle) is let go: the actor is no longer held.
+  using ActorHandleFn = std::function<void(const std::string& actor_id)>;
+
   explicit MemoryStore(FetchFn fetch) : fetch_(std::move(fetch)) {}
   // Set once, before the store is shared between threads.
   void SetFreeHook(FreeFn free_hook) { free_hook_ = std::move(free_hook); }
   void SetReleaseBorrowHook(ReleaseBorrowFn hook) { release_borrow_ = std::move(hook); }
+  void SetActorHandleHook(ActorHandleFn hook) { actor_handle_ = std::move(hook); }
 
   // An owned object whose value comes later (a task return). `local_refs`
   // are held from the start, so the entry cannot be freed before the
@@ -112,6 +117,8 @@ class MemoryStore {
 
   // No-op for an unknown id (a ref whose object this process never had).
   void AddLocalRef(const std::string& id) EXCLUDES(mu_);
+  // AddLocalRef if this process owns `id` (and it is still held); false if not.
+  bool AddLocalRefIfOwned(const std::string& id) EXCLUDES(mu_);
   void RemoveLocalRef(const std::string& id) EXCLUDES(mu_);
   void AddSubmittedRef(const std::string& id) EXCLUDES(mu_);
   void RemoveSubmittedRef(const std::string& id) EXCLUDES(mu_);
@@ -178,6 +185,7 @@ class MemoryStore {
   // Constant once the store is shared (the hooks are set before).
   FetchFn fetch_;
   FreeFn free_hook_;
+  ActorHandleFn actor_handle_;
   ReleaseBorrowFn release_borrow_;
 
   mutable Mutex mu_;

@@ -225,7 +225,11 @@ def get_actor(name: str, namespace: Optional[str] = None) -> Any:
             "2. The named actor died. 3. You did not use a namespace matching the "
             "namespace of the actor."
         )
-    return ActorHandle(info["actor_id"], pickle.loads(info["handle_meta"]))
+    actor_id = info["actor_id"]
+    # In the actor's owner, the handle counts like the one .remote() returned
+    # (as in Ray); elsewhere it does not keep the actor alive.
+    return ActorHandle(actor_id, pickle.loads(info["handle_meta"]),
+                       core.hold_owned_actor_handle(actor_id))
 
 
 def kill(actor: Any, *, no_restart: bool = True) -> None:

@@ -209,3 +209,14 @@ class _AliasFinder(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, _AliasFinder())
 sys.modules["ray_shim"] = sys.modules[__name__]  # (the shim itself, for set_lenient)
 sys.modules["ray"] = _PackageView("ray", importlib.import_module("fleet"))
+
+
+def _reduce_view(view):
+    # A function or class pickled by value (cloudpickle) that refers to
+    # `ray` (or `ray.x`) refers to the fleet module itself in the worker.
+    return (importlib.import_module, (_target(view.__name__),))
+
+
+import copyreg  # noqa: E402
+
+copyreg.pickle(_PackageView, _reduce_view)
