@@ -18,6 +18,7 @@ from fleet import _core
 from fleet._private import options as opts_mod
 from fleet._private import serialization, state, task_context
 from fleet._private.generator import refs_for
+from fleet._private.ids import ActorID
 from fleet._private.session import _ensure_initialized
 from fleet.exceptions import PendingCallsLimitExceeded
 from fleet.object_ref import ObjectRef
@@ -151,7 +152,7 @@ class ActorClass:
         if capture:
             env["FLEET_PLACEMENT_GROUP_CAPTURE"] = pg_id.hex()
         template = _core.TaskTemplate(
-            key, f"{self._name}.__init__", 1, resources, b"", env, 0
+            key, f"{self._cls.__name__}.__init__", 1, resources, b"", env, 0
         )
         if args or kwargs:
             blob, deps, nested = serialization.serialize_args(
@@ -213,32 +214,6 @@ class _Ownership:
             self.core.release_actor(self.actor_id)
         except Exception:  # interpreter shutdown
             pass
-
-
-class ActorID:
-    """The id of an actor (``handle._actor_id``)."""
-
-    __slots__ = ("_id",)
-
-    def __init__(self, actor_id: bytes):
-        self._id = actor_id
-
-    def binary(self) -> bytes:
-        """The id as bytes."""
-        return self._id
-
-    def hex(self) -> str:
-        """The id as a hex string."""
-        return self._id.hex()
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ActorID) and other._id == self._id
-
-    def __hash__(self) -> int:
-        return hash(self._id)
-
-    def __repr__(self) -> str:
-        return f"ActorID({self._id.hex()})"
 
 
 class ActorHandle:
@@ -335,10 +310,14 @@ class ActorMethod:
         streaming = num_returns == "streaming"
         self._num_returns = num_returns
         self._pending_limit = meta.get("max_pending_calls", -1)
+        # The task's name, as Ray: the name= option, else "Class.method".
+        task_name = self._options.get("name") or (
+            f"{meta['class_name'].rpartition('.')[2]}.{self._name}"
+        )
         self._template = _core.ActorCallTemplate(
             h._fleet_actor_id,
             self._name,
-            f"{meta['class_name']}.{self._name}",
+            task_name,
             1 if streaming else num_returns,
             group or "",
             streaming,

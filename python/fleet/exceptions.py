@@ -201,6 +201,10 @@ class _ForceCancelledError(TaskCancelledError, WorkerCrashedError):
         TaskCancelledError.__init__(self, message)
 
 
+class ObjectRefStreamEndOfStreamError(RayError):
+    """The stream of a generator task has no more items."""
+
+
 class RuntimeEnvSetupError(RayError):
     """A runtime environment could not be set up."""
 
@@ -222,6 +226,7 @@ __all__ = [
     "RayActorError",
     "ActorDiedError",
     "ActorUnavailableError",
+    "ObjectRefStreamEndOfStreamError",
     "RuntimeEnvSetupError",
     "PendingCallsLimitExceeded",
 ]

@@ -24,3 +24,6 @@ cluster: Any = None  # LocalCluster when this driver started the cluster
 actor_restarts: int = 0  # > 0: this actor instance is a restart
 actor_name: str = ""
 actor_meta: Dict[str, Any] = {}  # the actor's method table (for current_actor)
+actor_class: Any = None  # the user's class of the actor this worker hosts
+# A worker's loaded remote functions, by function key (the executor's cache).
+functions: Dict[str, Any] = {}

@@ -68,7 +68,7 @@ def _on_sigint(signum: int, frame: Any) -> None:
 class Executor:
     def __init__(self, core: Any):
         self.core = core
-        self.functions: Dict[str, Any] = {}
+        self.functions: Dict[str, Any] = state.functions  # (runtime context reads it)
         self.jobs_seen: set = set()
         self.job_id = -1
         self.calls: Dict[str, int] = {}
@@ -268,13 +268,14 @@ class Executor:
         # pool thread it runs on (they copy the context current here).
         actor_ctx = self.actor_ctx
         if kind == ACTOR_TASK and actor_ctx is not None:
-            ctx = actor_ctx.for_call(task_id, job_id, fn_name)
+            ctx = actor_ctx.for_call(task_id, job_id, fn_name, t.method_name)
         else:
             env_vars = t.env_vars
             capture = env_vars.get(_CAPTURE_ENV) if env_vars else None
             ctx = TaskContext(task_id, job_id, fn_name,
                               t.actor_id if kind == ACTOR_CREATION else None, t.resources,
-                              t.gpu_ids, bytes.fromhex(capture) if capture else None)
+                              t.gpu_ids, bytes.fromhex(capture) if capture else None,
+                              t.function_key if kind == NORMAL_TASK else "__init__")
         sequential = not self.concurrent
         if sequential:
             # One call at a time: the process's context is the call's, for
@@ -352,6 +353,7 @@ class Executor:
             if job_id not in self.jobs_seen:
                 self._setup_job(job_id)
             cls = self._function(t.function_key, self.class_name)
+            state.actor_class = cls
             if t.args:
                 args, kwargs = serialization.deserialize_args(t.args, t.deps)
             else:
