@@ -78,7 +78,7 @@ def _retry_exceptions(v: Any) -> Optional[str]:
 
 
 def _num_returns(v: Any) -> Optional[str]:
-    if v == "streaming":
+    if v is None or v == "streaming":  # None: the default (1, or streaming for a generator)
         return None
     if v == "dynamic":
         return (
@@ -102,7 +102,7 @@ def _strategy(v: Any) -> Optional[str]:
 
 
 def _placement_group(v: Any) -> Optional[str]:
-    if v is None or v == "default" or hasattr(v, "bundle_specs"):
+    if v is None or v == "default" or hasattr(type(v), "bundle_specs"):
         return None
     return f"placement_group must be a PlacementGroup, got {v!r}"
 
@@ -268,10 +268,70 @@ METHOD_OPTIONS: Dict[str, Option] = {
 }
 
 
+_NONE = type(None)
+_NUMBER = (float, int, _NONE)
+_INT = (int, _NONE)
+
+
+def _is_placement_group(v: Any) -> bool:
+    return v is None or isinstance(v, str) or hasattr(type(v), "bundle_specs")
+
+
+# The type each option's value must have, as Ray checks it (before its
+# value): a wrong type is a TypeError, a wrong value of the right type a
+# ValueError. A callable stands for a class this layer cannot import.
+TYPES: Dict[str, Any] = {
+    "num_cpus": _NUMBER,
+    "num_gpus": _NUMBER,
+    "memory": _NUMBER,
+    "object_store_memory": _INT,
+    "resources": (dict, _NONE),
+    "accelerator_type": (str, _NONE),
+    "max_retries": _INT,
+    "max_calls": _INT,
+    "retry_exceptions": (bool, list, tuple),
+    "num_returns": (int, str, _NONE),
+    "name": (str, _NONE),
+    "scheduling_strategy": (
+        _NONE, str, PlacementGroupSchedulingStrategy, NodeAffinitySchedulingStrategy,
+    ),
+    "placement_group": (_is_placement_group, "(NoneType, str, PlacementGroup)"),
+    "placement_group_bundle_index": int,
+    "placement_group_capture_child_tasks": (bool, _NONE),
+    "runtime_env": (dict, _NONE),
+    "label_selector": (dict, _NONE),
+    "_metadata": (dict, _NONE),
+    "max_restarts": _INT,
+    "max_task_retries": _INT,
+    "max_pending_calls": _INT,
+    "max_concurrency": _INT,
+    "concurrency_groups": (list, dict, _NONE),
+    "concurrency_group": (str, _NONE),
+    "namespace": (str, _NONE),
+    "lifetime": (str, _NONE),
+    "get_if_exists": bool,
+}
+
+
+def _check_type(key: str, value: Any) -> None:
+    t = TYPES.get(key)
+    if t is None:
+        return
+    if isinstance(t, tuple) and callable(t[0]) and not isinstance(t[0], type):
+        ok, shown = t[0](value), t[1]
+    else:
+        ok, shown = isinstance(value, t), t
+    if not ok:
+        raise TypeError(
+            f"The type of keyword '{key}' must be {shown}, but received type {type(value)}"
+        )
+
+
 def validate(
     options: Dict[str, Any], where: str, table: Optional[Dict[str, Option]] = None
 ) -> None:
-    """Raises ValueError naming the first unknown or invalid option."""
+    """Raises ValueError naming the first unknown option or invalid value,
+    TypeError for a value of the wrong type (as Ray)."""
     table = TASK_OPTIONS if table is None else table
     for key, value in options.items():
         opt = table.get(key)
@@ -280,6 +340,7 @@ def validate(
                 f"Invalid option keyword {key} for {where}. "
                 f"Valid ones are {sorted(k for k in table if not k.startswith('_'))}."
             )
+        _check_type(key, value)
         err = opt.check(value)
         if err:
             raise ValueError(f"Invalid value for option '{key}' of {where}: {err}")
@@ -353,7 +414,7 @@ def placement(
                 f"placement_group_bundle_index {index} is out of range: the placement group "
                 f"has {len(pg.bundle_specs)} bundle(s)"
             )
-        return _in_group(resources, pg.id, index, capture)
+        return _in_group(resources, pg.id.binary(), index, capture)
     if isinstance(s, NodeAffinitySchedulingStrategy):
         try:
             node = bytes.fromhex(s.node_id)

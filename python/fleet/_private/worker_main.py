@@ -12,11 +12,12 @@ async one.
 from __future__ import annotations
 
 import contextvars
+import functools
 import os
 import pickle
 import signal
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from fleet import _core
 from fleet._private import serialization, state, task_context
@@ -63,6 +64,10 @@ def _on_sigint(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
     # Otherwise: a cancel that arrived too late, or the driver's Ctrl-C sent to
     # the whole process group; the worker goes on.
+
+
+def _ray_call(instance: Any, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    return fn(instance, *args, **kwargs)
 
 
 class Executor:
@@ -427,6 +432,16 @@ class Executor:
             self._call_method(handle, task_id, fn_name, method_name, args_blob, deps,
                               num_returns, streaming)
 
+    def _method(self, name: str) -> Any:
+        """The actor's bound method `name`; ``__ray_call__`` (Ray's built-in)
+        calls a function given with the actor instance as first argument."""
+        try:
+            return getattr(self.actor, name)
+        except AttributeError:
+            if name == "__ray_call__":
+                return functools.partial(_ray_call, self.actor)
+            raise
+
     @staticmethod
     def _on_pool_thread() -> bool:
         import threading
@@ -450,7 +465,7 @@ class Executor:
             self.running_calls += 1
         try:
             try:
-                fn = getattr(self.actor, method_name)
+                fn = self._method(method_name)
             except AttributeError as e:
                 returns: Returns = self._errors(fn_name, e, num_returns)
             else:
@@ -490,7 +505,7 @@ class Executor:
         import inspect
 
         try:
-            fn = getattr(self.actor, method_name)
+            fn = self._method(method_name)
             if args_blob:
                 args, kwargs = serialization.deserialize_args(args_blob, deps)
             else:
