@@ -20,7 +20,7 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from fleet import _core
-from fleet._private import serialization, state, task_context
+from fleet._private import proctitle, serialization, state, task_context
 from fleet._private.task_context import TaskContext
 from fleet._private.version import version_tag
 from fleet.actor import _ActorExit, _method_table
@@ -64,6 +64,9 @@ def _on_sigint(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
     # Otherwise: a cancel that arrived too late, or the driver's Ctrl-C sent to
     # the whole process group; the worker goes on.
+
+
+_set_title = proctitle.set
 
 
 def _ray_call(instance: Any, fn: Callable, *args: Any, **kwargs: Any) -> Any:
@@ -125,7 +128,9 @@ class Executor:
         return fn
 
     def _error(self, fn_name: str, e: BaseException) -> bytes:
-        return serialization.serialize_task_error(fn_name, e, self.pid, self.ip, self.node_id)
+        actor_id = self.actor_id
+        return serialization.serialize_task_error(fn_name, e, self.pid, self.ip, self.node_id,
+                                                  actor_id.hex() if actor_id else None)
 
     def _errors(self, fn_name: str, e: BaseException, num_returns: int) -> Returns:
         """`e` as the value of every return (at least one)."""
@@ -266,6 +271,8 @@ class Executor:
         job_id = t.job_id
         fn_name = t.function_name
         kind = t.kind
+        if fn_name:
+            _set_title(fn_name)  # fleet::<task name> (no system call when unchanged)
         if job_id != self.job_id:
             self.core.job_id = job_id  # nested tasks and puts belong to the caller's job
             self.job_id = job_id
@@ -371,6 +378,7 @@ class Executor:
         except BaseException as e:  # the actor is dead; fleet-gcs ends this process
             self.core.finish_task(handle, self._errors(fn_name, e, 1), False)
             return
+        _set_title(self.class_name.rpartition(".")[2])  # fleet::<Class>, as Ray titles actors
         max_concurrency = opts["max_concurrency"]
         groups = opts["concurrency_groups"]
         if opts["is_async"]:
@@ -670,6 +678,7 @@ def main() -> None:
     state.session_dir = session_dir
     state.gcs_address = os.environ["FLEET_GCS_ADDRESS"]
     state.node_ip = os.environ.get("FLEET_NODE_IP", "127.0.0.1")
+    proctitle.set("IDLE")
     ex = Executor(core)
     next_task = core.next_task
     run = ex.run
