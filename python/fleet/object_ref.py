@@ -61,19 +61,19 @@ class ObjectRef(BaseID):
         if not isinstance(id_bytes, bytes):
             raise TypeError("Expect bytes, got " + str(type(id_bytes)))
         _check_size(id_bytes)
-        return cls(id_bytes, "", False)
+        return _uncounted(cls, id_bytes)
 
     @classmethod
     def nil(cls) -> ObjectRef:
         """The nil object id."""
-        return cls(b"\xff" * OBJECT_ID_SIZE, "", False)
+        return _uncounted(cls, b"\xff" * OBJECT_ID_SIZE)
 
     @classmethod
     def from_random(cls) -> ObjectRef:
         """A random object id (refers to no object)."""
         import os
 
-        return cls(os.urandom(OBJECT_ID_SIZE), "", False)
+        return _uncounted(cls, os.urandom(OBJECT_ID_SIZE))
 
     def __hash__(self) -> int:
         return hash(self._id)
@@ -132,6 +132,14 @@ class ObjectRef(BaseID):
         import asyncio
 
         return asyncio.wrap_future(self.future()).__await__()
+
+
+def _uncounted(cls: type, object_id: bytes) -> ObjectRef:
+    """A ref made from an id alone: no reference the owner counts (its
+    going away releases nothing)."""
+    ref = cls(object_id, "", False)
+    ref._core = None
+    return ref
 
 
 def _check_size(b: bytes) -> None:
