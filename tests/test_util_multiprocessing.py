@@ -296,7 +296,7 @@ def test_context_manager_terminates():
         assert p.map(square, [1, 2]) == [1, 4]
         r = p.apply_async(sleep_return, (30,))
     start = time.monotonic()
-    with pytest.raises(RuntimeError, match="terminated"):
+    with pytest.raises(fleet.exceptions.RayActorError, match="terminated"):
         r.get(timeout=T)  # fails at once instead of waiting 30 s
     assert time.monotonic() - start < 5
     with pytest.raises(ValueError, match="Pool not running"):

@@ -621,7 +621,8 @@ def _unpack_error(packed: Tuple[str, BaseException, str]) -> BaseException:
 
 
 def _terminated_error() -> BaseException:
-    return RuntimeError("the pool was terminated before this call finished")
+    # As Ray: the pool's actors were killed under the call (a RayError).
+    return exceptions.RayActorError("the pool was terminated before this call finished")
 
 
 def _check_timeout(timeout: Any) -> Optional[float]:

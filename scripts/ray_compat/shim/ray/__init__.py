@@ -49,6 +49,12 @@ class _PackageView(types.ModuleType):
     def __dir__(self):
         return dir(object.__getattribute__(self, "_real"))
 
+    def __reduce__(self):
+        # Captured by a pickled function (``ray.util`` in a closure): travels
+        # by name, as a plain module does (cloudpickle's module reducer
+        # matches the exact type only).
+        return importlib.import_module, (object.__getattribute__(self, "__name__"),)
+
 
 def _target(name):
     if name in _SPECIAL:
