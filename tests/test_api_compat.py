@@ -203,6 +203,13 @@ def test_init_accepts_rays_keywords_and_refuses_unknown_ones(fresh):
     assert fresh.get(fresh.put(1), timeout=T) == 1
 
 
+def test_no_auto_connect_when_turned_off(fresh, monkeypatch):
+    monkeypatch.setenv("FLEET_ENABLE_AUTO_CONNECT", "0")
+    with pytest.raises(RuntimeError, match="not initialized"):
+        fresh.put(1)
+    assert not fresh.is_initialized()
+
+
 # ------------------------------------------------------ with a module cluster
 
 
@@ -425,3 +432,53 @@ def test_pool_imap_yields_failed_items(cluster):
     finally:
         pool.terminate()
         pool.join()
+
+
+@fleet.remote(num_cpus=1)
+def hold(seconds):
+    import time
+
+    time.sleep(seconds)
+
+
+def test_task_waiting_in_a_removed_placement_group(cluster):
+    from fleet.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    pg = fleet.util.placement_group([{"CPU": 1}])
+    fleet.get(pg.ready(), timeout=T)
+    s = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0)
+    busy = hold.options(scheduling_strategy=s, max_retries=0).remote(20)
+    fleet.wait([busy], timeout=1)
+    waiting = hold.options(scheduling_strategy=s, max_retries=0).remote(0)  # no CPU left
+    fleet.wait([waiting], timeout=1)
+    fleet.util.remove_placement_group(pg)
+    with pytest.raises(fleet.exceptions.TaskPlacementGroupRemoved, match="has been removed"):
+        fleet.get(waiting, timeout=T)
+
+
+def test_remote_with_empty_parentheses_is_refused():
+    with pytest.raises(TypeError):
+        fleet.remote()
+
+
+def test_dir_lists_the_user_class_and_methods(cluster):
+    @fleet.remote
+    class Foo:
+        def method_one(self):
+            pass
+
+    assert {n for n in dir(Foo) if not n.startswith("_")} == {
+        "method_one", "options", "remote", "bind"}
+    assert [n for n in dir(Foo.remote()) if not n.startswith("_")] == ["method_one"]
+
+
+def test_instance_attribute_does_not_hide_a_method(cluster):
+    @fleet.remote
+    class Shadow:
+        def __init__(self):
+            self.collected = False
+
+        def collected(self):  # noqa: F811  (the attribute above has its name)
+            return "method"
+
+    assert fleet.get(Shadow.remote().collected.remote(), timeout=T) == "method"

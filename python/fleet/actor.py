@@ -126,6 +126,11 @@ class ActorClass:
             f"use '{self._name}.remote()'."
         )
 
+    def __dir__(self) -> List[str]:
+        # What completes after "Cls.": the user class's names and ours.
+        cls = self.__dict__.get("_cls")
+        return sorted(set(dir(type(self))) | (set(dir(cls)) if cls is not None else set()))
+
     def __getattr__(self, name: str) -> Any:
         # Only reached for names this object lacks: the user class's own
         # (class attributes, static methods, classmethods bound to it).
@@ -302,6 +307,10 @@ class ActorHandle:
         m = ActorMethod(self, name, meta, {})
         methods[name] = m
         return m
+
+    def __dir__(self) -> List[str]:
+        methods = self._fleet_meta["methods"]
+        return sorted(set(object.__dir__(self)) | set(methods))
 
     def __reduce__(self):
         # Sent elsewhere: this process can no longer know when the last handle

@@ -158,7 +158,7 @@ def remote(*args: Any, **kwargs: Any) -> Any:
     """Makes a function a remote function; usable as ``@remote`` or ``@remote(**options)``."""
     if len(args) == 1 and not kwargs and callable(args[0]):
         return make_remote(args[0], {})
-    if args:
+    if args or not kwargs:  # (Ray refuses ``@remote()`` too)
         raise TypeError(
             "The @fleet.remote decorator must be applied either with no arguments and no "
             "parentheses, for example '@fleet.remote', or it must be applied using only "

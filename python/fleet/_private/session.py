@@ -295,6 +295,12 @@ def shutdown(_exiting_interpreter: bool = False) -> None:
 def _ensure_initialized() -> Any:
     core = state.core
     if core is None:
+        if os.environ.get("FLEET_ENABLE_AUTO_CONNECT",
+                          os.environ.get("RAY_ENABLE_AUTO_CONNECT", "1")) == "0":
+            raise RuntimeError(
+                "fleet is not initialized: call fleet.init() first (connecting on first "
+                "use is turned off by FLEET_ENABLE_AUTO_CONNECT=0 / RAY_ENABLE_AUTO_CONNECT=0)"
+            )
         init()
         core = state.core
     return core

@@ -67,6 +67,15 @@ def _on_sigint(signum: int, frame: Any) -> None:
 
 
 _set_title = proctitle.set
+_MISSING = object()
+
+
+def _class_attribute(cls: type, name: str) -> Any:
+    """`name` as the class defines it (the raw descriptor), or _MISSING."""
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    return _MISSING
 
 
 def _ray_call(instance: Any, fn: Callable, *args: Any, **kwargs: Any) -> Any:
@@ -87,6 +96,7 @@ class Executor:
         # Actor state, once a creation task arrived.
         self.actor: Any = None
         self.actor_id: Optional[bytes] = None
+        self.descriptors: Dict[str, Any] = {}  # method name -> the class's attribute
         # The actor's context (no task): each call's context is made from it.
         self.actor_ctx: Optional[TaskContext] = None
         self.concurrent = False  # calls may overlap (threaded or async actor)
@@ -441,13 +451,22 @@ class Executor:
                               num_returns, streaming)
 
     def _method(self, name: str) -> Any:
-        """The actor's bound method `name`; ``__ray_call__`` (Ray's built-in)
-        calls a function given with the actor instance as first argument."""
+        """The actor's method `name`, bound to the instance. Looked up on
+        the class, as Ray does: an instance attribute of the same name does
+        not hide it. ``__ray_call__`` (Ray's built-in) calls a function
+        given with the actor instance as first argument."""
+        actor = self.actor
+        desc = self.descriptors.get(name)
+        if desc is None:
+            desc = self.descriptors[name] = _class_attribute(type(actor), name)
+        if desc is not _MISSING:
+            get = getattr(desc, "__get__", None)
+            return get(actor, type(actor)) if get is not None else desc
         try:
-            return getattr(self.actor, name)
+            return getattr(actor, name)  # made by __getattr__, or set on the instance
         except AttributeError:
             if name == "__ray_call__":
-                return functools.partial(_ray_call, self.actor)
+                return functools.partial(_ray_call, actor)
             raise
 
     @staticmethod

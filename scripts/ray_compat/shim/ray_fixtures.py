@@ -184,9 +184,11 @@ def call_ray_stop_only():
 
 
 @pytest.fixture
-def set_enable_auto_connect(request, monkeypatch):
-    monkeypatch.setenv("RAY_ENABLE_AUTO_CONNECT", str(int(getattr(request, "param", True))))
-    yield
+def set_enable_auto_connect(monkeypatch):
+    # As Ray's fixture: its argument is never a fixture value, so it always
+    # turns auto-connect off and yields its default, the string "0".
+    monkeypatch.setenv("RAY_ENABLE_AUTO_CONNECT", "0")
+    yield "0"
 
 
 @pytest.fixture
