@@ -63,7 +63,6 @@ def _parse_address(address: Optional[str]) -> Optional[str]:
 # object_spilling_directory and _system_config are used (a started cluster's
 # spill folder and store settings); any other name is an error, as in Ray.
 _RAY_INIT_IGNORED: Dict[str, Any] = {
-    "dashboard_port": None,
     "local_mode": False,
     "labels": None,
     "logging_format": None,
