@@ -114,6 +114,16 @@ def test_option_of_wrong_type_is_type_error_and_bad_value_value_error():
         A.options(max_restarts=-5)
 
 
+def test_counting_option_values_use_rays_words():
+    f = fleet.remote(lambda: 1)
+    with pytest.raises(ValueError, match="The keyword 'max_calls' only accepts None, 0 or a"):
+        fleet.remote(max_calls=-1)(lambda: 1)
+    with pytest.raises(ValueError, match="The keyword 'num_returns' only accepts None, a non-ne"):
+        f.options(num_returns=-1)
+    with pytest.raises(TypeError, match=r"must be \(<class 'int'>, <class 'NoneType'>\), but"):
+        fleet.remote(max_calls=0.5)(lambda: 1)
+
+
 def test_num_returns_none_is_accepted():
     fleet.remote(num_returns=None)(lambda: 1)
 
@@ -353,6 +363,9 @@ def test_arguments_are_checked_against_the_signature(cluster):
     with pytest.raises(TypeError):
         s.m.remote(1)  # flag is keyword-only and required
     assert fleet.get(s.m.remote(1, flag=10), timeout=T) == 14
+    assert fleet.get(s.m._remote(args=[1], kwargs={"flag": 1}, name="x"), timeout=T) == 5
+    s2 = Sig._remote(args=[1], kwargs={"b": 0}, num_cpus=0)
+    assert fleet.get(s2.m.remote(0, flag=0), timeout=T) == 1
 
     @fleet.remote
     class NoInit:

@@ -362,6 +362,11 @@ class ActorMethod:
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("fleet does not implement the DAG API (bind) yet")
 
+    def _remote(self, args: Any = None, kwargs: Any = None, **method_options: Any) -> Any:
+        """Ray's lower-level form: ``handle.method._remote(args, kwargs, **options)``."""
+        target = self.options(**method_options) if method_options else self
+        return target.remote(*(args or ()), **(kwargs or {}))
+
     def _prepare(self, core: Any) -> Any:
         h = self._handle
         meta = h._fleet_meta

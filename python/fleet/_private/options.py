@@ -34,7 +34,9 @@ def _number(name: str, allow_none: bool = True) -> Callable[[Any], Optional[str]
 def _int(name: str, minimum: int) -> Callable[[Any], Optional[str]]:
     def check(v: Any) -> Optional[str]:
         if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            return f"{name} must be an integer >= {minimum}, got {v!r}"
+            if minimum == 0:  # Ray's text for its counting options
+                return f"The keyword '{name}' only accepts None, 0 or a positive integer; got {v!r}"
+            return f"The keyword '{name}' must be an integer >= {minimum}; got {v!r}"
         return None
 
     return check
@@ -86,7 +88,10 @@ def _num_returns(v: Any) -> Optional[str]:
             "use num_returns='streaming' (an ObjectRefGenerator) instead"
         )
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        return f"num_returns must be a non-negative integer, got {v!r}"
+        return (
+            "The keyword 'num_returns' only accepts None, a non-negative integer, or "
+            f'"dynamic" (for generators; "streaming" too); got {v!r}'
+        )
     return None
 
 
@@ -185,7 +190,10 @@ def _restarts(name: str, allow_none: bool = False) -> Callable[[Any], Optional[s
         if v is None and allow_none:
             return None
         if isinstance(v, bool) or not isinstance(v, int) or v < -1:
-            return f"{name} must be an integer >= -1 (-1: without limit), got {v!r}"
+            return (
+                f"The keyword '{name}' only accepts None, 0, -1 or a positive integer, "
+                f"where -1 represents infinity; got {v!r}"
+            )
         return None
 
     return check
@@ -200,7 +208,7 @@ def _lifetime(v: Any) -> Optional[str]:
 def _max_concurrency(v: Any) -> Optional[str]:
     if v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
         return None
-    return f"max_concurrency must be an integer >= 1, got {v!r}"
+    return f"The keyword 'max_concurrency' only accepts None or a positive integer; got {v!r}"
 
 
 def _concurrency_groups(v: Any) -> Optional[str]:
