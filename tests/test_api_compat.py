@@ -124,6 +124,14 @@ def test_counting_option_values_use_rays_words():
         fleet.remote(max_calls=0.5)(lambda: 1)
 
 
+def test_resource_amounts_finer_than_a_ten_thousandth_are_refused():
+    with pytest.raises(ValueError, match="resource num_gpus cannot go beyond 0.0001"):
+        fleet.remote(num_gpus=0.0000001)(lambda: 1)
+    with pytest.raises(ValueError, match="resource custom cannot go beyond 0.0001"):
+        fleet.remote(resources={"custom": 0.0000001})(lambda: 1)
+    fleet.remote(num_gpus=0.0001, resources={"custom": 0.5})(lambda: 1)
+
+
 def test_num_returns_none_is_accepted():
     fleet.remote(num_returns=None)(lambda: 1)
 
@@ -482,7 +490,8 @@ def test_dir_lists_the_user_class_and_methods(cluster):
 
     assert {n for n in dir(Foo) if not n.startswith("_")} == {
         "method_one", "options", "remote", "bind"}
-    assert [n for n in dir(Foo.remote()) if not n.startswith("_")] == ["method_one"]
+    assert set(dir(Foo.remote())) == {
+        "method_one", "__init__", "__ray_ready__", "__ray_call__", "__ray_terminate__"}
 
 
 def test_instance_attribute_does_not_hide_a_method(cluster):

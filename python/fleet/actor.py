@@ -309,8 +309,9 @@ class ActorHandle:
         return m
 
     def __dir__(self) -> List[str]:
-        methods = self._fleet_meta["methods"]
-        return sorted(set(object.__dir__(self)) | set(methods))
+        # As Ray's: the actor's methods (with the built-in __ray_*__ ones and
+        # __init__), what can be called through the handle.
+        return sorted(set(self._fleet_meta["methods"]) | {"__init__"})
 
     def __reduce__(self):
         # Sent elsewhere: this process can no longer know when the last handle

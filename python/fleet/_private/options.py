@@ -26,9 +26,22 @@ def _number(name: str, allow_none: bool = True) -> Callable[[Any], Optional[str]
             return None
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
             return f"{name} must be a non-negative number, got {v!r}"
-        return None
+        return _precision(name, v)
 
     return check
+
+
+# Resource amounts are kept in units of 1/10000 (as Ray's).
+_RESOURCE_UNIT_SCALING = 10000
+
+
+def _precision(name: str, v: Any) -> Optional[str]:
+    if isinstance(v, float) and v != 0.0 and int(v * _RESOURCE_UNIT_SCALING) == 0:
+        return (
+            f"The precision of the fractional quantity of resource {name} cannot go "
+            "beyond 0.0001"
+        )
+    return None
 
 
 def _int(name: str, minimum: int) -> Callable[[Any], Optional[str]]:
@@ -66,6 +79,9 @@ def _resources(v: Any) -> Optional[str]:
             return f"resource names must be strings, got {k!r}"
         if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
             return f"resource '{k}' must be a non-negative number, got {amount!r}"
+        err = _precision(k, amount)
+        if err:
+            return err
     return None
 
 

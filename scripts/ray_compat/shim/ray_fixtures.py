@@ -183,11 +183,12 @@ def call_ray_stop_only():
 
 
 @pytest.fixture
-def set_enable_auto_connect(monkeypatch):
-    # As Ray's fixture: its argument is never a fixture value, so it always
-    # turns auto-connect off and yields its default, the string "0".
-    monkeypatch.setenv("RAY_ENABLE_AUTO_CONNECT", "0")
-    yield "0"
+def set_enable_auto_connect(request, monkeypatch):
+    # Turns connecting on first use on or off (the parameter, default on)
+    # and yields whether it is on.
+    enabled = bool(getattr(request, "param", True))
+    monkeypatch.setenv("RAY_ENABLE_AUTO_CONNECT", str(int(enabled)))
+    yield enabled
 
 
 @pytest.fixture
