@@ -89,9 +89,11 @@ def test_runtime_context_in_driver():
     assert isinstance(node, str) and node
     int(node, 16)
     assert ctx.get_task_id() is None
-    # Properties mirror the getters.
-    assert ctx.job_id == job
-    assert ctx.node_id == node
+    # The (deprecated) properties give id objects, as Ray's do.
+    with pytest.warns(DeprecationWarning):
+        assert ctx.job_id.hex() == job
+    with pytest.warns(DeprecationWarning):
+        assert ctx.node_id.hex() == node
 
 
 def test_runtime_context_in_task():

@@ -213,9 +213,9 @@ def test_unknown_option_raises_value_error(where):
         {"num_returns": "x"},
         {"resources": {"CPU": 1}},
         {"num_gpus": -1},
-        {"max_retries": "x"},
+        {"max_retries": -2},
     ],
-    ids=["num_cpus=-1", "num_returns=x", "resources-CPU", "num_gpus=-1", "max_retries=x"],
+    ids=["num_cpus=-1", "num_returns=x", "resources-CPU", "num_gpus=-1", "max_retries=-2"],
 )
 @pytest.mark.parametrize("where", ["decorator", "options"])
 def test_invalid_option_values_raise_value_error(where, opts):
@@ -224,6 +224,16 @@ def test_invalid_option_values_raise_value_error(where, opts):
             fleet.remote(**opts)(plain_mul)
         else:
             square.options(**opts)
+
+
+@pytest.mark.parametrize("where", ["decorator", "options"])
+def test_option_of_the_wrong_type_raises_type_error(where):
+    # As Ray: the type is checked before the value.
+    with pytest.raises(TypeError, match="max_retries"):
+        if where == "decorator":
+            fleet.remote(max_retries="x")(plain_mul)
+        else:
+            square.options(max_retries="x")
 
 
 def test_decorator_with_positional_args_is_an_error():

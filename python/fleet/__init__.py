@@ -22,6 +22,18 @@ from fleet._private.api import (
     wait,
 )
 from fleet._private.generator import ObjectRefGenerator
+from fleet._private.ids import (
+    ActorClassID,
+    ActorID,
+    ClusterID,
+    FunctionID,
+    JobID,
+    NodeID,
+    PlacementGroupID,
+    TaskID,
+    UniqueID,
+    WorkerID,
+)
 from fleet._private.version import __version__
 from fleet.actor import ActorClass, ActorHandle, method
 from fleet.object_ref import ObjectRef
@@ -31,9 +43,25 @@ from fleet.runtime_context import get_runtime_context
 # As in Ray, `import fleet` makes fleet.util available (it sits above the
 # core API, below this package).
 from fleet import util as util  # isort: skip
+from fleet import types as types  # isort: skip
+from fleet import _raylet as _raylet  # isort: skip
+
+# Ray's older name for ObjectRef.
+ObjectID = ObjectRef
 
 __all__ = [
     "ActorClass",
+    "ActorClassID",
+    "ActorID",
+    "ClusterID",
+    "FunctionID",
+    "JobID",
+    "NodeID",
+    "ObjectID",
+    "PlacementGroupID",
+    "TaskID",
+    "UniqueID",
+    "WorkerID",
     "ActorHandle",
     "FleetContext",
     "ObjectRefGenerator",

@@ -20,8 +20,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from fleet import _core
 from fleet._private import options as opts_mod
-from fleet._private import serialization, state, task_context
+from fleet._private import serialization, signature, state, task_context
 from fleet._private.generator import refs_for
+from fleet._private.ids import ActorID
 from fleet._private.session import _ensure_initialized
 from fleet.exceptions import AsyncioActorExit, PendingCallsLimitExceeded
 from fleet.object_ref import ObjectRef
@@ -61,15 +62,20 @@ def _method_table(cls: type) -> Dict[str, _MethodMeta]:
         fn = getattr(member, "__func__", member)
         o = dict(getattr(fn, "__fleet_method_options__", {}))
         is_gen = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
-        num_returns = o.get("num_returns", "streaming" if is_gen else 1)
+        num_returns = o.get("num_returns")
+        if num_returns is None:  # the default (also for num_returns=None, as Ray)
+            num_returns = "streaming" if is_gen else 1
         table[name] = {
             "num_returns": num_returns,
             "concurrency_group": o.get("concurrency_group") or "",
             "max_task_retries": o.get("max_task_retries"),
+            # Checked by callers at .remote() (None: any arguments).
+            "signature": signature.for_method(cls, name),
         }
     # Built in, as in Ray: __ray_ready__ answers once the actor is up;
-    # __ray_terminate__ ends it after the calls made before.
-    for name in ("__ray_ready__", "__ray_terminate__"):
+    # __ray_terminate__ ends it after the calls made before; __ray_call__(fn,
+    # *args) runs fn(actor, *args) on the actor.
+    for name in ("__ray_ready__", "__ray_terminate__", "__ray_call__"):
         table[name] = {"num_returns": 1, "concurrency_group": "", "max_task_retries": 0}
     return table
 
@@ -83,10 +89,29 @@ def _is_async_class(cls: type) -> bool:
     )
 
 
-class ActorClass:
-    """A class made remote by ``@fleet.remote``: create actors with ``.remote()``."""
+class ActorClassInheritanceException(TypeError):
+    """A class statement tried to inherit from an actor class."""
 
-    def __init__(self, cls: type, actor_options: Dict[str, Any]):
+
+class ActorClass:
+    """A class made remote by ``@fleet.remote``: create actors with ``.remote()``.
+
+    The user class's class attributes, static methods and classmethods are
+    reachable through it (``Cls.X``, ``Cls.static()``), as in Ray.
+    """
+
+    def __init__(self, cls: Any, actor_options: Any, attrs: Any = None):
+        if attrs is not None:
+            # `class Derived(SomeActorClass)`: Python asks the base's type
+            # (this class) to make the new class, with (name, bases, attrs).
+            base = next((b for b in actor_options if isinstance(b, ActorClass)), None)
+            raise ActorClassInheritanceException(
+                f"Attempted to define subclass '{cls}' of actor class "
+                f"'{base._name if base is not None else '?'}'. Inheriting from actor "
+                "classes is not currently supported. You can instead inherit from a "
+                "non-actor base class and make the derived class an actor class (with "
+                "@fleet.remote)."
+            )
         opts_mod.validate(actor_options, f"actor class '{cls.__name__}'", opts_mod.ACTOR_OPTIONS)
         self._cls = cls
         self._name = cls.__qualname__
@@ -95,6 +120,7 @@ class ActorClass:
         self._key: Optional[str] = None
         self._exported_to: Any = None
         self._methods = _method_table(cls)
+        self._init_signature = signature.for_method(cls, "__init__")
         self._is_async = _is_async_class(cls)
         self.__doc__ = cls.__doc__
 
@@ -103,6 +129,24 @@ class ActorClass:
             f"Actors cannot be instantiated directly. Instead of '{self._name}()', "
             f"use '{self._name}.remote()'."
         )
+
+    def __dir__(self) -> List[str]:
+        # What completes after "Cls.": the user class's names and ours.
+        cls = self.__dict__.get("_cls")
+        return sorted(set(dir(type(self))) | (set(dir(cls)) if cls is not None else set()))
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names this object lacks: the user class's own
+        # (class attributes, static methods, classmethods bound to it).
+        cls = self.__dict__.get("_cls")
+        if cls is None or (name.startswith("__") and name.endswith("__")):
+            raise AttributeError(name)
+        try:
+            return getattr(cls, name)
+        except AttributeError:
+            raise AttributeError(
+                f"'ActorClass({self._name})' has no attribute '{name}'"
+            ) from None
 
     def __reduce__(self):
         return (ActorClass, (self._cls, self._options))
@@ -119,6 +163,11 @@ class ActorClass:
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("fleet does not implement the DAG API (bind) yet")
 
+    def _remote(self, args: Any = None, kwargs: Any = None, **actor_options: Any) -> ActorHandle:
+        """Ray's lower-level form: ``Cls._remote(args, kwargs, **options)``."""
+        target = self.options(**actor_options) if actor_options else self
+        return target.remote(*(args or ()), **(kwargs or {}))
+
     def _export(self, core: Any) -> str:
         root = getattr(self, "_root", None) or self
         return serialization.export(root, root._cls, core, "cls", "actor class", self._name)
@@ -128,7 +177,11 @@ class ActorClass:
         core = state.core
         if core is None:
             core = _ensure_initialized()
+        sig = self._init_signature
+        if sig is not None:
+            sig.check(args, kwargs)
         o = opts_mod.resolved(self._options, opts_mod.ACTOR_OPTIONS)
+        _check_name(o["name"], o["namespace"])
         resources, placement = _actor_resources(o)
         resources, strategy, affinity, soft, pg_id, _index, capture = opts_mod.placement(
             o, resources
@@ -158,7 +211,7 @@ class ActorClass:
         if capture:
             env["FLEET_PLACEMENT_GROUP_CAPTURE"] = pg_id.hex()
         template = _core.TaskTemplate(
-            key, f"{self._name}.__init__", 1, resources, b"", env, 0
+            key, f"{self._cls.__name__}.__init__", 1, resources, b"", env, 0
         )
         if args or kwargs:
             blob, deps, nested = serialization.serialize_args(
@@ -197,6 +250,14 @@ class ActorClass:
         return ActorHandle(actor_id, meta, ref)
 
 
+def _check_name(name: Any, namespace: Any) -> None:
+    """Ray's checks of an actor's name and namespace (types come checked)."""
+    if name == "":
+        raise ValueError("Actor name cannot be an empty string.")
+    if namespace == "":
+        raise ValueError('"" is not a valid namespace. Pass None to not specify a namespace.')
+
+
 def _actor_resources(o: Dict[str, Any]) -> Tuple[Dict[str, float], Dict[str, float]]:
     """(held while alive, needed to be placed) for an actor's resolved options."""
     held = opts_mod.resource_request(o, default_cpus=0)
@@ -205,30 +266,6 @@ def _actor_resources(o: Dict[str, Any]) -> Tuple[Dict[str, float], Dict[str, flo
     return held, placement
 
 
-class ActorID:
-    """The id of an actor (``handle._actor_id``)."""
-
-    __slots__ = ("_id",)
-
-    def __init__(self, actor_id: bytes):
-        self._id = actor_id
-
-    def binary(self) -> bytes:
-        """The id as bytes."""
-        return self._id
-
-    def hex(self) -> str:
-        """The id as a hex string."""
-        return self._id.hex()
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ActorID) and other._id == self._id
-
-    def __hash__(self) -> int:
-        return hash(self._id)
-
-    def __repr__(self) -> str:
-        return f"ActorID({self._id.hex()})"
 
 
 class ActorHandle:
@@ -282,6 +319,11 @@ class ActorHandle:
         methods[name] = m
         return m
 
+    def __dir__(self) -> List[str]:
+        # As Ray's: the actor's methods (with the built-in __ray_*__ ones and
+        # __init__), what can be called through the handle.
+        return sorted(set(self._fleet_meta["methods"]) | {"__init__"})
+
     def __reduce__(self):
         # The handle object travels as an ObjectRef: the receiver borrows it
         # from the owner (pickled outside fleet's serialization, it escapes:
@@ -324,6 +366,7 @@ class ActorMethod:
         self._template: Any = None
         self._core: Any = None
         self._num_returns: Any = None  # resolved by _prepare
+        self._signature = meta.get("signature")
         self._pending_limit = -1  # max_pending_calls, resolved by _prepare
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -346,9 +389,16 @@ class ActorMethod:
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("fleet does not implement the DAG API (bind) yet")
 
+    def _remote(self, args: Any = None, kwargs: Any = None, **method_options: Any) -> Any:
+        """Ray's lower-level form: ``handle.method._remote(args, kwargs, **options)``."""
+        target = self.options(**method_options) if method_options else self
+        return target.remote(*(args or ()), **(kwargs or {}))
+
     def _prepare(self, core: Any) -> Any:
         meta = self._actor_meta
-        num_returns = self._options.get("num_returns", self._meta["num_returns"])
+        num_returns = self._options.get("num_returns")
+        if num_returns is None:
+            num_returns = self._meta["num_returns"]
         group = self._options.get("concurrency_group") or self._meta["concurrency_group"]
         retries = self._options.get("max_task_retries")
         if retries is None:
@@ -358,10 +408,14 @@ class ActorMethod:
         streaming = num_returns == "streaming"
         self._num_returns = num_returns
         self._pending_limit = meta.get("max_pending_calls", -1)
+        # The task's name, as Ray: the name= option, else "Class.method".
+        task_name = self._options.get("name") or (
+            f"{meta['class_name'].rpartition('.')[2]}.{self._name}"
+        )
         self._template = _core.ActorCallTemplate(
             self._actor_id,
             self._name,
-            f"{meta['class_name']}.{self._name}",
+            task_name,
             1 if streaming else num_returns,
             group or "",
             streaming,
@@ -376,6 +430,9 @@ class ActorMethod:
         if core is None:
             raise RuntimeError("fleet is not initialized: call fleet.init() first")
         template = self._template if self._core is core else self._prepare(core)
+        sig = self._signature
+        if sig is not None:
+            sig.check(args, kwargs)
         if args or kwargs:
             blob, deps, nested = serialization.serialize_args(
                 self._name, args, kwargs, ObjectRef
@@ -435,4 +492,5 @@ def exit_actor() -> None:
     raise e
 
 
-__all__: List[str] = ["ActorClass", "ActorHandle", "ActorMethod", "ActorID", "exit_actor", "method"]
+__all__: List[str] = ["ActorClass", "ActorClassInheritanceException", "ActorHandle",
+                      "ActorMethod", "ActorID", "exit_actor", "method"]

@@ -51,6 +51,25 @@ class NodeHandle:
         return f"NodeHandle(index={self.index}, node_id={self.node_id[:12]!r}, head={self.head})"
 
 
+# add_node arguments fleet acts on.
+_NODE_ARGS_USED = {
+    "num_cpus", "num_gpus", "resources", "object_store_memory", "memory",
+    "_system_config", "node_ip_address", "object_spilling_directory",
+}
+# Ray's other documented add_node arguments: accepted, with no effect in
+# fleet (ports fleet picks itself, the dashboard and log monitor it does not
+# have, object reconstruction it does not do, Ray's process layout).
+_NODE_ARGS_IGNORED = {
+    "include_dashboard", "dashboard_host", "dashboard_port", "dashboard_agent_listen_port",
+    "enable_object_reconstruction", "min_worker_port", "max_worker_port", "worker_port_list",
+    "node_manager_port", "object_manager_port", "redis_port", "ray_client_server_port",
+    "metrics_export_port", "runtime_env_agent_port", "plasma_directory", "huge_pages",
+    "plasma_store_socket_name", "raylet_socket_name", "temp_dir", "session_name",
+    "include_log_monitor", "worker_path", "setup_worker_path",
+    "autoscaling_config", "_temp_dir", "redis_max_memory", "log_to_driver",
+}
+
+
 class Cluster:
     """Starts fleet-gcs and fleet-node daemons on this machine."""
 
@@ -95,10 +114,7 @@ class Cluster:
         Takes ``num_cpus``, ``num_gpus``, ``resources``, ``object_store_memory``,
         ``memory``. Returns once the node serves (and, with `wait`, once the
         control store lists it)."""
-        unknown = set(node_args) - {
-            "num_cpus", "num_gpus", "resources", "object_store_memory", "memory",
-            "_system_config", "node_ip_address",
-        }
+        unknown = set(node_args) - _NODE_ARGS_USED - _NODE_ARGS_IGNORED
         if unknown:
             raise ValueError(f"Cluster.add_node: unknown arguments {sorted(unknown)}")
         head = self.head_node is None
@@ -119,6 +135,7 @@ class Cluster:
             self.gcs_address, self.token, self.session_dir, res, node_ip, head=head,
             socket_name="node.sock" if head else f"node-{index}.sock",
             system_config=node_args.get("_system_config"),
+            spill_dir=node_args.get("object_spilling_directory"),
         )
         node = NodeHandle(proc, socket, index, head)
         node.node_ip_address = node_ip

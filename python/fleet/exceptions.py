@@ -83,15 +83,23 @@ class RayTaskError(RayError):
             ),
         )
 
+    def make_dual_exception_instance(self) -> RayTaskError:
+        """An instance of a class that is both RayTaskError and the cause's
+        class (``RayTaskError(ValueError)``), carrying this error's fields.
+        Raises TypeError if the cause's class cannot be subclassed."""
+        cause_cls = type(self.cause)
+        return _dual_class(cause_cls)(self)
+
     def as_instanceof_cause(self) -> RayTaskError:
-        """Returns an exception that is both a RayTaskError and the cause's class."""
+        """Returns an exception that is both a RayTaskError and the cause's
+        class; this error itself if there is no such class."""
         cause_cls = type(self.cause) if self.cause is not None else None
         if cause_cls is None or issubclass(RayTaskError, cause_cls):
             return self
         if isinstance(self.cause, RayTaskError):
             return self.cause.as_instanceof_cause()
         try:
-            return _dual_class(cause_cls)(self)
+            return self.make_dual_exception_instance()
         except TypeError:  # a cause class that cannot be subclassed
             return self
 
@@ -145,10 +153,25 @@ class WorkerCrashedError(RayError):
 
 
 class TaskCancelledError(RayError):
-    """The task was cancelled."""
+    """The task was cancelled. Ray's form ``TaskCancelledError(task_id,
+    error_message)``; ``TaskCancelledError(message)`` gives the message alone."""
 
-    def __init__(self, message: str = "This task or its dependency was cancelled."):
-        super().__init__(message)
+    def __init__(self, task_id: Any = None, error_message: Optional[str] = None):
+        if isinstance(task_id, str) and error_message is None:
+            task_id, error_message = None, task_id
+        self.task_id = task_id
+        self.error_message = error_message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if self.error_message:
+            return self.error_message
+        if self.task_id is None:
+            return "This task or its dependency was cancelled."
+        return f"Task: {self.task_id} was cancelled."
+
+    def __reduce__(self):
+        return (type(self), (self.task_id, self.error_message))
 
 
 class GetTimeoutError(RayError, TimeoutError):
@@ -156,10 +179,45 @@ class GetTimeoutError(RayError, TimeoutError):
 
 
 class ObjectLostError(RayError):
-    """The object's value was lost and cannot be recovered."""
+    """The object's value was lost and cannot be recovered.
 
-    def __init__(self, message: str = "The object was lost."):
-        super().__init__(message)
+    Ray's form ``ObjectLostError(object_ref_hex, owner_address, call_site)``;
+    ``ObjectLostError(message)`` gives the message alone."""
+
+    def __init__(self, object_ref_hex: str = "", owner_address: str = "",
+                 call_site: str = "", *, message: Optional[str] = None):
+        if message is None and not owner_address and not call_site and (
+            not object_ref_hex or not _is_hex(object_ref_hex)
+        ):
+            message, object_ref_hex = object_ref_hex or "The object was lost.", ""
+        self.object_ref_hex = object_ref_hex
+        self.owner_address = owner_address
+        self.call_site = call_site
+        self._message = message or (
+            f"Failed to retrieve object {object_ref_hex}. The object was lost."
+            + (f" It was created at: {call_site}" if call_site else "")
+        )
+        super().__init__(self._message)
+
+    def __str__(self) -> str:
+        return self._message
+
+    def __reduce__(self):
+        return (_rebuild_lost, (type(self), self.object_ref_hex, self.owner_address,
+                                self.call_site, self._message))
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _rebuild_lost(cls: type, object_ref_hex: str, owner_address: str, call_site: str,
+                  message: str) -> ObjectLostError:
+    return cls(object_ref_hex, owner_address, call_site, message=message)
 
 
 class OwnerDiedError(ObjectLostError):
@@ -171,17 +229,32 @@ class ObjectStoreFullError(RayError):
 
 
 class RayActorError(RayError):
-    """An actor died or could not be created (or died while running the call)."""
+    """An actor died or could not be created (or died while running the call).
+
+    ``actor_id`` is the actor's id as hex (None if unknown), ``error_msg``
+    the message, ``actor_init_failed`` whether its constructor raised
+    (``cause``: that error)."""
 
     def __init__(self, message: str = "The actor died unexpectedly before finishing this task.",
-                 cause: Optional[BaseException] = None):
+                 cause: Optional[BaseException] = None, actor_id: Optional[str] = None):
+        if isinstance(message, BaseException) and cause is None:  # Ray's RayActorError(cause)
+            message, cause = f"{message}", message
         super().__init__(message)
         self.error_msg = message
         self.cause = cause
         self.actor_init_failed = cause is not None
+        if actor_id is None and cause is not None:
+            actor_id = getattr(cause, "actor_id", None)
+        self.actor_id = actor_id
+        self._preempted = False
+
+    @property
+    def preempted(self) -> bool:
+        """Whether the actor died because its node was preempted (never, in fleet)."""
+        return self._preempted
 
     def __reduce__(self):
-        return (type(self), (self.error_msg, self.cause))
+        return (type(self), (self.error_msg, self.cause, self.actor_id))
 
 
 class ActorDiedError(RayActorError):
@@ -203,7 +276,34 @@ class _ForceCancelledError(TaskCancelledError, WorkerCrashedError):
     (both TaskCancelledError and, as Ray reports it, WorkerCrashedError)."""
 
     def __init__(self, message: str = "The task was cancelled and its worker killed."):
-        TaskCancelledError.__init__(self, message)
+        TaskCancelledError.__init__(self, None, message)
+
+    def __reduce__(self):
+        return (type(self), (self.error_message,))
+
+
+class TaskPlacementGroupRemoved(RayError):
+    """The task's placement group was removed before the task could run."""
+
+    def __init__(self, message: str = ""):
+        super().__init__(message)
+        self.error_message = message
+
+    def __str__(self) -> str:
+        return "The placement group corresponding to this task has been removed." + (
+            f" ({self.error_message})" if self.error_message else ""
+        )
+
+
+class ActorPlacementGroupRemoved(RayError):
+    """The actor's placement group was removed."""
+
+    def __str__(self) -> str:
+        return "The placement group corresponding to this Actor has been removed."
+
+
+class ObjectRefStreamEndOfStreamError(RayError):
+    """The stream of a generator task has no more items."""
 
 
 class RuntimeEnvSetupError(RayError):
@@ -228,6 +328,9 @@ __all__ = [
     "ActorDiedError",
     "ActorUnavailableError",
     "AsyncioActorExit",
+    "ObjectRefStreamEndOfStreamError",
+    "TaskPlacementGroupRemoved",
+    "ActorPlacementGroupRemoved",
     "RuntimeEnvSetupError",
     "PendingCallsLimitExceeded",
 ]

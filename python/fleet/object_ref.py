@@ -5,18 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from fleet._private import serialization, state
+from fleet._private.ids import OBJECT_ID_SIZE, TASK_ID_SIZE, BaseID, JobID, TaskID
 from fleet._private.serialization import _collecting, collect_refs, flush_borrows
 from fleet.exceptions import ObjectLostError
 
 
-class ObjectRef:
+class ObjectRef(BaseID):
     """A reference to a remote object, returned by ``.remote()`` and ``put``.
 
     Hashable and comparable by id, so refs work as dict keys and in sets. While
     any ``ObjectRef`` to an object lives in this process, the object is kept.
+    Also Ray's ObjectID (``fleet.ObjectID`` is this class): an id of
+    ``size()`` bytes, its task's id then a 4-byte index.
     """
 
     __slots__ = ("_id", "_owner", "_core", "__weakref__")
+    _SIZE = OBJECT_ID_SIZE
 
     def __init__(self, object_id: bytes, owner: str = "", _add_ref: bool = True):
         self._id = object_id
@@ -42,12 +46,43 @@ class ObjectRef:
         """The id as a hex string."""
         return self._id.hex()
 
-    def task_id(self) -> bytes:
-        """Id of the task that creates this object."""
-        return self._id[:16]
+    def task_id(self) -> TaskID:
+        """Id of the task that creates this object (or of the put)."""
+        return TaskID(self._id[:TASK_ID_SIZE])
+
+    def job_id(self) -> JobID:
+        """Id of the job the object belongs to."""
+        return JobID(self._id[:4])
+
+    @classmethod
+    def from_binary(cls, id_bytes: bytes) -> ObjectRef:
+        """A reference to the object whose id is `id_bytes` (does not keep the
+        object alive: it is not a reference the owner counts)."""
+        if not isinstance(id_bytes, bytes):
+            raise TypeError("Expect bytes, got " + str(type(id_bytes)))
+        _check_size(id_bytes)
+        return _uncounted(cls, id_bytes)
+
+    @classmethod
+    def nil(cls) -> ObjectRef:
+        """The nil object id."""
+        return _uncounted(cls, b"\xff" * OBJECT_ID_SIZE)
+
+    @classmethod
+    def from_random(cls) -> ObjectRef:
+        """A random object id (refers to no object)."""
+        import os
+
+        return _uncounted(cls, os.urandom(OBJECT_ID_SIZE))
 
     def __hash__(self) -> int:
         return hash(self._id)
+
+    def __class_getitem__(cls, item: Any) -> Any:
+        # ObjectRef[int] in annotations, as Ray's ObjectRef allows.
+        import types
+
+        return types.GenericAlias(cls, item)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ObjectRef) and other._id == self._id
@@ -97,6 +132,19 @@ class ObjectRef:
         import asyncio
 
         return asyncio.wrap_future(self.future()).__await__()
+
+
+def _uncounted(cls: type, object_id: bytes) -> ObjectRef:
+    """A ref made from an id alone: no reference the owner counts (its
+    going away releases nothing)."""
+    ref = cls(object_id, "", False)
+    ref._core = None
+    return ref
+
+
+def _check_size(b: bytes) -> None:
+    if len(b) != OBJECT_ID_SIZE:
+        raise ValueError(f"ID string needs to have length {OBJECT_ID_SIZE}, got {len(b)}")
 
 
 def _value_of(ref: ObjectRef) -> Any:

@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, Optional
 
 from fleet import _core
 from fleet._private import options as opts_mod
-from fleet._private import serialization, state, task_context
+from fleet._private import serialization, signature, state, task_context
 from fleet._private.generator import refs_for
 from fleet._private.session import _ensure_initialized
 from fleet.actor import make_actor_class
@@ -26,6 +26,8 @@ class RemoteFunction:
         self._key: Optional[str] = None
         self._exported_to: Any = None  # the core we exported through
         self._prepared: Any = None  # cached per-options submission arguments
+        # Arguments are checked against it at .remote() (None: any pass).
+        self._signature = signature.extract(function)
         functools.update_wrapper(self, function)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -55,6 +57,11 @@ class RemoteFunction:
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("fleet does not implement the DAG API (bind) yet")
 
+    def _remote(self, args: Any = None, kwargs: Any = None, **task_options: Any) -> Any:
+        """Ray's lower-level form: ``f._remote(args, kwargs, **options)``."""
+        target = self.options(**task_options) if task_options else self
+        return target.remote(*(args or ()), **(kwargs or {}))
+
     def _export(self, core: Any) -> str:
         root = getattr(self, "_parent", None) or self
         return serialization.export(root, root._function, core, "fn", "remote function",
@@ -76,8 +83,9 @@ class RemoteFunction:
         num_returns = o["num_returns"]
         import inspect
 
-        if "num_returns" not in self._options and inspect.isgeneratorfunction(self._function):
-            num_returns = "streaming"  # a generator function streams its values (as Ray)
+        if num_returns is None or "num_returns" not in self._options:
+            # The default: a generator function streams its values (as Ray).
+            num_returns = "streaming" if inspect.isgeneratorfunction(self._function) else 1
         streaming = num_returns == "streaming"
         max_retries = o["max_retries"]
         if max_retries is None:
@@ -110,6 +118,9 @@ class RemoteFunction:
         elif p is None or p[0] is not core:
             p = self._prepare(core)
         _, template, name, num_returns, max_retries = p
+        sig = self._signature
+        if sig is not None:
+            sig.check(args, kwargs)
         if args or kwargs:
             blob, deps, nested = serialization.serialize_args(name, args, kwargs, ObjectRef)
         else:
@@ -147,7 +158,7 @@ def remote(*args: Any, **kwargs: Any) -> Any:
     """Makes a function a remote function; usable as ``@remote`` or ``@remote(**options)``."""
     if len(args) == 1 and not kwargs and callable(args[0]):
         return make_remote(args[0], {})
-    if args:
+    if args or not kwargs:  # (Ray refuses ``@remote()`` too)
         raise TypeError(
             "The @fleet.remote decorator must be applied either with no arguments and no "
             "parentheses, for example '@fleet.remote', or it must be applied using only "

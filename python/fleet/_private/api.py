@@ -270,7 +270,7 @@ def cancel(object_ref: Any, *, force: bool = False, recursive: bool = True) -> N
     core = state.core
     if core is None:
         raise RuntimeError("fleet.cancel called before fleet.init()")
-    task_id = object_ref.task_id()
+    task_id = object_ref._id[:16]  # its task's id
     if force and core.actor_call_pending(task_id):
         raise ValueError("force=True is not supported for actor tasks.")
     # A ref borrowed from another task is cancelled by its owner (forwarded).

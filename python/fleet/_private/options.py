@@ -26,15 +26,30 @@ def _number(name: str, allow_none: bool = True) -> Callable[[Any], Optional[str]
             return None
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
             return f"{name} must be a non-negative number, got {v!r}"
-        return None
+        return _precision(name, v)
 
     return check
+
+
+# Resource amounts are kept in units of 1/10000 (as Ray's).
+_RESOURCE_UNIT_SCALING = 10000
+
+
+def _precision(name: str, v: Any) -> Optional[str]:
+    if isinstance(v, float) and v != 0.0 and int(v * _RESOURCE_UNIT_SCALING) == 0:
+        return (
+            f"The precision of the fractional quantity of resource {name} cannot go "
+            "beyond 0.0001"
+        )
+    return None
 
 
 def _int(name: str, minimum: int) -> Callable[[Any], Optional[str]]:
     def check(v: Any) -> Optional[str]:
         if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            return f"{name} must be an integer >= {minimum}, got {v!r}"
+            if minimum == 0:  # Ray's text for its counting options
+                return f"The keyword '{name}' only accepts None, 0 or a positive integer; got {v!r}"
+            return f"The keyword '{name}' must be an integer >= {minimum}; got {v!r}"
         return None
 
     return check
@@ -64,6 +79,9 @@ def _resources(v: Any) -> Optional[str]:
             return f"resource names must be strings, got {k!r}"
         if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
             return f"resource '{k}' must be a non-negative number, got {amount!r}"
+        err = _precision(k, amount)
+        if err:
+            return err
     return None
 
 
@@ -78,7 +96,7 @@ def _retry_exceptions(v: Any) -> Optional[str]:
 
 
 def _num_returns(v: Any) -> Optional[str]:
-    if v == "streaming":
+    if v is None or v == "streaming":  # None: the default (1, or streaming for a generator)
         return None
     if v == "dynamic":
         return (
@@ -86,7 +104,10 @@ def _num_returns(v: Any) -> Optional[str]:
             "use num_returns='streaming' (an ObjectRefGenerator) instead"
         )
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        return f"num_returns must be a non-negative integer, got {v!r}"
+        return (
+            "The keyword 'num_returns' only accepts None, a non-negative integer, or "
+            f'"dynamic" (for generators; "streaming" too); got {v!r}'
+        )
     return None
 
 
@@ -102,7 +123,7 @@ def _strategy(v: Any) -> Optional[str]:
 
 
 def _placement_group(v: Any) -> Optional[str]:
-    if v is None or v == "default" or hasattr(v, "bundle_specs"):
+    if v is None or v == "default" or hasattr(type(v), "bundle_specs"):
         return None
     return f"placement_group must be a PlacementGroup, got {v!r}"
 
@@ -185,7 +206,10 @@ def _restarts(name: str, allow_none: bool = False) -> Callable[[Any], Optional[s
         if v is None and allow_none:
             return None
         if isinstance(v, bool) or not isinstance(v, int) or v < -1:
-            return f"{name} must be an integer >= -1 (-1: without limit), got {v!r}"
+            return (
+                f"The keyword '{name}' only accepts None, 0, -1 or a positive integer, "
+                f"where -1 represents infinity; got {v!r}"
+            )
         return None
 
     return check
@@ -200,7 +224,7 @@ def _lifetime(v: Any) -> Optional[str]:
 def _max_concurrency(v: Any) -> Optional[str]:
     if v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
         return None
-    return f"max_concurrency must be an integer >= 1, got {v!r}"
+    return f"The keyword 'max_concurrency' only accepts None or a positive integer; got {v!r}"
 
 
 def _concurrency_groups(v: Any) -> Optional[str]:
@@ -268,10 +292,70 @@ METHOD_OPTIONS: Dict[str, Option] = {
 }
 
 
+_NONE = type(None)
+_NUMBER = (float, int, _NONE)
+_INT = (int, _NONE)
+
+
+def _is_placement_group(v: Any) -> bool:
+    return v is None or isinstance(v, str) or hasattr(type(v), "bundle_specs")
+
+
+# The type each option's value must have, as Ray checks it (before its
+# value): a wrong type is a TypeError, a wrong value of the right type a
+# ValueError. A callable stands for a class this layer cannot import.
+TYPES: Dict[str, Any] = {
+    "num_cpus": _NUMBER,
+    "num_gpus": _NUMBER,
+    "memory": _NUMBER,
+    "object_store_memory": _INT,
+    "resources": (dict, _NONE),
+    "accelerator_type": (str, _NONE),
+    "max_retries": _INT,
+    "max_calls": _INT,
+    "retry_exceptions": (bool, list, tuple),
+    "num_returns": (int, str, _NONE),
+    "name": (str, _NONE),
+    "scheduling_strategy": (
+        _NONE, str, PlacementGroupSchedulingStrategy, NodeAffinitySchedulingStrategy,
+    ),
+    "placement_group": (_is_placement_group, "(NoneType, str, PlacementGroup)"),
+    "placement_group_bundle_index": int,
+    "placement_group_capture_child_tasks": (bool, _NONE),
+    "runtime_env": (dict, _NONE),
+    "label_selector": (dict, _NONE),
+    "_metadata": (dict, _NONE),
+    "max_restarts": _INT,
+    "max_task_retries": _INT,
+    "max_pending_calls": _INT,
+    "max_concurrency": _INT,
+    "concurrency_groups": (list, dict, _NONE),
+    "concurrency_group": (str, _NONE),
+    "namespace": (str, _NONE),
+    "lifetime": (str, _NONE),
+    "get_if_exists": bool,
+}
+
+
+def _check_type(key: str, value: Any) -> None:
+    t = TYPES.get(key)
+    if t is None:
+        return
+    if isinstance(t, tuple) and callable(t[0]) and not isinstance(t[0], type):
+        ok, shown = t[0](value), t[1]
+    else:
+        ok, shown = isinstance(value, t), t
+    if not ok:
+        raise TypeError(
+            f"The type of keyword '{key}' must be {shown}, but received type {type(value)}"
+        )
+
+
 def validate(
     options: Dict[str, Any], where: str, table: Optional[Dict[str, Option]] = None
 ) -> None:
-    """Raises ValueError naming the first unknown or invalid option."""
+    """Raises ValueError naming the first unknown option or invalid value,
+    TypeError for a value of the wrong type (as Ray)."""
     table = TASK_OPTIONS if table is None else table
     for key, value in options.items():
         opt = table.get(key)
@@ -280,6 +364,7 @@ def validate(
                 f"Invalid option keyword {key} for {where}. "
                 f"Valid ones are {sorted(k for k in table if not k.startswith('_'))}."
             )
+        _check_type(key, value)
         err = opt.check(value)
         if err:
             raise ValueError(f"Invalid value for option '{key}' of {where}: {err}")
@@ -353,7 +438,7 @@ def placement(
                 f"placement_group_bundle_index {index} is out of range: the placement group "
                 f"has {len(pg.bundle_specs)} bundle(s)"
             )
-        return _in_group(resources, pg.id, index, capture)
+        return _in_group(resources, pg.id.binary(), index, capture)
     if isinstance(s, NodeAffinitySchedulingStrategy):
         try:
             node = bytes.fromhex(s.node_id)

@@ -15,6 +15,7 @@ read-only view with no copy; the view keeps the object pinned while it lives.
 from __future__ import annotations
 
 import pickle
+import re
 import struct
 import threading
 import traceback
@@ -30,6 +31,7 @@ from fleet.exceptions import (
     RaySystemError,
     RayTaskError,
     TaskCancelledError,
+    TaskPlacementGroupRemoved,
     WorkerCrashedError,
     _ForceCancelledError,
 )
@@ -360,13 +362,28 @@ def error_from(data: bytes, flags: int) -> BaseException:
         return OwnerDiedError(message)
     if flags & _core.FLAG_OBJECT_LOST:
         return ObjectLostError(message)
-
+    if _PG_REMOVED in message:
+        return TaskPlacementGroupRemoved(message)
     return RaySystemError(message)
+
+
+# What fleet-node answers a lease request whose placement group bundle was
+# removed (cpp/src/node/lease_manager.cc); the task fails with it.
+_PG_REMOVED = "its placement group bundle was removed"
+# Actor death messages name the actor: "The actor C (id <hex>) ..."
+# (cpp/src/core/actor_submitter.cc).
+_ACTOR_ID_IN_TEXT = re.compile(r"\(id ([0-9a-f]+)\)")
+
+
+def _actor_id_in(text: str) -> Optional[str]:
+    m = _ACTOR_ID_IN_TEXT.search(text)
+    return m.group(1) if m else None
 
 
 def _actor_died(data: bytes, flags: int) -> BaseException:
     if not flags & FLAG_PICKLED_ERROR:
-        return ActorDiedError(data.decode("utf-8", "replace"))
+        text = data.decode("utf-8", "replace")
+        return ActorDiedError(text, actor_id=_actor_id_in(text))
     try:  # the constructor's error
         cause = pickle.loads(data)
     except Exception as e:
@@ -384,7 +401,8 @@ _WORKER_FILES = ("worker_main.py", "serialization.py")
 
 
 def serialize_task_error(
-    function_name: str, exc: BaseException, pid: int, ip: str, node_id: str
+    function_name: str, exc: BaseException, pid: int, ip: str, node_id: str,
+    actor_id: Optional[str] = None,
 ) -> bytes:
     """Pickles a RayTaskError for `exc`, keeping the cause when it pickles."""
     if isinstance(exc, RayTaskError):
@@ -396,7 +414,8 @@ def serialize_task_error(
     while frames is not None and frames.tb_frame.f_code.co_filename.endswith(_WORKER_FILES):
         frames = frames.tb_next
     tb = "".join(traceback.format_exception(type(exc), exc, frames))
-    err = RayTaskError(function_name, tb, cause, pid=pid, ip=ip, node_id=node_id)
+    err = RayTaskError(function_name, tb, cause, pid=pid, ip=ip, node_id=node_id,
+                       actor_id=actor_id)
     try:
         return dumps(err)
     except TypeError:
@@ -407,5 +426,6 @@ def serialize_task_error(
             pid=pid,
             ip=ip,
             node_id=node_id,
+            actor_id=actor_id,
         )
         return dumps(err)

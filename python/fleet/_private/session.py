@@ -58,6 +58,56 @@ def _parse_address(address: Optional[str]) -> Optional[str]:
     return address
 
 
+# Keyword arguments of Ray's init() that fleet accepts without acting on
+# them (a warning says so when one is given a value other than its default).
+# object_spilling_directory and _system_config are used (a started cluster's
+# spill folder and store settings); any other name is an error, as in Ray.
+_RAY_INIT_IGNORED: Dict[str, Any] = {
+    "local_mode": False,
+    "labels": None,
+    "logging_format": None,
+    "logging_config": None,
+    "enable_resource_isolation": False,
+    "system_reserved_cpu": None,
+    "system_reserved_memory": None,
+    "_cgroup_path": None,
+    "_enable_object_reconstruction": False,
+    "_plasma_directory": None,
+    "_driver_object_store_memory": None,
+    "_memory": None,
+    "_redis_password": None,
+    "_redis_username": None,
+    "_metrics_export_port": None,
+    "_tracing_startup_hook": None,
+    "_node_name": None,
+    "_skip_env_hook": False,
+    "_load_code_from_local": False,
+    "_java_worker_options": None,
+    "_disable_docker_cpu_warning": False,
+    "_worker_path": None,
+    "storage": None,
+    "job_config": None,
+}
+_RAY_INIT_USED = ("object_spilling_directory", "_system_config")
+
+
+def _check_init_kwargs(kwargs: Dict[str, Any]) -> None:
+    """Ray's keyword arguments fleet has no use for: accepted (with a warning
+    when set); unknown ones: RuntimeError, as Ray raises."""
+    unknown = [k for k in kwargs if k not in _RAY_INIT_IGNORED and k not in _RAY_INIT_USED]
+    if unknown:
+        raise RuntimeError(f"Unknown keyword argument(s): {', '.join(unknown)}")
+    if kwargs.get("local_mode"):
+        raise ValueError("local_mode=True is not supported by fleet (Ray deprecated it too)")
+    for k, v in kwargs.items():
+        if k in _RAY_INIT_IGNORED and v != _RAY_INIT_IGNORED[k]:
+            import warnings
+
+            warnings.warn(
+                f"fleet.init(): '{k}' has no effect in fleet and is ignored", stacklevel=3
+            )
+
+
 def init(
     address: Optional[str] = None,
     *,
@@ -90,9 +140,7 @@ def init(
     """
     from fleet._private import services  # (only a driver that connects needs it)
 
-    for k in kwargs:
-        if not k.startswith("_"):
-            raise TypeError(f"init() got an unexpected keyword argument '{k}'")
+    _check_init_kwargs(kwargs)
     if job_config is not None:
         if namespace is None:
             namespace = job_config.ray_namespace
@@ -117,7 +165,8 @@ def init(
                 num_cpus, num_gpus, resources, "127.0.0.1", True, memory, object_store_memory
             )
             cluster = services.start_local_cluster(
-                res, system_config=kwargs.get("_system_config")
+                res, system_config=kwargs.get("_system_config"),
+                spill_dir=kwargs.get("object_spilling_directory"),
             )
             gcs_address, node_socket = cluster.gcs_address, cluster.node_socket
             token, session_dir, node_ip = cluster.token, cluster.session_dir, cluster.node_ip
@@ -257,6 +306,12 @@ def shutdown(_exiting_interpreter: bool = False) -> None:
 def _ensure_initialized() -> Any:
     core = state.core
     if core is None:
+        if os.environ.get("FLEET_ENABLE_AUTO_CONNECT",
+                          os.environ.get("RAY_ENABLE_AUTO_CONNECT", "1")) == "0":
+            raise RuntimeError(
+                "fleet is not initialized: call fleet.init() first (connecting on first "
+                "use is turned off by FLEET_ENABLE_AUTO_CONNECT=0 / RAY_ENABLE_AUTO_CONNECT=0)"
+            )
         init()
         core = state.core
     return core

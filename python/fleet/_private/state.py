@@ -28,3 +28,6 @@ actor_meta: Dict[str, Any] = {}  # the actor's method table (for current_actor)
 actor_exit_hook: Any = None
 # Job id -> the lifetime of the job's actors that name none (JobConfig).
 default_actor_lifetimes: Dict[int, str] = {}
+actor_class: Any = None  # the user's class of the actor this worker hosts
+# A worker's loaded remote functions, by function key (the executor's cache).
+functions: Dict[str, Any] = {}

@@ -32,9 +32,9 @@ class TaskContext(tuple):
 
     def __new__(cls, task_id: Optional[bytes], job_id: int, function_name: str,
                 actor_id: Optional[bytes], resources: str, gpu_ids: List[int],
-                capture_group: Optional[bytes]) -> TaskContext:
+                capture_group: Optional[bytes], function: str = "") -> TaskContext:
         return _new(cls, (task_id, job_id, function_name, actor_id, resources, gpu_ids,
-                          capture_group))
+                          capture_group, function))
 
     # None: not in a call (an actor between calls).
     task_id = property(itemgetter(0))
@@ -48,11 +48,15 @@ class TaskContext(tuple):
     # The placement group whose tasks capture their children (their tasks
     # without a strategy of their own run in it too), or None.
     capture_group = property(itemgetter(6))
+    # What runs: a task's function key (state.functions), an actor call's
+    # method name ("" for an actor between calls).
+    function = property(itemgetter(7))
 
-    def for_call(self, task_id: bytes, job_id: int, function_name: str) -> TaskContext:
+    def for_call(self, task_id: bytes, job_id: int, function_name: str,
+                 method: str = "") -> TaskContext:
         """A call of the actor this context describes."""
         return _new(TaskContext, (task_id, job_id, function_name, self[3], self[4], self[5],
-                                  self[6]))
+                                  self[6], method))
 
     def assigned_resources(self) -> Dict[str, float]:
         out: Dict[str, float] = {}

@@ -12,14 +12,15 @@ async one.
 from __future__ import annotations
 
 import contextvars
+import functools
 import os
 import pickle
 import signal
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from fleet import _core
-from fleet._private import serialization, state, task_context
+from fleet._private import proctitle, serialization, state, task_context
 from fleet._private.task_context import TaskContext
 from fleet._private.version import version_tag
 from fleet.actor import _ActorExit, _method_table
@@ -70,10 +71,26 @@ def _on_sigint(signum: int, frame: Any) -> None:
     # the whole process group; the worker goes on.
 
 
+_set_title = proctitle.set
+_MISSING = object()
+
+
+def _class_attribute(cls: type, name: str) -> Any:
+    """`name` as the class defines it (the raw descriptor), or _MISSING."""
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    return _MISSING
+
+
+def _ray_call(instance: Any, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    return fn(instance, *args, **kwargs)
+
+
 class Executor:
     def __init__(self, core: Any):
         self.core = core
-        self.functions: Dict[str, Any] = {}
+        self.functions: Dict[str, Any] = state.functions  # (runtime context reads it)
         self.jobs_seen: set = set()
         self.job_id = -1
         self.calls: Dict[str, int] = {}
@@ -84,6 +101,7 @@ class Executor:
         # Actor state, once a creation task arrived.
         self.actor: Any = None
         self.actor_id: Optional[bytes] = None
+        self.descriptors: Dict[str, Any] = {}  # method name -> the class's attribute
         # The actor's context (no task): each call's context is made from it.
         self.actor_ctx: Optional[TaskContext] = None
         self.concurrent = False  # calls may overlap (threaded or async actor)
@@ -131,7 +149,9 @@ class Executor:
         return fn
 
     def _error(self, fn_name: str, e: BaseException) -> bytes:
-        return serialization.serialize_task_error(fn_name, e, self.pid, self.ip, self.node_id)
+        actor_id = self.actor_id
+        return serialization.serialize_task_error(fn_name, e, self.pid, self.ip, self.node_id,
+                                                  actor_id.hex() if actor_id else None)
 
     def _errors(self, fn_name: str, e: BaseException, num_returns: int) -> Returns:
         """`e` as the value of every return (at least one)."""
@@ -273,6 +293,8 @@ class Executor:
         job_id = t.job_id
         fn_name = t.function_name
         kind = t.kind
+        if fn_name:
+            _set_title(fn_name)  # fleet::<task name> (no system call when unchanged)
         if job_id != self.job_id:
             self.core.job_id = job_id  # nested tasks and puts belong to the caller's job
             self.job_id = job_id
@@ -280,13 +302,14 @@ class Executor:
         # pool thread it runs on (they copy the context current here).
         actor_ctx = self.actor_ctx
         if kind == ACTOR_TASK and actor_ctx is not None:
-            ctx = actor_ctx.for_call(task_id, job_id, fn_name)
+            ctx = actor_ctx.for_call(task_id, job_id, fn_name, t.method_name)
         else:
             env_vars = t.env_vars
             capture = env_vars.get(_CAPTURE_ENV) if env_vars else None
             ctx = TaskContext(task_id, job_id, fn_name,
                               t.actor_id if kind == ACTOR_CREATION else None, t.resources,
-                              t.gpu_ids, bytes.fromhex(capture) if capture else None)
+                              t.gpu_ids, bytes.fromhex(capture) if capture else None,
+                              t.function_key if kind == NORMAL_TASK else "__init__")
         sequential = not self.concurrent
         if sequential:
             # One call at a time: the process's context is the call's, for
@@ -370,6 +393,7 @@ class Executor:
             if job_id not in self.jobs_seen:
                 self._setup_job(job_id)
             cls = self._function(t.function_key, self.class_name)
+            state.actor_class = cls
             if t.args:
                 args, kwargs = serialization.deserialize_args(t.args, t.deps)
             else:
@@ -385,6 +409,7 @@ class Executor:
                 return
         if exit_in_constructor or self.exit_calls:  # (caught by the constructor: exits anyway)
             self._exit_actor("exit_actor() is called in its constructor.", graceful=True)
+        _set_title(self.class_name.rpartition(".")[2])  # fleet::<Class>, as Ray titles actors
         max_concurrency = opts["max_concurrency"]
         groups = opts["concurrency_groups"]
         if opts["is_async"]:
@@ -448,6 +473,25 @@ class Executor:
             self._call_method(handle, task_id, fn_name, method_name, args_blob, deps,
                               num_returns, streaming)
 
+    def _method(self, name: str) -> Any:
+        """The actor's method `name`, bound to the instance. Looked up on
+        the class, as Ray does: an instance attribute of the same name does
+        not hide it. ``__ray_call__`` (Ray's built-in) calls a function
+        given with the actor instance as first argument."""
+        actor = self.actor
+        desc = self.descriptors.get(name)
+        if desc is None:
+            desc = self.descriptors[name] = _class_attribute(type(actor), name)
+        if desc is not _MISSING:
+            get = getattr(desc, "__get__", None)
+            return get(actor, type(actor)) if get is not None else desc
+        try:
+            return getattr(actor, name)  # made by __getattr__, or set on the instance
+        except AttributeError:
+            if name == "__ray_call__":
+                return functools.partial(_ray_call, actor)
+            raise
+
     @staticmethod
     def _on_pool_thread() -> bool:
         import threading
@@ -472,7 +516,7 @@ class Executor:
         exiting = False
         try:
             try:
-                fn = getattr(self.actor, method_name)
+                fn = self._method(method_name)
             except AttributeError as e:
                 returns: Returns = self._errors(fn_name, e, num_returns)
             else:
@@ -519,7 +563,7 @@ class Executor:
         import inspect
 
         try:
-            fn = getattr(self.actor, method_name)
+            fn = self._method(method_name)
             if args_blob:
                 args, kwargs = serialization.deserialize_args(args_blob, deps)
             else:
@@ -715,6 +759,7 @@ def main() -> None:
     state.session_dir = session_dir
     state.gcs_address = os.environ["FLEET_GCS_ADDRESS"]
     state.node_ip = os.environ.get("FLEET_NODE_IP", "127.0.0.1")
+    proctitle.set("IDLE")
     ex = Executor(core)
     next_task = core.next_task
     run = ex.run

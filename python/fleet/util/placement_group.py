@@ -27,11 +27,15 @@ from typing import Any, Dict, List, Optional
 
 from fleet import _core as core_mod
 from fleet._private import state, task_context
+from fleet._private.ids import PlacementGroupID
 from fleet._private.scheduling_strategies import PlacementGroupSchedulingStrategy
 from fleet._private.session import _ensure_initialized
 from fleet.remote_function import remote
 
 VALID_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+# Resource name the system gives every bundle ("bundle_group_<pg>"): not
+# for users' bundles.
+BUNDLE_RESOURCE_LABEL = "bundle"
 
 # Bundles never change: looked up once per group and process.
 _bundle_specs: Dict[bytes, List[Dict[str, float]]] = {}
@@ -44,32 +48,55 @@ def _core() -> Any:
 
 
 class PlacementGroup:
-    """A handle to a placement group (picklable: pass it to tasks)."""
+    """A handle to a placement group (picklable: pass it to tasks). ``id`` is
+    its PlacementGroupID."""
 
-    def __init__(self, id: bytes, bundle_cache: Optional[List[Dict[str, float]]] = None):
+    def __init__(self, id: Any, bundle_cache: Optional[List[Dict[str, float]]] = None):
+        if isinstance(id, bytes):
+            id = PlacementGroupID(id) if id else PlacementGroupID.nil()
+        if not isinstance(id, PlacementGroupID):
+            raise TypeError(f"a placement group's id must be a PlacementGroupID, got {id!r}")
         self.id = id
         self._bundle_cache = bundle_cache
+
+    @property
+    def _bin(self) -> bytes:
+        return self.id.binary()
 
     @staticmethod
     def empty() -> PlacementGroup:
         """The null group (Ray's ``PlacementGroup.empty()``)."""
-        return PlacementGroup(b"")
+        return PlacementGroup(PlacementGroupID.nil())
 
     def is_empty(self) -> bool:
         """Whether this is the null group."""
-        return not self.id
+        return self.id.is_nil()
+
+    @property
+    def bundle_cache(self) -> Optional[List[Dict[str, float]]]:
+        """The bundles as far as this handle knows them (None: not fetched)."""
+        return self._bundle_cache
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-serializable form (Ray's): {"id": hex, "bundle_cache": ...}."""
+        return {"id": self.id.hex(), "bundle_cache": self._bundle_cache}
+
+    @staticmethod
+    def from_dict(pg_dict: Dict[str, Any]) -> PlacementGroup:
+        """The handle that ``to_dict`` described."""
+        return PlacementGroup(PlacementGroupID.from_hex(pg_dict["id"]), pg_dict["bundle_cache"])
 
     @property
     def bundle_specs(self) -> List[Dict[str, float]]:
         """The bundles' resource maps, in order."""
         if self._bundle_cache is None:
-            cached = _bundle_specs.get(self.id)
+            cached = _bundle_specs.get(self._bin)
             if cached is None:
-                table = _table(self.id)
+                table = _table(self._bin)
                 bundles = table["bundles"] if table else {}
                 cached = [bundles[i] for i in sorted(bundles)]
                 if cached:
-                    _bundle_specs[self.id] = cached
+                    _bundle_specs[self._bin] = cached
             self._bundle_cache = cached
         return self._bundle_cache
 
@@ -91,11 +118,11 @@ class PlacementGroup:
         """Waits up to `timeout_seconds` for the group to be reserved; True if it is."""
         if timeout_seconds is not None:
             ready, _error = _core().wait_placement_group(
-                self.id, max(0, int(timeout_seconds * 1000))
+                self._bin, max(0, int(timeout_seconds * 1000))
             )
             return bool(ready)
         while True:  # no limit: in slices, so no single call times out
-            ready, error = _core().wait_placement_group(self.id, 30_000)
+            ready, error = _core().wait_placement_group(self._bin, 30_000)
             if ready or error:
                 return bool(ready)
 
@@ -109,7 +136,7 @@ class PlacementGroup:
         return f"PlacementGroup(id={self.id.hex()})"
 
     def __reduce__(self) -> Any:
-        return PlacementGroup, (self.id, self._bundle_cache)
+        return PlacementGroup, (self._bin, self._bundle_cache)
 
 
 def _check(placement_group: PlacementGroup) -> PlacementGroup:
@@ -142,6 +169,11 @@ def placement_group(
             raise ValueError(
                 f"Bundles must be non-empty dictionaries of resources, got {b!r} at index {i}."
             )
+        if BUNDLE_RESOURCE_LABEL in b:
+            raise ValueError(
+                f"{BUNDLE_RESOURCE_LABEL} is a system reserved resource, which is not "
+                "allowed to be used."
+            )
         for k, v in b.items():
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                 raise ValueError(
@@ -173,7 +205,7 @@ def remove_placement_group(placement_group: PlacementGroup) -> None:
     still running in it are killed."""
     if not isinstance(placement_group, PlacementGroup):
         raise TypeError(f"expected a PlacementGroup, got {type(placement_group).__name__}")
-    _core().remove_placement_group(placement_group.id)
+    _core().remove_placement_group(placement_group._bin)
 
 
 def get_placement_group(placement_group_name: str) -> PlacementGroup:
@@ -193,7 +225,7 @@ def placement_group_table(placement_group: Optional[PlacementGroup] = None) -> D
     """State of one group (a dict), or of all groups keyed by id (Ray's layout:
     placement_group_id, name, bundles, bundles_to_node_id, strategy, state)."""
     if placement_group is not None:
-        return _table(placement_group.id) or {}
+        return _table(placement_group._bin) or {}
     return {g["placement_group_id"]: g for g in _core().placement_groups(b"", "", "")}
 
 

@@ -184,8 +184,11 @@ def call_ray_stop_only():
 
 @pytest.fixture
 def set_enable_auto_connect(request, monkeypatch):
-    monkeypatch.setenv("RAY_ENABLE_AUTO_CONNECT", str(int(getattr(request, "param", True))))
-    yield
+    # Turns connecting on first use on or off (the parameter, default on)
+    # and yields whether it is on.
+    enabled = bool(getattr(request, "param", True))
+    monkeypatch.setenv("RAY_ENABLE_AUTO_CONNECT", str(int(enabled)))
+    yield enabled
 
 
 @pytest.fixture

@@ -36,6 +36,18 @@ _TERMINATE = "TERMINATE"
 _APPLY = 0
 _MAP = 1
 _STARMAP = 2
+# Added to _MAP: a failed call gives its exception as that item's result
+# (the others of the chunk still run), as Ray's imap does.
+_EACH = 4
+
+
+class _ItemError:
+    """One failed call of an _EACH chunk: the packed exception."""
+
+    __slots__ = ("packed",)
+
+    def __init__(self, packed: Tuple[str, BaseException, str]):
+        self.packed = packed
 
 # How long the result thread waits on fleet at a time (it rereads the set of
 # chunks in flight between waits).
@@ -100,6 +112,13 @@ class _PoolWorker:
                 out = [func(*args, **kwds)]
             elif mode == _MAP:
                 out = [func(x) for x in payload]
+            elif mode == _MAP | _EACH:
+                out = []
+                for x in payload:
+                    try:
+                        out.append(func(x))
+                    except Exception as e:
+                        out.append(_ItemError(_pack_error(e)))
             else:
                 out = [func(*x) for x in payload]
         except Exception as e:
@@ -246,8 +265,9 @@ class IMapIterator:
 
     The input is read and submitted a window of chunks ahead of what has
     been consumed (all of it once the pool is closed), so long or endless
-    iterables do not pile up in memory. A failed call raises its exception
-    at its position; iteration then goes on with the next chunk.
+    iterables do not pile up in memory. A failed call gives its exception
+    as its result (as Ray's imap does); a chunk that fails as a whole (its
+    actor died) raises at its position, and iteration goes on after it.
     """
 
     def __init__(
@@ -292,7 +312,7 @@ class IMapIterator:
         """
         timeout = _check_timeout(timeout)
         if self._buffer:
-            return self._buffer.popleft()
+            return _item(self._buffer.popleft())
         self._feed(self._window)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
@@ -315,7 +335,7 @@ class IMapIterator:
         if not ok:
             raise value
         self._buffer.extend(value)
-        return self._buffer.popleft()
+        return _item(self._buffer.popleft())
 
     __next__.__doc__ = next.__doc__
 
@@ -589,6 +609,11 @@ def _outcome(ref: Any) -> Tuple[bool, Any]:
     return False, _unpack_error(res)
 
 
+def _item(value: Any) -> Any:
+    """An imap result: a failed call's exception stands for its value."""
+    return _unpack_error(value.packed) if type(value) is _ItemError else value
+
+
 def _unpack_error(packed: Tuple[str, BaseException, str]) -> BaseException:
     _, exc, tb = packed
     exc.__cause__ = RemoteTraceback(tb)
@@ -596,7 +621,8 @@ def _unpack_error(packed: Tuple[str, BaseException, str]) -> BaseException:
 
 
 def _terminated_error() -> BaseException:
-    return RuntimeError("the pool was terminated before this call finished")
+    # As Ray: the pool's actors were killed under the call (a RayError).
+    return exceptions.RayActorError("the pool was terminated before this call finished")
 
 
 def _check_timeout(timeout: Any) -> Optional[float]:
@@ -843,7 +869,8 @@ class Pool:
         _check_func(func)
         _check_chunksize(chunksize)
         it = IMapIterator(
-            self, func, _MAP, iterable, chunksize, ordered, window=max(8, 2 * self._processes)
+            self, func, _MAP | _EACH, iterable, chunksize, ordered,
+            window=max(8, 2 * self._processes),
         )
         self._iterators.add(it)
         return it
