@@ -315,3 +315,45 @@ def test_argument_failing_to_deserialize_on_worker():
         fleet.get(plus_one.options(max_retries=0).remote(FailsOnWorker()), timeout=T)
     assert "cannot be rebuilt" in str(info.value)
     assert fleet.get(ok.remote(), timeout=T) == "ok"
+
+
+# Ray's exception classes, with Ray's bases: code that catches them by name
+# (or a test's pytest.raises) works unchanged.
+RAY_EXCEPTION_BASES = {
+    "ObjectFetchTimedOutError": ("ObjectLostError",),
+    "ObjectFreedError": ("ObjectLostError",),
+    "ReferenceCountingAssertionError": ("ObjectLostError", "AssertionError"),
+    "ObjectReconstructionFailedError": ("ObjectLostError",),
+    "OutOfMemoryError": ("RayError",),
+    "NodeDiedError": ("RayError",),
+    "TaskUnschedulableError": ("RayError",),
+    "ActorUnschedulableError": ("RayError",),
+    "ActorAlreadyExistsError": ("ValueError", "RayError"),
+    "UnserializableException": ("RayError",),
+    "RayChannelTimeoutError": ("RaySystemError", "TimeoutError"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RAY_EXCEPTION_BASES))
+def test_ray_exception_classes_have_rays_bases(name):
+    import builtins
+
+    cls = getattr(fleet.exceptions, name)
+    for base in RAY_EXCEPTION_BASES[name]:
+        expected = getattr(fleet.exceptions, base, None) or getattr(builtins, base)
+        assert issubclass(cls, expected), (name, base)
+    assert name in fleet.exceptions.__all__
+
+
+def test_taken_actor_name_raises_actor_already_exists_error():
+    @fleet.remote
+    class Named:
+        def ping(self):
+            return 1
+
+    first = Named.options(name="errors-taken-name").remote()
+    assert fleet.get(first.ping.remote(), timeout=30) == 1
+    with pytest.raises(fleet.exceptions.ActorAlreadyExistsError, match="already taken") as info:
+        Named.options(name="errors-taken-name").remote()
+    assert isinstance(info.value, ValueError)  # (older code catches ValueError)
+    fleet.kill(first)

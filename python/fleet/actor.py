@@ -24,7 +24,7 @@ from fleet._private import serialization, signature, state, task_context
 from fleet._private.generator import refs_for
 from fleet._private.ids import ActorID
 from fleet._private.session import _ensure_initialized
-from fleet.exceptions import AsyncioActorExit, PendingCallsLimitExceeded
+from fleet.exceptions import ActorAlreadyExistsError, AsyncioActorExit, PendingCallsLimitExceeded
 from fleet.object_ref import ObjectRef
 
 # Method table entry: num_returns ("streaming" for generators),
@@ -235,10 +235,13 @@ class ActorClass:
         )
         meta_blob = pickle.dumps(meta)
         actor_id = _core.random_id()
-        actor_id, existed, existing_meta = core.register_actor(
-            actor_id, name, namespace, self._name, o["max_restarts"], detached, meta_blob,
-            resources, placement, bool(o["get_if_exists"]), strategy, affinity, soft,
-        )
+        try:
+            actor_id, existed, existing_meta = core.register_actor(
+                actor_id, name, namespace, self._name, o["max_restarts"], detached, meta_blob,
+                resources, placement, bool(o["get_if_exists"]), strategy, affinity, soft,
+            )
+        except ValueError as e:  # (the only refusal: the name is taken)
+            raise ActorAlreadyExistsError(str(e)) from None
         if existed:  # as a handle looked up by name (counts only in the owner)
             return ActorHandle(actor_id, pickle.loads(existing_meta) if existing_meta else meta,
                                core.hold_owned_actor_handle(actor_id))

@@ -228,6 +228,150 @@ class ObjectStoreFullError(RayError):
     """The object store is full."""
 
 
+class ObjectFetchTimedOutError(ObjectLostError):
+    """Fetching the object from another node timed out."""
+
+
+class ObjectFreedError(ObjectLostError):
+    """The object was freed (``fleet.internal.free``) before it was read."""
+
+
+class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
+    """The object was deleted while a reference to it still existed (a
+    reference-counting bug)."""
+
+
+class ObjectReconstructionFailedError(ObjectLostError):
+    """The object was lost and rebuilding it by re-running its task failed."""
+
+
+class OutOfDiskError(RayError):
+    """The node ran out of disk space for the object store's spill files."""
+
+
+class OutOfMemoryError(RayError):
+    """The task's worker was killed because its node ran out of memory."""
+
+    def __init__(self, message: str = "The node ran out of memory."):
+        self.message = message
+        super().__init__(message)
+
+
+class NodeDiedError(RayError):
+    """The node the task or actor ran on died."""
+
+    def __init__(self, message: str = "The node died."):
+        self.message = message
+        super().__init__(message)
+
+
+class LocalRayletDiedError(RayError):
+    """This process's node daemon (fleet-node) died."""
+
+
+class PlasmaObjectNotAvailable(RayError):
+    """The object is not in the object store yet."""
+
+
+class TaskUnschedulableError(RayError):
+    """The task can never be scheduled (e.g. its node affinity names a dead node)."""
+
+    def __init__(self, error_message: str = "The task cannot be scheduled."):
+        self.error_message = error_message
+        super().__init__(error_message)
+
+
+class ActorUnschedulableError(RayError):
+    """The actor can never be scheduled (e.g. its node affinity names a dead node)."""
+
+    def __init__(self, error_message: str = "The actor cannot be scheduled."):
+        self.error_message = error_message
+        super().__init__(error_message)
+
+
+class ActorAlreadyExistsError(ValueError, RayError):
+    """An actor with this name already exists in the namespace."""
+
+    def __init__(self, error_message: str):
+        self.error_message = error_message
+        super().__init__(error_message)
+
+
+class ActorHandleNotFoundError(ValueError, RayError):
+    """No actor handle was found for the given id."""
+
+    def __init__(self, error_message: str):
+        self.error_message = error_message
+        super().__init__(error_message)
+
+
+class UnserializableException(RayError):
+    """A task raised an exception that could not be pickled; this carries its
+    traceback as text instead."""
+
+    def __init__(self, original_stack_trace: str):
+        self.original_stack_trace = original_stack_trace
+        super().__init__(original_stack_trace)
+
+    def __str__(self) -> str:
+        return (
+            "The original cause of the RayTaskError (the exception the task raised) "
+            "is not serializable. Its stack trace:\n" + self.original_stack_trace
+        )
+
+
+class UserCodeException(RayError):
+    """Wraps an exception raised by user code inside the framework."""
+
+
+class OufOfBandObjectRefSerializationException(RayError):
+    """An ObjectRef was pickled outside fleet's serialization (and Ray's
+    ``RAY_allow_out_of_band_object_ref_serialization`` forbids it)."""
+
+
+class CrossLanguageError(RayError):
+    """An error raised by another language's worker."""
+
+    def __init__(self, ray_exception: Any):
+        super().__init__(f"An exception was raised from a different language: {ray_exception}")
+
+
+class AuthenticationError(RayError):
+    """The cluster refused this process's credentials (the cluster token)."""
+
+    def __init__(self, message: str):
+        self.message = message
+        super().__init__(message)
+
+
+class RpcError(RayError):
+    """A remote call to a cluster process failed."""
+
+    def __init__(self, message: str, rpc_code: Optional[int] = None):
+        self.rpc_code = rpc_code
+        super().__init__(message)
+
+
+class RayChannelError(RaySystemError):
+    """An error on a compiled graph's channel (fleet has no compiled graphs)."""
+
+
+class RayChannelTimeoutError(RayChannelError, TimeoutError):
+    """A compiled graph's channel operation timed out."""
+
+
+class RayCgraphCapacityExceeded(RaySystemError):
+    """A compiled graph has too many executions in flight."""
+
+
+class RayDirectTransportError(RaySystemError):
+    """A direct (device-to-device) object transfer failed."""
+
+
+class StreamingGeneratorReplayInconsistentError(RaySystemError):
+    """A retried streaming generator yielded a different number of items."""
+
+
 class RayActorError(RayError):
     """An actor died or could not be created (or died while running the call).
 
@@ -324,6 +468,30 @@ __all__ = [
     "ObjectLostError",
     "OwnerDiedError",
     "ObjectStoreFullError",
+    "ObjectFetchTimedOutError",
+    "ObjectFreedError",
+    "ReferenceCountingAssertionError",
+    "ObjectReconstructionFailedError",
+    "OutOfDiskError",
+    "OutOfMemoryError",
+    "NodeDiedError",
+    "LocalRayletDiedError",
+    "PlasmaObjectNotAvailable",
+    "TaskUnschedulableError",
+    "ActorUnschedulableError",
+    "ActorAlreadyExistsError",
+    "ActorHandleNotFoundError",
+    "UnserializableException",
+    "UserCodeException",
+    "OufOfBandObjectRefSerializationException",
+    "CrossLanguageError",
+    "AuthenticationError",
+    "RpcError",
+    "RayChannelError",
+    "RayChannelTimeoutError",
+    "RayCgraphCapacityExceeded",
+    "RayDirectTransportError",
+    "StreamingGeneratorReplayInconsistentError",
     "RayActorError",
     "ActorDiedError",
     "ActorUnavailableError",
