@@ -76,6 +76,8 @@ class _Placeholder:
 
     def __init__(self, name):
         object.__setattr__(self, "_name", name)
+        if _lenient[0]:  # made at module level: a skipif condition reads it false later
+            object.__setattr__(self, "_falsy", True)
 
     def __getattr__(self, attr):
         if attr.startswith("__") and attr.endswith("__"):
