@@ -184,7 +184,7 @@ class ActorClass:
         _check_name(o["name"], o["namespace"])
         resources, placement = _actor_resources(o)
         resources, strategy, affinity, soft, pg_id, _index, capture = opts_mod.placement(
-            o, resources
+            o, resources, placement, f"actor {self._name}"
         )
         if pg_id:
             placement = {}  # the bundle's resources say where it goes

@@ -92,7 +92,9 @@ class RemoteFunction:
             max_retries = 3
         if max_retries < 0:
             max_retries = 1 << 30
-        resources, strategy, node, soft, pg_id, index, capture = opts_mod.placement(o, resources)
+        resources, strategy, node, soft, pg_id, index, capture = opts_mod.placement(
+            o, resources, None, f"task {self._name}"
+        )
         if capture:  # the tasks it submits run in the group too
             env["FLEET_PLACEMENT_GROUP_CAPTURE"] = pg_id.hex()
         key = self._key if self._exported_to is core else self._export(core)

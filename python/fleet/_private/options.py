@@ -5,7 +5,7 @@ come from the tables below (TASK_OPTIONS, ACTOR_OPTIONS, METHOD_OPTIONS)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from fleet._private import task_context
 from fleet._private.scheduling_strategies import (
@@ -368,6 +368,26 @@ def validate(
         err = opt.check(value)
         if err:
             raise ValueError(f"Invalid value for option '{key}' of {where}: {err}")
+    _warn_deprecated(options, table)
+
+
+def _warn_deprecated(options: Dict[str, Any], table: Dict[str, Option]) -> None:
+    """Ray's deprecation warnings for options that still work."""
+    import warnings
+
+    if options.get("placement_group", "default") not in ("default", None):
+        warnings.warn(
+            "placement_group parameter is deprecated. Use "
+            "scheduling_strategy=PlacementGroupSchedulingStrategy(...) instead.",
+            DeprecationWarning, stacklevel=4,
+        )
+    if table is ACTOR_OPTIONS and options.get("object_store_memory") is not None:
+        warnings.warn(
+            "Setting 'object_store_memory' for actors is deprecated since it doesn't actually "
+            "reserve the required object store memory. Objects spill to disk when the store "
+            "is full, which bypasses the store's size limit.",
+            DeprecationWarning, stacklevel=4,
+        )
 
 
 def resolved(options: Dict[str, Any], table: Optional[Dict[str, Option]] = None) -> Dict[str, Any]:
@@ -407,8 +427,36 @@ def _in_group(
     return out, "", b"", False, pg_id, index, capture
 
 
+def _fits_a_bundle(resources: Dict[str, float], bundles: List[Dict[str, float]]) -> bool:
+    return any(
+        all(b.get(k, 0) >= v for k, v in resources.items() if v) for b in bundles
+    )
+
+
+def check_fits_group(
+    pg: Any, resources: Dict[str, float], placement_resources: Dict[str, float], what: str
+) -> None:
+    """Ray's check at ``.remote()``: a task or actor in a placement group must
+    fit into one of its bundles (an actor also with what it needs to be
+    placed, 1 CPU by default), else ValueError (it could never run)."""
+    bundles = pg.bundle_specs
+    if not _fits_a_bundle(resources, bundles):
+        raise ValueError(
+            f"Cannot schedule {what} with the placement group because the resource request "
+            f"{resources} cannot fit into any bundles for the placement group, {bundles}."
+        )
+    if not _fits_a_bundle(placement_resources, bundles):
+        raise ValueError(
+            f"Cannot schedule {what} with the placement group because the actor requires "
+            f"{placement_resources.get('CPU', 0)} CPU for creation, but it cannot fit into any "
+            f"bundles for the placement group, {bundles}. Consider creating a placement group "
+            "with CPU resources."
+        )
+
+
 def placement(
-    opts: Dict[str, Any], resources: Dict[str, float]
+    opts: Dict[str, Any], resources: Dict[str, float],
+    placement_resources: Optional[Dict[str, float]] = None, what: str = "the task",
 ) -> tuple[Dict[str, float], str, bytes, bool, bytes, int, bool]:
     """Where a task or actor runs, from its resolved options:
     (resources, strategy, affinity node id, soft, placement group id, bundle
@@ -438,6 +486,7 @@ def placement(
                 f"placement_group_bundle_index {index} is out of range: the placement group "
                 f"has {len(pg.bundle_specs)} bundle(s)"
             )
+        check_fits_group(pg, resources, placement_resources or {}, what)
         return _in_group(resources, pg.id.binary(), index, capture)
     if isinstance(s, NodeAffinitySchedulingStrategy):
         try:

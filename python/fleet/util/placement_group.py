@@ -23,6 +23,7 @@ and reserves them in two phases; a group that does not fit stays PENDING
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, List, Optional
 
 from fleet import _core as core_mod
@@ -33,6 +34,7 @@ from fleet._private.session import _ensure_initialized
 from fleet.remote_function import remote
 
 VALID_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+VALID_PLACEMENT_GROUP_STRATEGIES = set(VALID_STRATEGIES)  # (Ray's name)
 # Resource name the system gives every bundle ("bundle_group_<pg>"): not
 # for users' bundles.
 BUNDLE_RESOURCE_LABEL = "bundle"
@@ -151,6 +153,77 @@ def _make_check() -> Any:
     return remote(num_cpus=0, max_retries=0)(_check)
 
 
+def _validate_bundles(bundles: Any) -> List[Dict[str, float]]:
+    """Ray's checks of a placement group's bundles (ValueError with Ray's
+    wording); returns them as float maps without the zero amounts."""
+    if not isinstance(bundles, list):
+        raise ValueError(f"Placement group bundles must be a list, got {type(bundles)}.")
+    example = 'For example: `[{"CPU": 1.0}, {"GPU": 1.0}]`.'
+    if not bundles:
+        raise ValueError(
+            f"Bundles must be a non-empty list of resource dictionaries. {example} "
+            "Got empty list instead."
+        )
+    clean: List[Dict[str, float]] = []
+    for b in bundles:
+        if not isinstance(b, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+            for k, v in b.items()
+        ):
+            raise ValueError(
+                f"Bundles must be a non-empty list of resource dictionaries. {example}"
+            )
+        if BUNDLE_RESOURCE_LABEL in b:
+            raise ValueError(
+                f"{BUNDLE_RESOURCE_LABEL} is a system reserved resource, which is not "
+                "allowed to be used."
+            )
+        for k, v in b.items():
+            if v < 0:
+                raise ValueError(f"Bundle resource amounts must be >= 0, got {k}={v!r} in {b}.")
+        if not b or all(v == 0 for v in b.values()):
+            raise ValueError(
+                f"Bundles cannot be an empty dictionary or resources with only 0 values. "
+                f"Bundles: {bundles}"
+            )
+        if "object_store_memory" in b:
+            warnings.warn(
+                "Setting 'object_store_memory' for bundles is deprecated since it doesn't "
+                "actually reserve the required object store memory. Objects spill to disk "
+                "when the store is full, which bypasses the store's size limit.",
+                DeprecationWarning, stacklevel=3,
+            )
+        clean.append({k: float(v) for k, v in b.items() if v})
+    return clean
+
+
+def validate_placement_group(
+    bundles: List[Dict[str, float]],
+    strategy: str = "PACK",
+    lifetime: Optional[str] = None,
+    bundle_label_selector: Any = None,
+    _soft_target_node_id: Optional[str] = None,
+) -> bool:
+    """Ray's checks of ``placement_group``'s arguments: ValueError (with
+    Ray's wording) for a bad strategy, bundle or lifetime; True otherwise."""
+    if _soft_target_node_id is not None and strategy != "STRICT_PACK":
+        raise ValueError(
+            "_soft_target_node_id currently only works with STRICT_PACK but got " + strategy
+        )
+    _validate_bundles(bundles)
+    if strategy not in VALID_PLACEMENT_GROUP_STRATEGIES:
+        raise ValueError(
+            f"Invalid placement group strategy {strategy}. Supported strategies are: "
+            f"{sorted(VALID_PLACEMENT_GROUP_STRATEGIES)}."
+        )
+    if lifetime not in (None, "detached"):
+        raise ValueError(
+            "Placement group `lifetime` argument must be either `None` or "
+            f"'detached'. Got {lifetime}."
+        )
+    return True
+
+
 def placement_group(
     bundles: List[Dict[str, float]],
     strategy: str = "PACK",
@@ -161,36 +234,9 @@ def placement_group(
 ) -> PlacementGroup:
     """Reserves `bundles` (resource maps) with `strategy`; returns at once.
     Use ``pg.ready()`` or ``pg.wait()`` to wait for the reservation."""
-    if not isinstance(bundles, list) or not bundles:
-        raise ValueError("The placement group `bundles` argument must be a non-empty list.")
-    clean: List[Dict[str, float]] = []
-    for i, b in enumerate(bundles):
-        if not isinstance(b, dict) or not b:
-            raise ValueError(
-                f"Bundles must be non-empty dictionaries of resources, got {b!r} at index {i}."
-            )
-        if BUNDLE_RESOURCE_LABEL in b:
-            raise ValueError(
-                f"{BUNDLE_RESOURCE_LABEL} is a system reserved resource, which is not "
-                "allowed to be used."
-            )
-        for k, v in b.items():
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-                raise ValueError(
-                    f"bundle {i}: the amount of {k!r} must be a number >= 0, got {v!r}"
-                )
-        if all(v == 0 for v in b.values()):
-            raise ValueError(f"bundle {i} {b!r} only has zero resources: it would reserve nothing")
-        clean.append({k: float(v) for k, v in b.items() if v})
-    if strategy not in VALID_STRATEGIES:
-        raise ValueError(
-            f"Invalid placement group strategy {strategy!r}. Supported strategies are: "
-            f"{', '.join(VALID_STRATEGIES)}."
-        )
-    if lifetime not in (None, "detached"):
-        raise ValueError(
-            f"Placement group `lifetime` must be None or 'detached', got {lifetime!r}"
-        )
+    validate_placement_group(bundles, strategy, lifetime, bundle_label_selector,
+                             _soft_target_node_id)
+    clean = _validate_bundles(bundles)
     core = _core()
     pg_id = core_mod.random_id()[:14]
     core.create_placement_group(
