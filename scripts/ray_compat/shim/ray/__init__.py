@@ -23,6 +23,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import os
 import sys
 import types
 
@@ -63,7 +64,7 @@ def _missing(name):
 # called or tested for truth at module level (``skipif(internal_flag())``,
 # a decorator) gives another placeholder, false, instead of raising, so one
 # module-level use of an internal does not hide every test of the file.
-_lenient = [True]
+_lenient = [not os.environ.get("FLEET_WORKER_ID")]  # (strict in workers: tests run there)
 
 
 def set_lenient(on):
@@ -163,10 +164,6 @@ class _PackageView(types.ModuleType):
     def __dir__(self):
         return dir(object.__getattribute__(self, "_real"))
 
-    def __reduce__(self):
-        # A function that captures `ray` pickles it by name, like a module.
-        return importlib.import_module, (self.__name__,)
-
 
 def _target(name):
     if name in _SPECIAL:
@@ -215,8 +212,14 @@ sys.modules["ray"] = _PackageView("ray", importlib.import_module("fleet"))
 
 def _reduce_view(view):
     # A function or class pickled by value (cloudpickle) that refers to
-    # `ray` (or `ray.x`) refers to the fleet module itself in the worker.
-    return (importlib.import_module, (_target(view.__name__),))
+    # `ray` (or `ray.x`) refers to the same view in the worker (whose
+    # PYTHONPATH has the shim too), placeholders included.
+    return (importlib.import_module, (view.__name__,))
+
+
+# Pickled by reference (a MissingInRayShim raised in a worker travels back):
+# under the shim's own module name, importable in any process.
+MissingInRayShim.__module__ = _Placeholder.__module__ = "ray_shim"
 
 
 import copyreg  # noqa: E402
