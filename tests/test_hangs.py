@@ -160,6 +160,21 @@ class Getter:
         return fleet.get(leaf.remote(1), timeout=3)
 
 
+def test_get_of_objects_that_exist_keeps_the_cpu(fresh):
+    # As Ray: a task that gets objects which are already there does not lend
+    # its CPU, so the node starts no extra workers for it.
+    fleet.init(num_cpus=2)
+    refs = [fleet.put(bytes(1024 * 1024)) for _ in range(5)]
+
+    @fleet.remote
+    def consume(refs):
+        fleet.get(refs, timeout=60)
+        return os.getpid()
+
+    pids = set(fleet.get([consume.remote(refs) for _ in range(200)], timeout=120))
+    assert len(pids) <= 2, pids
+
+
 def test_an_actor_blocked_in_get_keeps_its_cpu(one_cpu):
     # As in Ray: an actor holds its resources for life, even while it waits,
     # so a task needing the node's only CPU cannot run meanwhile.

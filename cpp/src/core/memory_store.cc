@@ -353,17 +353,33 @@ Result<std::vector<StoredObject>> MemoryStore::Get(const std::vector<std::string
     }
   }
   if (waiter->remaining > 0) {
+    // Only fetches of borrowed objects, which usually exist already: give
+    // the owners' replies a moment before calling this blocked (as Ray, a
+    // get of objects that are there does not lend the task's resources).
+    const bool only_fetches = to_fetch.size() == static_cast<size_t>(waiter->remaining);
     lk.Unlock();
     for (auto& [id, owner] : to_fetch) fetch_(id, owner);
-    if (on_block) on_block(true);
     lk.Lock();
-    bool done;
+    bool done = false;
     auto finished = [&]() REQUIRES(mu_) { return waiter->remaining <= 0 || waiter->failed; };
-    if (timeout_ms < 0) {
-      waiter->cv.Wait(lk, finished);
-      done = true;
-    } else {
-      done = waiter->cv.WaitFor(lk, std::chrono::milliseconds(timeout_ms), finished);
+    if (only_fetches && on_block) {
+      int64_t grace = kFetchGraceMs;
+      if (timeout_ms >= 0) grace = std::min(grace, timeout_ms);
+      done = waiter->cv.WaitFor(lk, std::chrono::milliseconds(grace), finished);
+      if (timeout_ms >= 0) timeout_ms -= grace;
+    }
+    if (!done) {
+      if (on_block) {
+        lk.Unlock();
+        on_block(true);
+        lk.Lock();
+      }
+      if (timeout_ms < 0) {
+        waiter->cv.Wait(lk, finished);
+        done = true;
+      } else {
+        done = waiter->cv.WaitFor(lk, std::chrono::milliseconds(timeout_ms), finished);
+      }
     }
     if (!done || waiter->failed) {
       // Waits left on objects not ready yet go (the entries stay held by their refs).

@@ -56,6 +56,12 @@ class MemoryStore {
   // handle object (kFlagActorHandle) is let go: the actor is no longer held.
   using ActorHandleFn = std::function<void(const std::string& actor_id)>;
 
+  // How long a Get whose every wait is a fetch of a borrowed object gives
+  // the owners' replies before calling `on_block(true)` (the caller lends its
+  // resources then): such objects usually exist, and lending for a round
+  // trip would start a worker for nothing.
+  static constexpr int64_t kFetchGraceMs = 10;
+
   explicit MemoryStore(FetchFn fetch) : fetch_(std::move(fetch)) {}
   // Set once, before the store is shared between threads.
   void SetFreeHook(FreeFn free_hook) { free_hook_ = std::move(free_hook); }

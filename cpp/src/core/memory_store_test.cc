@@ -391,6 +391,40 @@ TEST(MemoryStoreTest, BorrowedGetFetchesOnceFromOwner) {
   EXPECT_EQ(fetches[0].second, "unix:/tmp/owner.sock");
 }
 
+// A get of borrowed objects whose owners answer at once does not report
+// blocking (the task keeps its resources, as in Ray); one whose owner is
+// slow does, and only after the fetch grace.
+TEST(MemoryStoreTest, FastBorrowedGetDoesNotReportBlocking) {
+  MemoryStore* store_ptr = nullptr;
+  MemoryStore store([&](const std::string& id, const std::string&) {
+    EXPECT_TRUE(store_ptr->Complete(id, "from-owner", kAnyFlags));
+  });
+  store_ptr = &store;
+  store.RegisterBorrowed(Id("fast"), "unix:/tmp/owner.sock");
+  store.AddLocalRef(Id("fast"));
+  std::vector<bool> events;
+  auto r = store.Get({Id("fast")}, kLongMs, [&](bool b) { events.push_back(b); });
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(events.empty() || events == std::vector<bool>{false});
+}
+
+TEST(MemoryStoreTest, SlowBorrowedGetReportsBlockingAfterTheGrace) {
+  MemoryStore store([](const std::string&, const std::string&) {});  // owner never answers
+  store.RegisterBorrowed(Id("slow"), "unix:/tmp/owner.sock");
+  store.AddLocalRef(Id("slow"));
+  std::vector<bool> events;
+  auto start = std::chrono::steady_clock::now();
+  auto r = store.Get({Id("slow")}, 50, [&](bool b) {
+    if (b) {
+      EXPECT_GE(std::chrono::steady_clock::now() - start,
+                std::chrono::milliseconds(MemoryStore::kFetchGraceMs));
+    }
+    events.push_back(b);
+  });
+  EXPECT_EQ(r.status().code(), StatusCode::kTimedOut);
+  EXPECT_EQ(events, (std::vector<bool>{true, false}));
+}
+
 TEST(MemoryStoreTest, ConcurrentBorrowedGetsFetchOnce) {
   std::mutex mu;
   std::vector<std::pair<std::string, std::string>> fetches;
