@@ -57,7 +57,9 @@ def _method_table(cls: type) -> Dict[str, _MethodMeta]:
         fn = getattr(member, "__func__", member)
         o = dict(getattr(fn, "__fleet_method_options__", {}))
         is_gen = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
-        num_returns = o.get("num_returns", "streaming" if is_gen else 1)
+        num_returns = o.get("num_returns")
+        if num_returns is None:  # as Ray: a generator method streams its values
+            num_returns = "streaming" if is_gen else 1
         table[name] = {
             "num_returns": num_returns,
             "concurrency_group": o.get("concurrency_group") or "",
@@ -325,7 +327,9 @@ class ActorMethod:
     def _prepare(self, core: Any) -> Any:
         h = self._handle
         meta = h._fleet_meta
-        num_returns = self._options.get("num_returns", self._meta["num_returns"])
+        num_returns = self._options.get("num_returns")
+        if num_returns is None:
+            num_returns = self._meta["num_returns"]
         group = self._options.get("concurrency_group") or self._meta["concurrency_group"]
         retries = self._options.get("max_task_retries")
         if retries is None:
@@ -333,16 +337,18 @@ class ActorMethod:
         if retries is None:
             retries = meta.get("max_task_retries") or 0
         streaming = num_returns == "streaming"
+        dynamic = num_returns == "dynamic"
         self._num_returns = num_returns
         self._pending_limit = meta.get("max_pending_calls", -1)
         self._template = _core.ActorCallTemplate(
             h._fleet_actor_id,
             self._name,
             f"{meta['class_name']}.{self._name}",
-            1 if streaming else num_returns,
+            1 if streaming or dynamic else num_returns,
             group or "",
             streaming,
             retries,
+            dynamic,
         )
         self._core = core
         return self._template

@@ -349,6 +349,8 @@ void ActorSubmitter::FailCall(const CallPtr& call, uint32_t flags, const std::st
 void ActorSubmitter::FinishCall(const CallPtr& call) {
   for (const auto& id : call->dep_ids) store_.RemoveSubmittedRef(id);
   for (const auto& id : call->held_ids) store_.RemoveSubmittedRef(id);
+  // As TaskSubmitter::FinishTask: a dynamic generator's return value holds its items.
+  if (call->spec().dynamic_returns()) store_.ReleaseGenerator(call->spec().task_id(), 0);
   MutexLock lk(&mu_);
   call->done = true;
   calls_by_id_.erase(call->spec().task_id());

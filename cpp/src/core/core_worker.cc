@@ -250,6 +250,16 @@ void CoreWorker::RegisterReturnRefs(uint64_t handle, uint32_t index,
   receiver_->AddNested(handle, index, generator_item, refs_->RegisterReturnRefs(caller, ids));
 }
 
+std::string CoreWorker::HoldGeneratorItems(uint64_t handle, uint32_t count) {
+  std::string task_id, caller;
+  if (!receiver_->Lookup(handle, &task_id, &caller)) return "";
+  std::vector<std::pair<std::string, std::string>> nested;
+  nested.reserve(count);
+  for (uint32_t i = 0; i < count; ++i) nested.emplace_back(GeneratorItemId(task_id, i), caller);
+  receiver_->AddNested(handle, 0, /*generator_item=*/false, nested);
+  return caller;
+}
+
 Result<std::string> CoreWorker::PutValue(std::string_view inband,
                                          const std::vector<ByteSpan>& buffers,
                                          const std::string& call_site) {

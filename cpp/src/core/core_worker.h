@@ -171,6 +171,11 @@ class CoreWorker {
   void ReleaseGenerator(const std::string& task_id, uint32_t from_index) {
     store_.ReleaseGenerator(task_id, from_index);
   }
+  // Dynamic generator (num_returns="dynamic"): return 0 of the task behind
+  // `handle` holds its items 0..count-1, which its caller owns (they went
+  // back as generator items). Returns the caller's address ("" if the task
+  // is unknown), the owner to name in the refs inside the return value.
+  std::string HoldGeneratorItems(uint64_t handle, uint32_t count);
   // Streaming generator: sends item `index` of the task behind `handle`.
   void SendGeneratorItem(uint64_t handle, int index, std::string data, uint32_t flags);
 

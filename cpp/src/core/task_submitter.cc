@@ -576,6 +576,9 @@ void TaskSubmitter::FinishTask(const TaskPtr& task) {
   }
   for (const auto& id : task->dep_ids) store_.RemoveSubmittedRef(id);
   for (const auto& id : task->held_ids) store_.RemoveSubmittedRef(id);
+  // A dynamic generator's items: the return value (if it holds them) keeps
+  // them from now on; those it does not (a failed or retried attempt's) go.
+  if (task->spec().dynamic_returns()) store_.ReleaseGenerator(task->spec().task_id(), 0);
 }
 
 std::string TaskSubmitter::CancelledMessage(const Task& task) {

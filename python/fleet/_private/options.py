@@ -78,13 +78,9 @@ def _retry_exceptions(v: Any) -> Optional[str]:
 
 
 def _num_returns(v: Any) -> Optional[str]:
-    if v == "streaming":
+    # None: Ray's default (a generator function streams, others return one).
+    if v is None or v == "streaming" or v == "dynamic":
         return None
-    if v == "dynamic":
-        return (
-            "num_returns='dynamic' (the older generator API) is not implemented in fleet; "
-            "use num_returns='streaming' (an ObjectRefGenerator) instead"
-        )
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         return f"num_returns must be a non-negative integer, got {v!r}"
     return None
@@ -158,6 +154,18 @@ def _not_implemented(what: str) -> Callable[[Any], Optional[str]]:
     return check
 
 
+def _backpressure(v: Any) -> Optional[str]:
+    # Ray: None or -1 (any value <= 0) turns generator backpressure off.
+    if v is None or (isinstance(v, int) and not isinstance(v, bool) and v <= 0):
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        return f"_generator_backpressure_num_objects must be an integer, got {v!r}"
+    return (
+        "_generator_backpressure_num_objects > 0 (pausing a generator until its reader "
+        "catches up) is not implemented in fleet yet; leave it unset or -1"
+    )
+
+
 TASK_OPTIONS: Dict[str, Option] = {
     "num_cpus": Option(1, _number("num_cpus")),
     "num_gpus": Option(0, _number("num_gpus")),
@@ -175,6 +183,7 @@ TASK_OPTIONS: Dict[str, Option] = {
     "placement_group_capture_child_tasks": Option(None, _optional_bool),
     "runtime_env": Option(None, _runtime_env),
     "max_calls": Option(0, _int("max_calls", 0)),
+    "_generator_backpressure_num_objects": Option(None, _backpressure),
     "label_selector": Option(None, _any),
     "_metadata": Option(None, _any),
 }
@@ -262,8 +271,7 @@ METHOD_OPTIONS: Dict[str, Option] = {
     "max_task_retries": Option(None, _restarts("max_task_retries", allow_none=True)),
     "retry_exceptions": Option(False, _retry_exceptions),
     "name": Option(None, _str_or_none("name")),
-    "_generator_backpressure_num_objects": Option(None, _not_implemented(
-        "_generator_backpressure_num_objects (generator backpressure)")),
+    "_generator_backpressure_num_objects": Option(None, _backpressure),
     "_metadata": Option(None, _any),
 }
 
