@@ -20,7 +20,14 @@ import importlib.util
 import sys
 import types
 
-_SPECIAL = {"ray.tests.conftest": "ray_fixtures", "ray.tests": "ray_tests"}
+_SPECIAL = {
+    "ray.tests.conftest": "ray_fixtures",
+    "ray.tests": "ray_tests",
+    # Ray Client (ray://): not part of fleet; using it fails with a clear error.
+    "ray._private.client_mode_hook": "ray_client_unsupported",
+    "ray.util.client": "ray_client_unsupported",
+    "ray.util.client.ray_client_helpers": "ray_client_unsupported",
+}
 
 
 class _PackageView(types.ModuleType):
