@@ -13,6 +13,7 @@ of the same name on the fleet package (``ray.util.placement_group`` is both a
 function and a module, as in Ray). A plain module is the fleet module itself.
 """
 
+import copyreg
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -34,6 +35,7 @@ class _PackageView(types.ModuleType):
     def __init__(self, name, real):
         super().__init__(name, real.__doc__)
         object.__setattr__(self, "_real", real)
+        object.__setattr__(self, "_replaced", {})
         object.__setattr__(self, "__path__", list(getattr(real, "__path__", [])))
 
     def __getattr__(self, attr):
@@ -51,10 +53,32 @@ class _PackageView(types.ModuleType):
                 return
             object.__delattr__(self, attr)
             return
+        if hasattr(real, attr):
+            # Remember what a test's patch (unittest.mock) replaces: it
+            # undoes the patch of an attribute it did not find in our
+            # __dict__ by deleting it, which restores the original here.
+            object.__getattribute__(self, "_replaced").setdefault(attr, getattr(real, attr))
         setattr(real, attr, value)
+
+    def __delattr__(self, attr):
+        saved = object.__getattribute__(self, "_replaced")
+        if attr in saved:
+            setattr(object.__getattribute__(self, "_real"), attr, saved.pop(attr))
+            return
+        object.__delattr__(self, attr)
 
     def __dir__(self):
         return dir(object.__getattribute__(self, "_real"))
+
+
+def _reduce_view(view):
+    # A function that uses `ray` pickles the module by reference; the view is
+    # a ModuleType subclass, which cloudpickle does not treat as a module:
+    # pickle it as the fleet module it shows (workers import that).
+    return importlib.import_module, (object.__getattribute__(view, "_real").__name__,)
+
+
+copyreg.pickle(_PackageView, _reduce_view)
 
 
 def _target(name):
