@@ -15,8 +15,8 @@ import time
 import pytest
 
 import fleet
-from fleet import ObjectRef, ObjectRefGenerator
-from fleet._private.generator import DynamicObjectRefGenerator
+from fleet import DynamicObjectRefGenerator, ObjectRef, ObjectRefGenerator
+from fleet._private import state as _state
 from fleet.exceptions import RayTaskError, WorkerCrashedError
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("fleet_cluster")]
@@ -403,3 +403,72 @@ def test_backpressure_option_off_values_are_accepted_and_on_is_refused():
     assert fleet.get(list(gen), timeout=T) == [0]
     with pytest.raises(ValueError, match="not implemented"):
         dyn.options(num_returns="streaming", _generator_backpressure_num_objects=1)
+
+
+# ---------------------------------------------------------------- no leaks
+
+
+def _objects_settle_to(baseline, timeout=20.0):
+    """Waits until this driver's memory store holds `baseline` objects again."""
+    import gc
+
+    core = _state.core
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        gc.collect()
+        if core.num_objects() <= baseline:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("failure", ["exception", "crash"])
+def test_streaming_failure_leaks_nothing(failure):
+    @fleet.remote(max_retries=0)
+    def fails(kind):
+        for i in range(3):
+            yield bytes(200_000) if i == 1 else i  # one item in the shared-memory store
+        if kind == "crash":
+            os._exit(1)
+        raise Boom("midway")
+
+    fleet.get(dyn.remote(0), timeout=T)  # warm: a worker and its function
+    import gc
+
+    gc.collect()
+    baseline = _state.core.num_objects()
+    gen = fails.remote(failure)
+    refs = list(gen)
+    assert len(refs) == 4
+    with pytest.raises((Boom, WorkerCrashedError)):
+        fleet.get(refs[3], timeout=T)
+    del refs, gen
+    assert _objects_settle_to(baseline)
+    # Dropped before reading anything: the items are freed as they arrive.
+    gen = fails.remote(failure)
+    fleet.wait([gen.completed()], timeout=T)
+    del gen
+    assert _objects_settle_to(baseline)
+
+
+def test_dynamic_failure_and_drop_leak_nothing():
+    import gc
+
+    fleet.get(dyn.remote(0), timeout=T)
+    gc.collect()
+    baseline = _state.core.num_objects()
+    ref = gen_then_fail.options(num_returns="dynamic").remote(3)
+    refs = list(fleet.get(ref, timeout=T))
+    assert len(refs) == 4
+    del ref, refs
+    assert _objects_settle_to(baseline)
+
+    @fleet.remote(num_returns="dynamic", max_retries=0)
+    def dies():
+        yield 1
+        yield 2
+        os._exit(1)
+
+    with pytest.raises(WorkerCrashedError):
+        fleet.get(dies.remote(), timeout=T)
+    assert _objects_settle_to(baseline)

@@ -21,7 +21,7 @@ from fleet._private.api import (
     shutdown,
     wait,
 )
-from fleet._private.generator import ObjectRefGenerator
+from fleet._private.generator import DynamicObjectRefGenerator, ObjectRefGenerator
 from fleet._private.version import __version__
 from fleet.actor import ActorClass, ActorHandle, method
 from fleet.object_ref import ObjectRef
@@ -35,6 +35,7 @@ from fleet import util as util  # isort: skip
 __all__ = [
     "ActorClass",
     "ActorHandle",
+    "DynamicObjectRefGenerator",
     "FleetContext",
     "ObjectRefGenerator",
     "actor",
