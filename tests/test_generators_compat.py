@@ -292,6 +292,24 @@ def test_streaming_retries_exhausted_ends_with_the_error():
     assert gen.is_finished()
 
 
+def test_worker_crash_midstream_is_retried_and_items_are_not_repeated(tmp_path):
+    marker = str(tmp_path / "crashed-once")
+
+    @fleet.remote(max_retries=1)
+    def crash_once(path):
+        yield "a"
+        yield "b"
+        if not os.path.exists(path):
+            open(path, "w").close()
+            os._exit(1)
+        yield "c"
+
+    assert [fleet.get(r, timeout=T) for r in crash_once.remote(marker)] == ["a", "b", "c"]
+    assert fleet.get(list(fleet.get(
+        crash_once.options(num_returns="dynamic").remote(str(tmp_path / "d")), timeout=T)),
+        timeout=T) == ["a", "b", "c"]
+
+
 def test_worker_crash_midstream_items_before_stay_and_error_comes_last(tmp_path):
     marker = str(tmp_path / "crashed")
 
@@ -398,11 +416,63 @@ def test_generator_send_throw_close_are_not_supported():
             call()
 
 
-def test_backpressure_option_off_values_are_accepted_and_on_is_refused():
-    gen = dyn.options(num_returns="streaming", _generator_backpressure_num_objects=-1).remote(1)
-    assert fleet.get(list(gen), timeout=T) == [0]
-    with pytest.raises(ValueError, match="not implemented"):
-        dyn.options(num_returns="streaming", _generator_backpressure_num_objects=1)
+@fleet.remote
+def produce(counter, n):
+    for i in range(n):
+        fleet.get(counter.inc.remote(), timeout=T)  # counts the items produced
+        yield i
+
+
+def test_backpressure_pauses_the_generator_until_the_reader_takes_items():
+    c = Counter.remote()
+    gen = produce.options(_generator_backpressure_num_objects=1).remote(c, 5)
+    assert fleet.get(next(gen), timeout=T) == 0
+    time.sleep(0.5)  # a generator without backpressure would produce all 5 meanwhile
+    produced = fleet.get(c.inc.remote(), timeout=T) - 1
+    assert produced <= 2, "item 0 was taken: at most item 1 may wait unread"
+    assert [fleet.get(r, timeout=T) for r in gen] == [1, 2, 3, 4]
+
+
+def test_backpressure_off_values_do_not_pause():
+    for off in (-1, 0, None):
+        c = Counter.remote()
+        gen = produce.options(_generator_backpressure_num_objects=off).remote(c, 3)
+        fleet.get(gen.completed(), timeout=T)  # finishes with nothing read
+        assert [fleet.get(r, timeout=T) for r in gen] == [0, 1, 2]
+    with pytest.raises(ValueError):
+        produce.options(_generator_backpressure_num_objects="1")
+
+
+def test_backpressure_dropped_reader_releases_the_generator():
+    c = Counter.remote()
+    gen = produce.options(_generator_backpressure_num_objects=1).remote(c, 4)
+    fleet.get(next(gen), timeout=T)
+    done = gen.completed()
+    del gen  # nobody reads on: the generator must not wait for ever
+    fleet.get(done, timeout=T)
+
+
+def test_backpressure_on_actor_generators():
+    @fleet.remote
+    class Source:
+        def items(self, counter, n):
+            for i in range(n):
+                fleet.get(counter.inc.remote(), timeout=T)
+                yield i
+
+        async def aitems(self, counter, n):
+            for i in range(n):
+                await counter.inc.remote()
+                yield i
+
+    s = Source.remote()
+    for method in (s.items, s.aitems):
+        c = Counter.remote()
+        gen = method.options(_generator_backpressure_num_objects=1).remote(c, 4)
+        assert fleet.get(next(gen), timeout=T) == 0
+        time.sleep(0.3)
+        assert fleet.get(c.inc.remote(), timeout=T) - 1 <= 2
+        assert [fleet.get(r, timeout=T) for r in gen] == [1, 2, 3]
 
 
 # ---------------------------------------------------------------- no leaks

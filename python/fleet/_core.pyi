@@ -133,6 +133,9 @@ class Task(tuple):
     @property
     def dynamic_returns(self) -> bool:
         """num_returns="dynamic": return 0 is a DynamicObjectRefGenerator."""
+    @property
+    def generator_backpressure(self) -> int:
+        """Items a generator may have not yet taken by its reader (0: any)."""
     def __repr__(self) -> str: ...
 
 class StoreBuffer:
@@ -160,6 +163,7 @@ class TaskTemplate:
         max_calls: int,
         streaming: bool = False,
         dynamic_returns: bool = False,
+        generator_backpressure_num_objects: int = 0,
     ) -> None: ...
     def set_strategy(
         self,
@@ -183,6 +187,7 @@ class ActorCallTemplate:
         streaming: bool,
         max_task_retries: int,
         dynamic_returns: bool = False,
+        generator_backpressure_num_objects: int = 0,
     ) -> None: ...
 
 class Core:

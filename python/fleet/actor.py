@@ -349,6 +349,7 @@ class ActorMethod:
             streaming,
             retries,
             dynamic,
+            max(0, self._options.get("_generator_backpressure_num_objects") or 0),
         )
         self._core = core
         return self._template

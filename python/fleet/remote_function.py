@@ -94,6 +94,7 @@ class RemoteFunction:
         template = _core.TaskTemplate(
             key, name, 1 if streaming or dynamic else num_returns, resources, retry_blob, env,
             o["max_calls"] or 0, streaming, dynamic,
+            max(0, o["_generator_backpressure_num_objects"] or 0),
         )
         if strategy or pg_id:
             template.set_strategy(strategy, node, soft, pg_id, index, capture)

@@ -305,9 +305,10 @@ void ActorSubmitter::OnUpdate(const rpc::ActorInfo& info) {
           std::string id = a.id;
           std::weak_ptr<rpc::Connection> weak = a.conn;
           a.conn->Start(
-              [this](const rpc::ConnectionPtr&, rpc::Envelope& m) {
+              [this](const rpc::ConnectionPtr& c, rpc::Envelope& m) {
                 if (m.has_generator_item()) {
                   auto* g = m.mutable_generator_item();
+                  if (g->wants_consumed() && backpressure_) backpressure_->OnItem(c, g->task_id());
                   store_.PutOrComplete(GeneratorItemId(g->task_id(), g->index()),
                                        std::move(*g->mutable_data()), g->flags());
                 AdoptNestedRefs(store_, GeneratorItemId(g->task_id(), g->index()), *g,

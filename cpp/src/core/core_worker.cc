@@ -140,6 +140,8 @@ Status CoreWorker::Init() {
       });
   actor_submitter_ = std::make_unique<ActorSubmitter>(
       io_, store_, [this] { return gcs_->Connection(); }, submit_hello);
+  submitter_->SetGeneratorBackpressure(&backpressure_);
+  actor_submitter_->SetGeneratorBackpressure(&backpressure_);
   trim_timer_ = std::make_unique<asio::steady_timer>(io_);
   asio::post(io_, [this] { TrimMemory(); });
   return Status::OK();

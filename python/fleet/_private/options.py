@@ -155,15 +155,11 @@ def _not_implemented(what: str) -> Callable[[Any], Optional[str]]:
 
 
 def _backpressure(v: Any) -> Optional[str]:
-    # Ray: None or -1 (any value <= 0) turns generator backpressure off.
-    if v is None or (isinstance(v, int) and not isinstance(v, bool) and v <= 0):
+    # Ray: a generator pauses while this many items are not taken by its
+    # reader; None or -1 (any value <= 0): never.
+    if v is None or (isinstance(v, int) and not isinstance(v, bool)):
         return None
-    if isinstance(v, bool) or not isinstance(v, int):
-        return f"_generator_backpressure_num_objects must be an integer, got {v!r}"
-    return (
-        "_generator_backpressure_num_objects > 0 (pausing a generator until its reader "
-        "catches up) is not implemented in fleet yet; leave it unset or -1"
-    )
+    return f"_generator_backpressure_num_objects must be an integer, got {v!r}"
 
 
 TASK_OPTIONS: Dict[str, Option] = {

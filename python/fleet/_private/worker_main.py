@@ -96,6 +96,9 @@ class Executor:
         self.loop: Any = None  # async actor: its asyncio event loop
         self.semaphores: Dict[str, Any] = {}
         self.running_async: Dict[bytes, Any] = {}  # task id -> asyncio.Task
+        # Async actor calls whose generator items may wait for the reader
+        # (backpressure): sent from a thread, not the event loop.
+        self.backpressured: set = set()
         self.actor_exiting = False  # exit_actor() called: start no more calls
         import threading
 
@@ -357,8 +360,11 @@ class Executor:
         try:
             if kind == ACTOR_TASK:
                 streaming = t.streaming
-                if streaming and t.dynamic_returns:
-                    streaming = DYNAMIC
+                if streaming:
+                    if t.dynamic_returns:
+                        streaming = DYNAMIC
+                    if t.generator_backpressure > 0:
+                        self.backpressured.add(handle)  # its items may wait for the reader
                 self._actor_call(handle, task_id, fn_name, t.method_name, t.args, t.deps,
                                  t.num_returns, streaming, t.concurrency_group)
             elif kind == NORMAL_TASK:
@@ -555,6 +561,7 @@ class Executor:
             returns = self._cancelled(fn_name, task_id, num_returns)
         finally:
             self.running_async.pop(task_id, None)
+            self.backpressured.discard(handle)
             _canceled.discard(task_id)
         if returns is not None:
             self.core.finish_task(handle, returns, False)
@@ -574,11 +581,15 @@ class Executor:
             result = fn(*args, **kwargs)
             if streaming and inspect.isasyncgen(result):
                 n = 0
+                waits = handle in self.backpressured
                 try:
                     async for value in result:
-                        self.core.send_generator_item(
-                            handle, n, *self._dump_return(handle, n, True, fn_name, value)
-                        )
+                        item = self._dump_return(handle, n, True, fn_name, value)
+                        if waits:  # may block until the reader catches up: not on the loop
+                            await asyncio.get_running_loop().run_in_executor(
+                                None, self.core.send_generator_item, handle, n, *item)
+                        else:
+                            self.core.send_generator_item(handle, n, *item)
                         n += 1
                 except asyncio.CancelledError:
                     raise
