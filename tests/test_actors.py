@@ -998,15 +998,24 @@ def test_out_of_scope_actor_finishes_calls_already_made():
     assert not wait_dead([Proc(pid, "actor")], 10)
 
 
-def test_named_actor_outlives_its_handle():
+def test_named_actor_is_still_garbage_collected_without_handles():
+    # Ray: "the actor will still be garbage-collected if no handles to it
+    # exist" (named-actors.html); a handle from get_actor does not count.
     c = Counter.options(name="named-no-owner").remote()
     fleet.get(c.inc.remote(), timeout=T)
+    pid = fleet.get(c.pid.remote(), timeout=T)
     del c
     gc.collect()
-    time.sleep(0.3)
-    h = fleet.get_actor("named-no-owner")
-    assert fleet.get(h.inc.remote(), timeout=T) == 2
-    fleet.kill(h)
+    assert not wait_dead([Proc(pid, "actor")], 10)
+    assert wait_until(lambda: _no_actor_named("named-no-owner"), 10)
+
+
+def _no_actor_named(name):
+    try:
+        fleet.get_actor(name)
+        return False
+    except ValueError:
+        return True
 
 
 class EnvReader:

@@ -74,6 +74,7 @@ void BindActors(nb::module_& m, nb::class_<PyCore>& core) {
              info.set_class_name(class_name);
              info.set_max_restarts(max_restarts);
              info.set_detached(detached);
+             if (!detached) info.set_owner_address(c.core().address());
              info.set_handle_meta(Str(handle_meta));
              for (auto& [k, v] : resources) (*info.mutable_resources())[k] = v;
              for (auto& [k, v] : placement) (*info.mutable_placement())[k] = v;
@@ -121,9 +122,19 @@ void BindActors(nb::module_& m, nb::class_<PyCore>& core) {
            },
            nb::arg("template"), nb::arg("args"), nb::arg("deps"),
            nb::arg("nested") = std::vector<nb::bytes>{}, nb::arg("parent") = nb::bytes("", 0))
-      .def("release_actor",
+      .def("own_actor_handle",
            [](PyCore& c, const nb::bytes& actor_id) {
-             if (c.core_) c.core_->actors().ReleaseHandle(Str(actor_id));
+             return Bytes(c.core().OwnActorHandle(Str(actor_id)));
+           })
+      .def("hold_owned_actor_handle",
+           [](PyCore& c, const nb::bytes& actor_id) -> nb::object {
+             std::string id = c.core().HoldOwnedActorHandle(Str(actor_id));
+             if (id.empty()) return nb::none();
+             return Bytes(id);
+           })
+      .def("release_actor_handle",
+           [](PyCore& c, const nb::bytes& actor_id, const nb::bytes& ref_id) {
+             if (c.core_) c.core_->actors().ReleaseHandleRef(Str(actor_id), Str(ref_id));
            })
       .def("kill_actor",
            [](PyCore& c, const nb::bytes& actor_id, bool no_restart, const std::string& reason) {

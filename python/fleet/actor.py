@@ -3,10 +3,14 @@
 ``Cls.remote(...)`` registers the actor with the control store (which places
 it on a worker) and returns an :class:`ActorHandle` at once. Method calls go
 from the caller straight to the actor's worker, in the order the caller made
-them. The handle made by ``.remote()`` owns the actor: once it (and every
-copy of it in this process) is gone and it was never passed to another
-process, the actor exits after the calls already made. Named actors live
-until their job ends, detached ones until ``fleet.kill``.
+them. A non-detached actor (named or not) lives while a handle to it exists
+anywhere: the handle ``.remote()`` returns, and its copies sent to other
+processes (task arguments, return values, objects, actor state), which
+borrow it from the creator (the owner) like an ``ObjectRef``. When the last
+is gone the actor exits after the calls already made; it also dies with its
+owner. Handles looked up by name (``get_actor``) or from inside the actor
+(``current_actor``) do not keep it alive. Detached actors live until
+``fleet.kill``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from fleet._private import options as opts_mod
 from fleet._private import serialization, state, task_context
 from fleet._private.generator import refs_for
 from fleet._private.session import _ensure_initialized
-from fleet.exceptions import PendingCallsLimitExceeded
+from fleet.exceptions import AsyncioActorExit, PendingCallsLimitExceeded
 from fleet.object_ref import ObjectRef
 
 # Method table entry: num_returns ("streaming" for generators),
@@ -137,7 +141,10 @@ class ActorClass:
         if o["get_if_exists"] and not name:
             raise ValueError("get_if_exists=True requires a name for the actor (options(name=...))")
         namespace = o["namespace"] if o["namespace"] is not None else state.namespace
-        detached = o["lifetime"] == "detached"
+        lifetime = o["lifetime"]
+        if lifetime is None:  # the job's default (JobConfig.default_actor_lifetime)
+            lifetime = state.default_actor_lifetimes.get(core.job_id, "non_detached")
+        detached = lifetime == "detached"
         max_task_retries = o["max_task_retries"]
         groups = dict(o["concurrency_groups"] or {})
         max_concurrency = o["max_concurrency"] or (1000 if self._is_async else 1)
@@ -181,12 +188,15 @@ class ActorClass:
             actor_id, name, namespace, self._name, o["max_restarts"], detached, meta_blob,
             resources, placement, bool(o["get_if_exists"]), strategy, affinity, soft,
         )
-        if existed:
-            return ActorHandle(actor_id, pickle.loads(existing_meta) if existing_meta else meta)
+        if existed:  # as a handle looked up by name (counts only in the owner)
+            return ActorHandle(actor_id, pickle.loads(existing_meta) if existing_meta else meta,
+                               core.hold_owned_actor_handle(actor_id))
+        # A non-detached actor lives while handles to it do: this handle holds
+        # the actor's handle object, owned here and borrowed by the processes
+        # its copies are sent to.
+        ref = None if detached else core.own_actor_handle(actor_id)
         core.create_actor(template, actor_id, blob, deps, actor_options)
-        # Named and detached actors are looked up by name: not tied to this handle.
-        owned = not name and not detached
-        return ActorHandle(actor_id, meta, owner=_Ownership(core, actor_id) if owned else None)
+        return ActorHandle(actor_id, meta, ref)
 
 
 def _actor_resources(o: Dict[str, Any]) -> Tuple[Dict[str, float], Dict[str, float]]:
@@ -195,26 +205,6 @@ def _actor_resources(o: Dict[str, Any]) -> Tuple[Dict[str, float], Dict[str, flo
     # Ray's default: an actor needs 1 CPU to be placed but holds none.
     placement = {"CPU": 1.0} if o["num_cpus"] is None and not held else {}
     return held, placement
-
-
-class _Ownership:
-    """Held by the handle ``.remote()`` returned: when the last reference to
-    it goes, the actor exits (unless the handle was sent to another process)."""
-
-    __slots__ = ("core", "actor_id", "escaped")
-
-    def __init__(self, core: Any, actor_id: bytes):
-        self.core = core
-        self.actor_id = actor_id
-        self.escaped = False
-
-    def __del__(self) -> None:
-        if self.escaped or state.core is not self.core:
-            return
-        try:
-            self.core.release_actor(self.actor_id)
-        except Exception:  # interpreter shutdown
-            pass
 
 
 class ActorID:
@@ -249,11 +239,26 @@ class ActorHandle:
     Handles can be passed to tasks and other actors, and stored in objects.
     """
 
-    def __init__(self, actor_id: bytes, meta: Dict[str, Any], owner: Optional[_Ownership] = None):
+    def __init__(self, actor_id: bytes, meta: Dict[str, Any], ref: Optional[bytes] = None,
+                 owner: str = ""):
         self._fleet_actor_id = actor_id
         self._fleet_meta = meta
+        # The actor's handle object this handle holds one local ref on (None:
+        # a handle that does not keep the actor alive), and its owner's
+        # address ("" when this process owns it).
+        self._fleet_ref = ref
         self._fleet_owner = owner
+        self._fleet_core = state.core if ref is not None else None
         self._fleet_methods: Dict[str, ActorMethod] = {}
+
+    def __del__(self) -> None:
+        core = self._fleet_core
+        if core is None or state.core is not core:
+            return
+        try:  # let go once this process's calls to the actor have finished
+            core.release_actor_handle(self._fleet_actor_id, self._fleet_ref)
+        except Exception:  # interpreter shutdown
+            pass
 
     @property
     def _actor_id(self) -> ActorID:
@@ -265,6 +270,10 @@ class ActorHandle:
         methods = self._fleet_methods
         m = methods.get(name)
         if m is not None:
+            # Held until the method's next .remote() has submitted (then let
+            # go, so that the cache makes no lasting cycle and the handle dies
+            # when the user's last reference does): `A.remote().f.remote()` works.
+            m._handle = self
             return m
         meta = self._fleet_meta["methods"].get(name)
         if meta is None:
@@ -276,11 +285,13 @@ class ActorHandle:
         return m
 
     def __reduce__(self):
-        # Sent elsewhere: this process can no longer know when the last handle
-        # is gone, so the actor lives until its job ends (or fleet.kill).
-        if self._fleet_owner is not None:
-            self._fleet_owner.escaped = True
-        return (_rebuild_handle, (self._fleet_actor_id, self._fleet_meta))
+        # The handle object travels as an ObjectRef: the receiver borrows it
+        # from the owner (pickled outside fleet's serialization, it escapes:
+        # the actor then lives as long as its owner).
+        if self._fleet_ref is None:
+            return (_rebuild_handle, (self._fleet_actor_id, self._fleet_meta))
+        ref = ObjectRef(self._fleet_ref, self._fleet_owner)
+        return (_rebuild_handle, (self._fleet_actor_id, self._fleet_meta, ref))
 
     def __repr__(self) -> str:
         return f"Actor({self._fleet_meta['class_name']}, {self._fleet_actor_id.hex()})"
@@ -292,15 +303,23 @@ class ActorHandle:
         return hash(self._fleet_actor_id)
 
 
-def _rebuild_handle(actor_id: bytes, meta: Dict[str, Any]) -> ActorHandle:
-    return ActorHandle(actor_id, meta)
+def _rebuild_handle(actor_id: bytes, meta: Dict[str, Any],
+                    ref: Optional[ObjectRef] = None) -> ActorHandle:
+    core = state.core
+    if ref is None or core is None:
+        return ActorHandle(actor_id, meta)
+    core.add_ref(ref._id)  # the handle's own; `ref` (registered with the owner) goes
+    return ActorHandle(actor_id, meta, ref._id, ref._owner)
 
 
 class ActorMethod:
     """One method of an actor handle: ``.remote(...)`` calls it."""
 
     def __init__(self, handle: ActorHandle, name: str, meta: _MethodMeta, options: Dict[str, Any]):
-        self._handle = handle
+        self._handle: Optional[ActorHandle] = handle  # keeps the actor alive, see remote()
+        self._actor_id = handle._fleet_actor_id
+        self._actor_meta = handle._fleet_meta
+        self._cached = not options  # the handle's own (ActorHandle.__getattr__)
         self._name = name
         self._meta = meta
         self._options = options
@@ -319,14 +338,18 @@ class ActorMethod:
         """This method with call options (num_returns, concurrency_group, ...)."""
         opts_mod.validate(method_options, f"actor method '{self._name}'", opts_mod.METHOD_OPTIONS)
         merged = {**self._options, **method_options}
-        return ActorMethod(self._handle, self._name, self._meta, merged)
+        m = ActorMethod.__new__(ActorMethod)
+        m.__dict__.update(self.__dict__)
+        m._options = merged
+        m._cached = False
+        m._template = m._core = None
+        return m
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("fleet does not implement the DAG API (bind) yet")
 
     def _prepare(self, core: Any) -> Any:
-        h = self._handle
-        meta = h._fleet_meta
+        meta = self._actor_meta
         num_returns = self._options.get("num_returns")
         if num_returns is None:
             num_returns = self._meta["num_returns"]
@@ -341,7 +364,7 @@ class ActorMethod:
         self._num_returns = num_returns
         self._pending_limit = meta.get("max_pending_calls", -1)
         self._template = _core.ActorCallTemplate(
-            h._fleet_actor_id,
+            self._actor_id,
             self._name,
             f"{meta['class_name']}.{self._name}",
             1 if streaming or dynamic else num_returns,
@@ -367,9 +390,9 @@ class ActorMethod:
         else:
             blob, deps, nested = b"", [], []
         limit = self._pending_limit
-        if limit > 0 and core.actor_pending_calls(self._handle._fleet_actor_id) >= limit:
+        if limit > 0 and core.actor_pending_calls(self._actor_id) >= limit:
             raise PendingCallsLimitExceeded(
-                f"The actor {self._handle._fleet_meta['class_name']} already has {limit} calls "
+                f"The actor {self._actor_meta['class_name']} already has {limit} calls "
                 f"from this process waiting or running (max_pending_calls={limit}); wait for "
                 "some to finish before calling it again."
             )
@@ -377,6 +400,9 @@ class ActorMethod:
             ids = core.submit_actor_task(template, blob, deps, nested, task_context.parent_id())
         else:
             ids = core.submit_actor_task(template, blob, deps, nested)
+        if self._cached:
+            # Submitted: the handle may go now (its release waits for the call).
+            self._handle = None
         if self._num_returns == 1:
             return ObjectRef(ids, "", False)
         return refs_for(ids, self._num_returns)
@@ -388,16 +414,32 @@ def make_actor_class(cls: type, actor_options: Dict[str, Any]) -> ActorClass:
 
 
 class _ActorExit(SystemExit):
-    """Raised by exit_actor(); the worker ends the actor when it sees it."""
+    """Raised by exit_actor() in a plain or threaded actor (a SystemExit, so a
+    user's ``except Exception`` does not stop it)."""
 
 
 def exit_actor() -> None:
-    """Ends the current actor: the calling method's caller sees the actor's
-    death (RayActorError), and calls not yet started fail the same way."""
+    """Intentionally ends the current actor.
+
+    The calling method's caller and the calls not yet started get an
+    ``ActorDiedError``; ``__ray_shutdown__``, ``__del__`` and the ``atexit``
+    handlers run first. Catching the raised exception does not stop the exit.
+
+    Raises:
+        TypeError: when not called inside an actor.
+    """
+    hook = state.actor_exit_hook
     ctx = task_context.current()
-    if ctx is None or ctx.actor_id is None:
-        raise TypeError("exit_actor() can only be called inside an actor")
-    raise _ActorExit(0)
+    if hook is None or ctx is None or ctx.actor_id is None:
+        raise TypeError(
+            f"exit_actor API is called on a non-actor worker, {state.mode or 'driver'} mode. "
+            "Call this API inside an actor method if you'd like to exit the actor gracefully."
+        )
+    if hook():  # True: an async actor (it exits once the running calls are done)
+        raise AsyncioActorExit()
+    e = _ActorExit(0)
+    e.ray_terminate_msg = "exit_actor() is called."  # type: ignore[attr-defined]
+    raise e
 
 
 __all__: List[str] = ["ActorClass", "ActorHandle", "ActorMethod", "ActorID", "exit_actor", "method"]

@@ -193,6 +193,11 @@ class ActorUnavailableError(RayActorError):
     """The actor is temporarily unreachable (restarting)."""
 
 
+class AsyncioActorExit(RayError):
+    """Raised by ``exit_actor()`` inside an async actor: the actor exits once
+    the raising call unwinds (catching it does not stop the exit)."""
+
+
 class _ForceCancelledError(TaskCancelledError, WorkerCrashedError):
     """fleet.cancel(force=True): the task was cancelled by killing its worker
     (both TaskCancelledError and, as Ray reports it, WorkerCrashedError)."""
@@ -222,6 +227,7 @@ __all__ = [
     "RayActorError",
     "ActorDiedError",
     "ActorUnavailableError",
+    "AsyncioActorExit",
     "RuntimeEnvSetupError",
     "PendingCallsLimitExceeded",
 ]

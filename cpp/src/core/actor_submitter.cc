@@ -56,6 +56,7 @@ struct ActorSubmitter::Actor {
   uint64_t next_seq = 0;
   std::string death_reason;
   std::string death_error;
+  std::vector<std::string> deferred_refs;  // handle refs released once no call is pending
 };
 
 ActorSubmitter::ActorSubmitter(asio::io_context& io, MemoryStore& store, GcsFn gcs, rpc::Hello hello)
@@ -210,6 +211,29 @@ void ActorSubmitter::ReleaseHandle(const std::string& actor_id) {
   SendReadyLocked(a);
 }
 
+void ActorSubmitter::ReleaseHandleRef(const std::string& actor_id, const std::string& ref_id) {
+  {
+    MutexLock lk(&mu_);
+    auto it = actors_.find(actor_id);
+    if (it != actors_.end() && !shutdown_ && HasPendingCallsLocked(*it->second)) {
+      it->second->deferred_refs.push_back(ref_id);
+      deferred_refs_++;
+      return;
+    }
+  }
+  store_.RemoveLocalRef(ref_id);
+}
+
+bool ActorSubmitter::HasPendingCallsLocked(const Actor& a) const {
+  for (const auto& [seq, c] : a.in_flight) {
+    if (c->spec().kind() != rpc::ACTOR_EXIT) return true;
+  }
+  for (const auto& c : a.queue) {
+    if (!c->done && c->spec().kind() != rpc::ACTOR_EXIT) return true;
+  }
+  return false;
+}
+
 void ActorSubmitter::SendReadyLocked(Actor& a) {
   while (!a.queue.empty()) {
     CallPtr c = a.queue.front();
@@ -352,9 +376,21 @@ void ActorSubmitter::FinishCall(const CallPtr& call) {
   for (const auto& id : call->held_ids) store_.RemoveSubmittedRef(id);
   // As TaskSubmitter::FinishTask: a dynamic generator's return value holds its items.
   if (call->spec().dynamic_returns()) store_.ReleaseGenerator(call->spec().task_id(), 0);
-  MutexLock lk(&mu_);
-  call->done = true;
-  calls_by_id_.erase(call->spec().task_id());
+  std::vector<std::string> release;
+  {
+    MutexLock lk(&mu_);
+    call->done = true;
+    calls_by_id_.erase(call->spec().task_id());
+    if (deferred_refs_ > 0) {
+      auto it = actors_.find(call->spec().actor_id());
+      if (it != actors_.end() && !it->second->deferred_refs.empty() &&
+          !HasPendingCallsLocked(*it->second)) {
+        release.swap(it->second->deferred_refs);
+        deferred_refs_ -= release.size();
+      }
+    }
+  }
+  for (const auto& id : release) store_.RemoveLocalRef(id);
 }
 
 bool ActorSubmitter::Cancel(const std::string& task_id, bool recursive) {
@@ -420,10 +456,14 @@ std::string ActorSubmitter::StateOf(const std::string& actor_id) {
 void ActorSubmitter::Shutdown() {
   std::vector<CallPtr> pending;
   std::vector<rpc::ConnectionPtr> conns;
+  std::vector<std::string> release;
   {
     MutexLock lk(&mu_);
     shutdown_ = true;
+    deferred_refs_ = 0;
     for (auto& [id, a] : actors_) {
+      for (auto& r : a->deferred_refs) release.push_back(std::move(r));
+      a->deferred_refs.clear();
       for (auto& c : a->queue) pending.push_back(c);
       for (auto& [seq, c] : a->in_flight) pending.push_back(c);
       a->queue.clear();
@@ -434,6 +474,7 @@ void ActorSubmitter::Shutdown() {
   }
   for (auto& c : conns) c->Close();
   for (auto& c : pending) FailCall(c, kFlagSystemError, "fleet was shut down before the call finished");
+  for (const auto& id : release) store_.RemoveLocalRef(id);
 }
 
 }  // namespace fleet

@@ -11,6 +11,10 @@
 // a restart, or death with its reason. Calls in flight when the actor dies
 // are resent after a restart while max_task_retries allows, else they fail
 // with an ActorDied error; calls on a dead actor fail at once.
+// Lifetime: when the actor's handle object is let go (no handle left
+// anywhere), ReleaseHandle queues an ACTOR_EXIT behind the calls made; a
+// Python handle's ref is dropped only once this process's calls to the actor
+// have finished (ReleaseHandleRef).
 // Thread-safe: one mutex (mu_) guards all state; sends to an actor happen
 // under it, so concurrent submitters cannot reorder one actor's calls.
 // Replies and updates arrive on the io thread. No callback or store call runs
@@ -58,9 +62,15 @@ class ActorSubmitter {
   // Queues a method call (spec.actor_id set); returns the return ids, each
   // holding one local ref. max_task_retries < 0: retry without limit.
   std::vector<std::string> Submit(TaskSubmission&& call, int max_task_retries) EXCLUDES(mu_);
-  // The caller's last handle is gone: after the calls already queued, the
-  // actor exits (an ACTOR_EXIT task).
+  // The actor's handle object (owned here) was let go: no handle to it is
+  // left anywhere. After the calls already queued, the actor exits (an
+  // ACTOR_EXIT task).
   void ReleaseHandle(const std::string& actor_id) EXCLUDES(mu_);
+  // A Python handle holding one local ref on the actor's handle object
+  // (`ref_id`, owned or borrowed) is gone: the ref is dropped once this
+  // process's calls to the actor have finished, so that the actor does not
+  // exit under calls a borrower made just before letting go.
+  void ReleaseHandleRef(const std::string& actor_id, const std::string& ref_id) EXCLUDES(mu_);
   // fleet.cancel of an actor call. False if it is not pending here.
   bool Cancel(const std::string& task_id, bool recursive) EXCLUDES(mu_);
 
@@ -91,6 +101,8 @@ class ActorSubmitter {
                rpc::Envelope& reply) EXCLUDES(mu_);
   void FailCall(const CallPtr& call, uint32_t flags, const std::string& data) EXCLUDES(mu_);
   void FinishCall(const CallPtr& call) EXCLUDES(mu_);
+  // Calls of this process to `a` not finished (ACTOR_EXIT excluded).
+  bool HasPendingCallsLocked(const Actor& a) const REQUIRES(mu_);
   // Reads the actor's class and death reason (guarded by mu_, like all of `a`).
   std::string DeathMessage(const Actor& a, const Call& call) const REQUIRES(mu_);
 
@@ -106,6 +118,9 @@ class ActorSubmitter {
   std::unordered_map<std::string, std::unique_ptr<Actor>> actors_ GUARDED_BY(mu_);
   std::unordered_map<std::string, std::weak_ptr<Call>> calls_by_id_ GUARDED_BY(mu_);
   bool shutdown_ GUARDED_BY(mu_) = false;
+  // Handle refs waiting for their actor's calls (over all actors): while 0,
+  // finishing a call looks up nothing.
+  size_t deferred_refs_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace fleet

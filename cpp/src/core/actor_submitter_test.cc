@@ -181,5 +181,46 @@ TEST_F(ActorSubmitterTest, DeathFailsPendingAndLaterCalls) {
   EXPECT_EQ(submitter_->StateOf(actor_id_), "DEAD");
 }
 
+TEST_F(ActorSubmitterTest, AReleasedHandleRefWaitsForThisProcesssCalls) {
+  Start();
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    actors_[0].hold = true;
+  }
+  Update(rpc::ActorInfo::ALIVE, 0);
+  std::string handle = "handle-object";
+  store_.PutReady(handle, actor_id_, kFlagActorHandle, /*local_refs=*/1);
+  std::string pending = Call("a");
+  ASSERT_TRUE(Eventually([&] { return Received(0).size() == 1; }));
+  submitter_->ReleaseHandleRef(actor_id_, handle);
+  EXPECT_TRUE(store_.Contains(handle)) << "a call of ours is still running";
+  std::vector<std::pair<rpc::ConnectionPtr, uint64_t>> held;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    held.swap(actors_[0].held);
+  }
+  ASSERT_EQ(held.size(), 1u);
+  Answer(held[0].first, held[0].second, "done");
+  EXPECT_EQ(GetOne(pending).data, "done");
+  EXPECT_TRUE(Eventually([&] { return !store_.Contains(handle); }));
+  // Without calls pending, the ref goes at once.
+  store_.PutReady(handle, actor_id_, kFlagActorHandle, 1);
+  submitter_->ReleaseHandleRef(actor_id_, handle);
+  EXPECT_FALSE(store_.Contains(handle));
+}
+
+TEST_F(ActorSubmitterTest, ReleaseHandleQueuesTheExitBehindTheCallsMade) {
+  Start();
+  Update(rpc::ActorInfo::ALIVE, 0);
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    actors_[0].hold = true;
+  }
+  std::string a = Call("a");
+  RunOnIo([&] { submitter_->ReleaseHandle(actor_id_); });
+  ASSERT_TRUE(Eventually([&] { return Received(0).size() == 2; }));
+  EXPECT_EQ(Received(0), (std::vector<std::string>{"a:0", ":0"})) << "the exit comes last";
+}
+
 }  // namespace
 }  // namespace fleet

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <asio/executor_work_guard.hpp>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
@@ -43,7 +44,11 @@ class FakePeer {
         listener_(std::make_unique<rpc::Listener>(
             io, kToken,
             [this](const rpc::ConnectionPtr& c, rpc::Envelope& m) {
-              if (m.has_hello()) return;
+              if (m.has_hello()) {  // kept too: Close() ends silent connections
+                std::lock_guard<std::mutex> lk(mu_);
+                conns_.push_back(c);
+                return;
+              }
               if (m.has_get_node_stats()) {  // ConnectAndStart's ping
                 rpc::Envelope r;
                 r.mutable_get_node_stats_reply();
@@ -52,7 +57,7 @@ class FakePeer {
               }
               {
                 std::lock_guard<std::mutex> lk(mu_);
-                conns_.push_back(c);
+                if (std::find(conns_.begin(), conns_.end(), c) == conns_.end()) conns_.push_back(c);
               }
               handler_(c, m);
             },

@@ -465,5 +465,37 @@ TEST(MemoryStoreRefCountTest, LateCompleteOfAFreedStoreObjectFreesIt) {
   EXPECT_TRUE(log.released.empty());
 }
 
+TEST(MemoryStoreRefCountTest, ActorHandleHookFiresWhenNoHandleIsLeftAnywhere) {
+  MemoryStore store(NoFetch());
+  std::vector<std::string> released;
+  store.SetActorHandleHook([&](const std::string& actor_id) { released.push_back(actor_id); });
+  // The creator's handle (one local ref), a borrower, a pending task holding it.
+  store.PutReady(Id("h"), "actor-1", kFlagActorHandle, 1);
+  store.AddBorrower(Id("h"), "peer:1", 1);
+  store.AddSubmittedRef(Id("h"));
+  store.RemoveLocalRef(Id("h"));
+  store.RemoveSubmittedRef(Id("h"));
+  EXPECT_TRUE(released.empty()) << "a borrower still holds a handle";
+  store.AddBorrower(Id("h"), "peer:1", -1);
+  EXPECT_EQ(released, std::vector<std::string>{"actor-1"});
+  EXPECT_FALSE(store.Contains(Id("h")));
+
+  // AddLocalRefIfOwned: only an owned entry still held; never a borrowed one.
+  store.PutReady(Id("h2"), "actor-2", kFlagActorHandle, 1);
+  EXPECT_TRUE(store.AddLocalRefIfOwned(Id("h2")));
+  store.RemoveLocalRef(Id("h2"));
+  EXPECT_EQ(released.size(), 1u);
+  store.RemoveLocalRef(Id("h2"));
+  EXPECT_EQ(released.back(), "actor-2");
+  EXPECT_FALSE(store.AddLocalRefIfOwned(Id("h2"))) << "let go already";
+  store.RegisterBorrowed(Id("b"), "owner:1", true);
+  EXPECT_FALSE(store.AddLocalRefIfOwned(Id("b")));
+
+  // A borrowed handle entry going away releases its borrow, not the actor.
+  store.AddLocalRef(Id("b"));
+  store.RemoveLocalRef(Id("b"));
+  EXPECT_EQ(released.size(), 2u);
+}
+
 }  // namespace
 }  // namespace fleet

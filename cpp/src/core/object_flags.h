@@ -25,6 +25,10 @@ enum ObjectFlags : uint32_t {
   // Not an error: the value lives in a node's shared-memory object store;
   // bytes = StoreDescriptor (core/value_format.h). Read it with StoreClient.
   kFlagInStore = 1u << 8,
+  // Not an error: an actor's handle object (bytes = the actor id), owned by
+  // the actor's creator and borrowed by the processes holding its handles.
+  // When it is let go, the actor exits.
+  kFlagActorHandle = 1u << 9,
 };
 
 constexpr uint32_t kErrorFlags = kFlagPickledError | kFlagWorkerCrashed | kFlagObjectLost |

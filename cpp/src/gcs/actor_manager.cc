@@ -6,6 +6,7 @@
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 #include <algorithm>
+#include <cstdlib>
 #include <sstream>
 
 #include "common/ids.h"
@@ -49,7 +50,20 @@ ActorManager::ActorManager(asio::io_context& io, std::string token,
                            std::function<std::vector<rpc::NodeInfo>()> alive_nodes,
                            std::function<rpc::ConnectionPtr(uint32_t)> driver_of_job)
     : io_(io), token_(std::move(token)), alive_nodes_(std::move(alive_nodes)),
-      driver_of_job_(std::move(driver_of_job)) {}
+      driver_of_job_(std::move(driver_of_job)) {
+  const char* env = std::getenv("RAY_maximum_gcs_destroyed_actor_cached_count");
+  long n = env ? std::strtol(env, nullptr, 10) : 0;
+  max_dead_ = n > 0 ? static_cast<size_t>(n) : 100000;
+}
+
+void ActorManager::PruneDead() {
+  prune_posted_ = false;
+  while (dead_.size() > max_dead_) {
+    auto it = actors_.find(dead_.front());
+    dead_.pop_front();
+    if (it != actors_.end() && it->second.info.state() == rpc::ActorInfo::DEAD) actors_.erase(it);
+  }
+}
 
 std::string ActorManager::Describe(const Actor& a) const {
   std::string s = "actor " + a.info.class_name();
@@ -59,7 +73,8 @@ std::string ActorManager::Describe(const Actor& a) const {
 
 // ---- requests -------------------------------------------------------------------
 
-void ActorManager::Register(const rpc::RegisterActor& req, rpc::Envelope& reply) {
+void ActorManager::Register(const rpc::RegisterActor& req, rpc::Envelope& reply,
+                            const rpc::ConnectionPtr& owner) {
   auto* r = reply.mutable_register_actor_reply();
   const rpc::ActorInfo& in = req.info();
   if (!in.name().empty()) {
@@ -82,8 +97,57 @@ void ActorManager::Register(const rpc::RegisterActor& req, rpc::Envelope& reply)
   Actor& a = actors_[id];
   a.info = in;
   a.info.set_state(rpc::ActorInfo::PENDING);
+  a.owner = owner.get();
   if (!in.name().empty()) named_[{in.namespace_(), in.name()}] = id;
   r->set_actor_id(in.actor_id());
+  if (!in.detached() && !in.owner_address().empty()) WatchOwner(in.owner_address(), id);
+}
+
+void ActorManager::WatchOwner(const std::string& address, const ActorId& actor_id) {
+  auto it = owners_.find(address);
+  if (it == owners_.end()) {
+    rpc::Hello hello;
+    hello.set_token(token_);
+    hello.set_role("gcs");
+    hello.set_pid(getpid());
+    auto c = rpc::Connect(io_, address, hello);
+    if (!c.ok()) {  // it registered a moment ago, so it just died
+      FLEET_LOG(WARNING) << "cannot reach the owner " << address << " of actor "
+                         << ToHex(actor_id.Binary()) << ": " << c.status().message();
+      it = owners_.emplace(address, Owner{}).first;
+      it->second.actors.push_back(actor_id);
+      asio::post(io_, [this, address] { OnOwnerDied(address); });
+      return;
+    }
+    c.value()->Start(nullptr, [this, address](const rpc::ConnectionPtr&, const Status&) {
+      asio::post(io_, [this, address] { OnOwnerDied(address); });
+    });
+    it = owners_.emplace(address, Owner{c.value(), {}}).first;
+  }
+  Owner& o = it->second;
+  if (o.actors.size() >= o.prune_at) {
+    // Forget the actors that are dead already (a long-lived owner makes
+    // many); amortized: the list at least doubles between two prunes.
+    std::erase_if(o.actors, [&](const ActorId& id) {
+      auto a = actors_.find(id);
+      return a == actors_.end() || a->second.info.state() == rpc::ActorInfo::DEAD;
+    });
+    o.prune_at = std::max<size_t>(64, 2 * o.actors.size());
+  }
+  o.actors.push_back(actor_id);
+}
+
+void ActorManager::OnOwnerDied(const std::string& address) {
+  auto it = owners_.find(address);
+  if (it == owners_.end()) return;
+  std::vector<ActorId> ids = std::move(it->second.actors);
+  owners_.erase(it);
+  for (const auto& id : ids) {
+    auto a = actors_.find(id);
+    if (a == actors_.end() || a->second.info.detached()) continue;
+    MarkDead(a->second, "its owner has died (the process that created it, at " + address +
+                            ", exited); only lifetime=\"detached\" actors outlive their owner");
+  }
 }
 
 void ActorManager::Create(rpc::CreateActor& req) {
@@ -165,6 +229,17 @@ void ActorManager::OnJobFinished(uint32_t job_id) {
 
 void ActorManager::OnConnectionClosed(const rpc::Connection* conn) {
   for (auto& [id, a] : actors_) {
+    if (a.owner == conn) {
+      a.owner = nullptr;
+      // Its creation task was still waiting for arguments that only the
+      // owner could resolve: it can never be created. (Ray also ends the
+      // created actors of a dead owner; fleet keeps those for now, since an
+      // idle worker may still be reaped while it owns actors.)
+      if (!a.info.detached() && !a.has_spec) {
+        MarkDead(a, "its owner (the process that created it) died before the actor's "
+                    "arguments were ready");
+      }
+    }
     std::erase_if(a.subscribers, [&](const std::weak_ptr<rpc::Connection>& w) {
       auto c = w.lock();
       return !c || c.get() == conn;
@@ -474,6 +549,11 @@ void ActorManager::MarkDead(Actor& a, const std::string& reason, const std::stri
   a.lease_pending = false;
   Publish(a);
   a.spec.Clear();  // the arguments are not needed any more
+  dead_.push_back(ActorId::FromBinary(a.info.actor_id()));
+  if (dead_.size() > max_dead_ && !prune_posted_) {
+    prune_posted_ = true;
+    asio::post(io_, [this] { PruneDead(); });
+  }
 }
 
 void ActorManager::ReleaseWorker(Actor& a, bool kill) {

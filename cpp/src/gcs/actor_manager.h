@@ -8,12 +8,16 @@
 // subscribed callers, who then talk to the actor's worker directly.
 // An actor whose worker dies is restarted up to max_restarts; one that exits
 // on purpose (exit_actor, last handle gone, fleet.kill(no_restart=True)) or
-// whose job ends (unless detached) is DEAD for good, with the reason.
+// whose job ends (unless detached) is DEAD for good, with the reason. A
+// non-detached actor also shares its owner's fate (Ray's owner-based
+// lifetime): fleet-gcs holds a connection to each owner (the creator's
+// listener), and when it closes the owner's actors die.
 // Single-threaded: everything runs on fleet-gcs's io thread.
 #pragma once
 
 #include <asio/io_context.hpp>
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -36,7 +40,10 @@ class ActorManager {
                std::function<rpc::ConnectionPtr(uint32_t)> driver_of_job);
 
   // Request handlers: fill `reply` (sent by the caller when the request has an id).
-  void Register(const rpc::RegisterActor& req, rpc::Envelope& reply);
+  // `owner`: the connection of the process registering it (its owner; null
+  // in unit tests). See OnConnectionClosed.
+  void Register(const rpc::RegisterActor& req, rpc::Envelope& reply,
+                const rpc::ConnectionPtr& owner = nullptr);
   void Create(rpc::CreateActor& req);
   void Subscribe(const rpc::ConnectionPtr& conn, const ActorId& actor_id);
   void Kill(const rpc::KillActor& req, rpc::Envelope& reply);
@@ -46,7 +53,9 @@ class ActorManager {
 
   // A job's driver left: its actors end, except detached ones.
   void OnJobFinished(uint32_t job_id);
-  // A connection closed: forget its subscriptions.
+  // A connection closed: forget its subscriptions; the non-detached actors
+  // its process registered whose creation still waits for arguments (which
+  // only that owner could resolve) are DEAD.
   void OnConnectionClosed(const rpc::Connection* conn);
   // Nodes changed (one registered): actors waiting for a feasible node retry.
   void OnNodesChanged();
@@ -71,8 +80,20 @@ class ActorManager {
     std::chrono::steady_clock::time_point unplaceable_since{};
     bool warned = false;
     std::vector<std::weak_ptr<rpc::Connection>> subscribers;
+    const rpc::Connection* owner = nullptr;  // the registering process (compared only)
   };
 
+  // Owners of non-detached actors, by listener address: one connection each.
+  struct Owner {
+    rpc::ConnectionPtr conn;
+    std::vector<ActorId> actors;  // may list dead ones (pruned as it grows)
+    size_t prune_at = 64;
+  };
+  void WatchOwner(const std::string& address, const ActorId& actor_id);
+  void OnOwnerDied(const std::string& address);
+  // Forgets the oldest dead actors beyond max_dead_ (posted: MarkDead runs
+  // inside loops over actors_).
+  void PruneDead();
   void Schedule(Actor& a);
   void OnLeaseReply(const ActorId& actor_id, uint64_t incarnation, const Status& s,
                     rpc::Envelope& reply);
@@ -92,6 +113,12 @@ class ActorManager {
   std::map<ActorId, Actor> actors_;
   std::map<std::pair<std::string, std::string>, ActorId> named_;  // (ns, name) -> id
   std::map<NodeId, rpc::ConnectionPtr> node_conns_;
+  std::map<std::string, Owner> owners_;
+  // Dead actors in the order they died; at most max_dead_ are kept (Ray's
+  // RAY_maximum_gcs_destroyed_actor_cached_count, default 100000).
+  std::deque<ActorId> dead_;
+  size_t max_dead_;
+  bool prune_posted_ = false;
   uint64_t spread_next_ = 0;
 };
 

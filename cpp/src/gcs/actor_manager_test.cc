@@ -75,13 +75,16 @@ class ActorManagerTest : public testing_util::PeerHarness {
   }
 
   // Registers and creates an actor; returns its id.
-  std::string Launch(int max_restarts) {
+  std::string Launch(int max_restarts, const std::string& owner_address = "",
+                     bool detached = false) {
     std::string id = RandomId();
     RunOnIo([&] {
       rpc::RegisterActor reg;
       reg.mutable_info()->set_actor_id(id);
       reg.mutable_info()->set_class_name("Counter");
       reg.mutable_info()->set_max_restarts(max_restarts);
+      reg.mutable_info()->set_owner_address(owner_address);
+      reg.mutable_info()->set_detached(detached);
       rpc::Envelope reply;
       manager_->Register(reg, reply);
       rpc::CreateActor create;
@@ -186,6 +189,56 @@ TEST_F(ActorManagerTest, KillWithRestartPlacesItAgain) {
   Crash(0);
   ASSERT_TRUE(AliveOn(id, 1)) << Info(id).DebugString();
   EXPECT_EQ(Info(id).num_restarts(), 1);
+}
+
+TEST_F(ActorManagerTest, ActorsDieWithTheirOwnerExceptDetachedOnes) {
+  FakePeer& owner = AddPeer("owner", [](const rpc::ConnectionPtr&, rpc::Envelope&) {});
+  std::string owned = Launch(/*max_restarts=*/-1, owner.address());
+  std::string detached = Launch(/*max_restarts=*/-1, owner.address(), /*detached=*/true);
+  ASSERT_TRUE(Eventually([&] { return Info(owned).state() == rpc::ActorInfo::ALIVE; }));
+  ASSERT_TRUE(Eventually([&] { return Info(detached).state() == rpc::ActorInfo::ALIVE; }));
+  RunOnIo([&] { owner.Close(); });  // the owner process exits
+  ASSERT_TRUE(Eventually([&] { return Info(owned).state() == rpc::ActorInfo::DEAD; }));
+  EXPECT_NE(Info(owned).death_reason().find("its owner has died"), std::string::npos)
+      << Info(owned).death_reason();
+  EXPECT_EQ(Info(owned).num_restarts(), 0) << "an owner's death is final, whatever max_restarts";
+  EXPECT_EQ(Info(detached).state(), rpc::ActorInfo::ALIVE);
+}
+
+// Its own fixture: the limit on dead actors is read when the manager is made.
+class ActorManagerDeadCacheTest : public ActorManagerTest {
+ protected:
+  void SetUp() override {
+    setenv("RAY_maximum_gcs_destroyed_actor_cached_count", "2", 1);
+    ActorManagerTest::SetUp();
+    unsetenv("RAY_maximum_gcs_destroyed_actor_cached_count");
+  }
+};
+
+TEST_F(ActorManagerDeadCacheTest, OnlyTheLatestDeadActorsAreKept) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; i++) {
+    ids.push_back(Launch(/*max_restarts=*/0));
+    ASSERT_TRUE(AliveOn(ids.back(), i));
+    RunOnIo([&] {
+      rpc::KillActor kill;
+      kill.set_actor_id(ids.back());
+      kill.set_no_restart(true);
+      rpc::Envelope reply;
+      manager_->Kill(kill, reply);
+    });
+  }
+  ASSERT_TRUE(Eventually([&] {
+    int n = 0;
+    RunOnIo([&] {
+      rpc::Envelope reply;
+      manager_->List(reply);
+      n = reply.list_actors_reply().actors_size();
+    });
+    return n == 2;
+  }));
+  EXPECT_TRUE(Info(ids[0]).actor_id().empty()) << "the oldest dead actors are forgotten";
+  EXPECT_EQ(Info(ids[3]).state(), rpc::ActorInfo::DEAD);
 }
 
 }  // namespace

@@ -228,7 +228,11 @@ def get_actor(name: str, namespace: Optional[str] = None) -> Any:
             "2. The named actor died. 3. You did not use a namespace matching the "
             "namespace of the actor."
         )
-    return ActorHandle(info["actor_id"], pickle.loads(info["handle_meta"]))
+    actor_id = info["actor_id"]
+    # In the actor's owner, the handle counts like the one .remote() returned
+    # (as in Ray); elsewhere it does not keep the actor alive.
+    return ActorHandle(actor_id, pickle.loads(info["handle_meta"]),
+                       core.hold_owned_actor_handle(actor_id))
 
 
 def kill(actor: Any, *, no_restart: bool = True) -> None:
@@ -272,7 +276,8 @@ def cancel(object_ref: Any, *, force: bool = False, recursive: bool = True) -> N
     task_id = object_ref.task_id()
     if force and core.actor_call_pending(task_id):
         raise ValueError("force=True is not supported for actor tasks.")
-    core.cancel(task_id, bool(force), bool(recursive))
+    # A ref borrowed from another task is cancelled by its owner (forwarded).
+    core.cancel(task_id, bool(force), bool(recursive), object_ref._id)
 
 
 def _nodes_raw() -> List[Dict[str, Any]]:

@@ -72,10 +72,12 @@ def init(
     log_to_driver: bool = True,
     include_dashboard: Optional[bool] = None,
     dashboard_host: str = "127.0.0.1",
+    dashboard_port: Optional[int] = None,
     logging_level: Any = None,
     configure_logging: bool = True,
     _temp_dir: Optional[str] = None,
     _node_ip_address: Optional[str] = None,
+    job_config: Any = None,
     **kwargs: Any,
 ) -> FleetContext:
     """Connects to a fleet cluster, starting a local one if no address is given.
@@ -91,6 +93,11 @@ def init(
     for k in kwargs:
         if not k.startswith("_"):
             raise TypeError(f"init() got an unexpected keyword argument '{k}'")
+    if job_config is not None:
+        if namespace is None:
+            namespace = job_config.ray_namespace
+        if runtime_env is None and job_config.runtime_env:
+            runtime_env = job_config.runtime_env
     err = _runtime_env(runtime_env)
     if err:
         raise ValueError(err)
@@ -175,6 +182,11 @@ def init(
         # Workers import functions defined in the driver's modules from these paths.
         core.kv_put(f"job:{core.job_id}:sys_path", serialization.dumps(_driver_sys_path()), True)
         core.kv_put(f"job:{core.job_id}:namespace", state.namespace.encode(), True)
+        # The lifetime of this job's actors that name none (workers read it too).
+        lifetime = getattr(job_config, "default_actor_lifetime", "non_detached")
+        state.default_actor_lifetimes = {core.job_id: lifetime}
+        if lifetime != "non_detached":
+            core.kv_put(f"job:{core.job_id}:default_actor_lifetime", lifetime.encode(), True)
         _register_atexit()
         return FleetContext(_address_info())
 

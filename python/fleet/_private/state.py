@@ -24,3 +24,7 @@ cluster: Any = None  # LocalCluster when this driver started the cluster
 actor_restarts: int = 0  # > 0: this actor instance is a restart
 actor_name: str = ""
 actor_meta: Dict[str, Any] = {}  # the actor's method table (for current_actor)
+# Set in an actor's worker: exit_actor() calls it (True: an async actor).
+actor_exit_hook: Any = None
+# Job id -> the lifetime of the job's actors that name none (JobConfig).
+default_actor_lifetimes: Dict[int, str] = {}

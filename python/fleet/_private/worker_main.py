@@ -23,6 +23,7 @@ from fleet._private import serialization, state, task_context
 from fleet._private.task_context import TaskContext
 from fleet._private.version import version_tag
 from fleet.actor import _ActorExit, _method_table
+from fleet.exceptions import AsyncioActorExit
 from fleet.object_ref import collect_refs
 
 FLAG_PICKLED_ERROR = _core.FLAG_PICKLED_ERROR
@@ -51,6 +52,10 @@ _canceled = task_context.canceled  # concurrent actors: calls fleet.cancel() was
 _enter = task_context._current.set
 _leave = task_context._current.reset
 _CAPTURE_ENV = "FLEET_PLACEMENT_GROUP_CAPTURE"
+# A graceful exit's cleanup (__ray_shutdown__, __del__, atexit) may take this
+# long before the process ends anyway (Ray's actor_graceful_shutdown_timeout_ms).
+_GRACEFUL_SHUTDOWN_TIMEOUT_S = float(
+    os.environ.get("RAY_actor_graceful_shutdown_timeout_ms", "30000")) / 1000
 # The task whose user code runs on the main thread now: the only time a
 # cancel's SIGINT may raise KeyboardInterrupt (a late signal must not hit the
 # loop, another task, or a reply on its way out).
@@ -100,11 +105,14 @@ class Executor:
         # (backpressure): sent from a thread, not the event loop.
         self.backpressured: set = set()
         self.actor_exiting = False  # exit_actor() called: start no more calls
+        self.is_async = False
+        self.exit_scheduled = False  # async actor: _exit_when_idle is on its way
+        self.exit_calls: set = set()  # ids of the calls that called exit_actor()
         import threading
 
+        self.exit_lock = threading.Lock()  # held by the thread ending the process
         self.running_lock = threading.Lock()
         self.running_calls = 0  # threaded actor: calls running on the pools
-        self.exiting_calls = 0  # ... of which called exit_actor()
 
     # ---- shared -------------------------------------------------------------------
 
@@ -118,6 +126,9 @@ class Executor:
         ns = self.core.kv_get(f"job:{job_id}:namespace")
         if ns:
             state.namespace = ns.decode()
+        lifetime = self.core.kv_get(f"job:{job_id}:default_actor_lifetime")
+        if lifetime:
+            state.default_actor_lifetimes[job_id] = lifetime.decode()
 
     def _function(self, key: str, name: str) -> Any:
         fn = self.functions.get(key)
@@ -162,9 +173,10 @@ class Executor:
             if self.core.take_cancel_request(task_id):
                 return self._cancelled(fn_name, task_id, num_returns), False
             return self._errors(fn_name, e, num_returns), False
-        except _ActorExit:
-            self._exit_actor("it called fleet.actor.exit_actor()")
-            raise  # not reached
+        except _ActorExit:  # the caller ends the actor once this frame is gone
+            if main:
+                _interruptible_task = None
+            return None, False  # type: ignore[return-value]
         except BaseException as e:  # every other failure goes back to the caller
             if main:
                 _interruptible_task = None
@@ -378,6 +390,7 @@ class Executor:
                     return
                 self._drain()
                 self._exit_actor("all references to it went out of scope", graceful=True)
+                return
         finally:
             if sequential:
                 task_context._process = self.actor_ctx
@@ -399,6 +412,8 @@ class Executor:
                 streaming = DYNAMIC
             returns, retryable = self._call(handle, task_id, fn_name, fn, t.args, t.deps,
                                             num_returns, streaming, t.retry_exceptions)
+            if returns is None:  # fleet.actor._ActorExit raised by hand in a task
+                raise TypeError("exit_actor API is called on a non-actor worker")
         except BaseException as e:  # the function could not even be loaded
             returns = self._errors(fn_name, e, num_returns)
             retryable = False
@@ -432,6 +447,9 @@ class Executor:
         opts = pickle.loads(t.actor_options)
         self.class_name = opts["class_name"]
         state.actor_name = opts.get("name") or ""
+        self.is_async = bool(opts["is_async"])
+        state.actor_exit_hook = self._request_exit
+        exit_in_constructor = False
         try:
             if job_id not in self.jobs_seen:
                 self._setup_job(job_id)
@@ -443,11 +461,14 @@ class Executor:
             state.actor_meta = {"class_name": self.class_name, "methods": _method_table(cls),
                                 "max_task_retries": 0}
             self.actor = cls(*args, **kwargs)
-        except _ActorExit:
-            self._exit_actor("it called fleet.actor.exit_actor() in its constructor")
+        except (_ActorExit, AsyncioActorExit):
+            exit_in_constructor = True
         except BaseException as e:  # the actor is dead; fleet-gcs ends this process
-            self.core.finish_task(handle, self._errors(fn_name, e, 1), False)
-            return
+            if not self.exit_calls:
+                self.core.finish_task(handle, self._errors(fn_name, e, 1), False)
+                return
+        if exit_in_constructor or self.exit_calls:  # (caught by the constructor: exits anyway)
+            self._exit_actor("exit_actor() is called in its constructor.", graceful=True)
         max_concurrency = opts["max_concurrency"]
         groups = opts["concurrency_groups"]
         if opts["is_async"]:
@@ -485,10 +506,12 @@ class Executor:
         if method_name == "__ray_terminate__":
             reason = "it was terminated by __ray_terminate__()"
             if self.loop is not None:
+                self.actor_exiting = True
                 self.loop.create_task(self._exit_when_idle(reason))
                 return
             self._drain()
             self._exit_actor(reason, graceful=True)
+            return
         if self.loop is not None:
             if group and group not in self.semaphores:
                 self._bad_group(handle, fn_name, group, num_returns)
@@ -530,6 +553,7 @@ class Executor:
             return
         with self.running_lock:
             self.running_calls += 1
+        exiting = False
         try:
             try:
                 fn = getattr(self.actor, method_name)
@@ -538,11 +562,18 @@ class Executor:
             else:
                 returns, _ = self._call(handle, task_id, fn_name, fn, args_blob, deps,
                                         num_returns, streaming, b"")
+                fn = None  # a bound method holds the instance (its __del__ on exit)
             _canceled.discard(task_id)
-            self.core.finish_task(handle, returns, False)
+            # exit_actor() was called (maybe caught by the method): no reply,
+            # the caller sees the actor's death.
+            exiting = returns is None or (self.actor_exiting and task_id in self.exit_calls)
+            if not exiting:
+                self.core.finish_task(handle, returns, False)
         finally:
             with self.running_lock:
                 self.running_calls -= 1
+        if exiting:
+            self._exit_actor("exit_actor() is called.", graceful=True)
 
     async def _call_async(self, handle: int, task_id: bytes, fn_name: str, method_name: str,
                           args_blob: bytes, deps: list, num_returns: int, streaming: int,
@@ -563,7 +594,7 @@ class Executor:
             self.running_async.pop(task_id, None)
             self.backpressured.discard(handle)
             _canceled.discard(task_id)
-        if returns is not None:
+        if returns is not None and not (self.actor_exiting and task_id in self.exit_calls):
             self.core.finish_task(handle, returns, False)
 
     async def _run_async(self, handle: int, task_id: bytes, fn_name: str, method_name: str,
@@ -594,7 +625,7 @@ class Executor:
                 except asyncio.CancelledError:
                     raise
                 except BaseException as e:
-                    if isinstance(e, _ActorExit):
+                    if isinstance(e, (_ActorExit, AsyncioActorExit)):
                         raise
                     self.core.send_generator_item(handle, n, self._error(fn_name, e),
                                                   FLAG_PICKLED_ERROR)
@@ -607,11 +638,10 @@ class Executor:
             return self._returns(handle, fn_name, result, num_returns)
         except asyncio.CancelledError:
             raise
-        except _ActorExit:
-            # The calls already running finish first (as Ray); this call gets
-            # no reply: its caller sees the actor's death.
-            self.actor_exiting = True
-            self.loop.create_task(self._exit_when_idle("it called fleet.actor.exit_actor()"))
+        except (_ActorExit, AsyncioActorExit):
+            # exit_actor() scheduled the exit (the calls already running
+            # finish first); this call gets no reply: its caller sees the
+            # actor's death.
             return None
         except BaseException as e:
             return self._errors(fn_name, e, num_returns)
@@ -664,31 +694,63 @@ class Executor:
         loop.add_reader(fd, on_ready)
         loop.run_forever()
 
+    def _request_exit(self) -> bool:
+        """exit_actor() was called: this actor exits once the call unwinds
+        (even if its code catches the exception). True for an async actor,
+        whose exit is scheduled on its event loop here."""
+        ctx = task_context.current()
+        self.exit_calls.add(ctx.task_id if ctx is not None else None)
+        self.actor_exiting = True
+        if not self.is_async:
+            return False
+        if self.loop is not None and not self.exit_scheduled:
+            self.exit_scheduled = True
+            self.loop.call_soon_threadsafe(
+                lambda: self.loop.create_task(self._exit_when_idle("exit_actor() is called.")))
+        return True
+
     def _exit_actor(self, reason: str, graceful: bool = False) -> None:
         """Ends this actor's process; fleet-gcs marks it dead (no restart).
 
         Calls already running on other threads finish first; calls not
-        started fail (the process is gone) with an ActorDiedError."""
-        self.actor_exiting = True
-        if self.pools:
-            import time
+        started fail (the process is gone) with an ActorDiedError. A graceful
+        exit (exit_actor, __ray_terminate__, last handle gone; not
+        fleet.kill, which kills the process) first runs the actor's
+        ``__ray_shutdown__``, then lets the instance go (``__del__``), then
+        the ``atexit`` handlers, as Ray does, within
+        ``_GRACEFUL_SHUTDOWN_TIMEOUT_S``."""
+        import time
 
-            with self.running_lock:
-                if self._on_pool_thread():
-                    self.exiting_calls += 1  # calls that called exit_actor() do not finish
-            while True:
+        self.actor_exiting = True
+        if not self.exit_lock.acquire(blocking=False):
+            return  # another thread is ending the process
+        if self.pools:
+            while True:  # the calls still running on the pools finish
                 with self.running_lock:
-                    if self.running_calls <= self.exiting_calls:
+                    if self.running_calls <= 0:
                         break
                 time.sleep(0.005)
         if self.actor_id is not None:
+            self.core.actor_exiting(self.actor_id, reason)
+        if graceful and self.actor_id is not None:
+            import threading
+
+            watchdog = threading.Timer(_GRACEFUL_SHUTDOWN_TIMEOUT_S, os._exit, (0,))
+            watchdog.daemon = True
+            watchdog.start()
             shutdown = getattr(self.actor, "__ray_shutdown__", None)
-            if graceful and callable(shutdown):
+            if callable(shutdown):
                 try:
                     shutdown()
-                except Exception as e:  # reported, the exit goes on
+                except BaseException as e:  # reported, the exit goes on
                     print(f"__ray_shutdown__ of {self.class_name} raised: {e!r}", file=sys.stderr)
-            self.core.actor_exiting(self.actor_id, reason)
+            shutdown = None
+            self.actor = None  # its __del__ runs (if nothing else holds it)
+            import atexit
+            import gc
+
+            gc.collect()
+            atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
         self.core.shutdown()
