@@ -101,6 +101,23 @@ def test_shim_imports_fleet_under_ray_names():
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
 
 
+def test_mock_patch_of_a_ray_function_is_undone():
+    # Ray's tests patch("ray.get"): leaving the patch must give fleet.get back.
+    code = (
+        "import ray, fleet\n"
+        "from unittest.mock import patch\n"
+        "get = fleet.get\n"
+        "with patch('ray.get') as m:\n"
+        "    assert ray.get is m and fleet.get is m\n"
+        "assert fleet.get is get and ray.get is get\n"
+        "print('ok')\n"
+    )
+    env = dict(fleet_env(), PYTHONPATH=SHIM)
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+
+
 def test_runner_records_pass_fail_and_hang(tmp_path):
     import tempfile
 

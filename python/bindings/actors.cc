@@ -39,7 +39,7 @@ void BindActors(nb::module_& m, nb::class_<PyCore>& core) {
       .def("__init__", [](ActorCallTemplate* t, const nb::bytes& actor_id, const std::string& method,
                           const std::string& function_name, int num_returns,
                           const std::string& concurrency_group, bool streaming,
-                          int max_task_retries) {
+                          int max_task_retries, bool dynamic_returns, int64_t backpressure) {
         new (t) ActorCallTemplate();
         t->spec.set_kind(fleet::rpc::ACTOR_TASK);
         t->spec.set_actor_id(Str(actor_id));
@@ -47,9 +47,14 @@ void BindActors(nb::module_& m, nb::class_<PyCore>& core) {
         t->spec.set_function_name(function_name);
         t->spec.set_num_returns(num_returns);
         t->spec.set_concurrency_group(concurrency_group);
-        t->spec.set_streaming(streaming);
+        t->spec.set_streaming(streaming || dynamic_returns);
+        t->spec.set_dynamic_returns(dynamic_returns);
+        t->spec.set_generator_backpressure_num_objects(backpressure);
         t->max_task_retries = max_task_retries;
-      });
+      },
+      nb::arg("actor_id"), nb::arg("method"), nb::arg("function_name"), nb::arg("num_returns"),
+      nb::arg("concurrency_group"), nb::arg("streaming"), nb::arg("max_task_retries"),
+      nb::arg("dynamic_returns") = false, nb::arg("generator_backpressure_num_objects") = 0);
 
   core
       .def("register_actor",

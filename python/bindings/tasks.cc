@@ -32,6 +32,8 @@ PyStructSequence_Field kTaskFields[] = {
     {"actor_options", nullptr},
     {"concurrency_group", nullptr},
     {"streaming", nullptr},
+    {"dynamic_returns", "num_returns=\"dynamic\": return 0 is a DynamicObjectRefGenerator."},
+    {"generator_backpressure", "Items a generator may have not yet taken by its reader (0: any)."},
     {nullptr, nullptr}};
 constexpr int kTaskFieldCount = sizeof(kTaskFields) / sizeof(kTaskFields[0]) - 1;
 PyStructSequence_Desc kTaskDesc = {
@@ -56,7 +58,8 @@ nb::object TaskToPy(CoreWorker& core, const fleet::ExecutableTask& t) {
     nb::object none = nb::bytes("", 0), empty = nb::str("", 0), zero = nb::int_(0);
     return MakeTask({zero, Bytes(s.task_id()), zero, empty, empty, none, nb::list(), zero, none,
                      nb::dict(), nb::list(), zero, empty, zero, none, empty,
-                     nb::int_(static_cast<int>(s.kind())), none, empty, nb::bool_(false)});
+                     nb::int_(static_cast<int>(s.kind())), none, empty, nb::bool_(false),
+                     nb::bool_(false), zero});
   }
   nb::list deps;
   if (s.deps_size() > 0) {
@@ -79,7 +82,9 @@ nb::object TaskToPy(CoreWorker& core, const fleet::ExecutableTask& t) {
                    std::move(env), std::move(gpus), nb::int_(s.attempt()), PyStr(s.resources()),
                    nb::int_(s.max_calls()), Bytes(s.actor_id()), PyStr(s.method_name()),
                    nb::int_(static_cast<int>(s.kind())), Bytes(s.actor_options()),
-                   PyStr(s.concurrency_group()), nb::bool_(s.streaming())});
+                   PyStr(s.concurrency_group()), nb::bool_(s.streaming()),
+                   nb::bool_(s.dynamic_returns()),
+                   nb::int_(s.generator_backpressure_num_objects())});
 }
 
 }  // namespace
@@ -101,7 +106,7 @@ void BindTasks(nb::module_& m, nb::class_<PyCore>& core) {
                           const std::map<std::string, double>& resources,
                           const nb::bytes& retry_exceptions,
                           const std::map<std::string, std::string>& env_vars, int max_calls,
-                          bool streaming) {
+                          bool streaming, bool dynamic_returns, int64_t backpressure) {
         new (tt) TaskTemplate();
         fleet::rpc::TaskSpec* t = &tt->spec;
         t->set_function_key(function_key);
@@ -110,13 +115,16 @@ void BindTasks(nb::module_& m, nb::class_<PyCore>& core) {
         t->set_retry_exceptions(retry_exceptions.c_str(), retry_exceptions.size());
         t->set_resources(fleet::TaskSubmitter::EncodeResources(resources));
         t->set_max_calls(max_calls);
-        t->set_streaming(streaming);
+        t->set_streaming(streaming || dynamic_returns);
+        t->set_dynamic_returns(dynamic_returns);
+        t->set_generator_backpressure_num_objects(backpressure);
         for (auto& [k, v] : env_vars) (*t->mutable_env_vars())[k] = v;
         tt->key = fleet::TaskSubmitter::SchedulingKey(*t);
       },
       nb::arg("function_key"), nb::arg("function_name"), nb::arg("num_returns"),
       nb::arg("resources"), nb::arg("retry_exceptions"), nb::arg("env_vars"),
-      nb::arg("max_calls"), nb::arg("streaming") = false)
+      nb::arg("max_calls"), nb::arg("streaming") = false, nb::arg("dynamic_returns") = false,
+      nb::arg("generator_backpressure_num_objects") = 0)
       // Where its tasks run: "" / "SPREAD" / "NODE_AFFINITY", and the
       // placement group they belong to (resources already the bundle's).
       .def("set_strategy",
@@ -161,7 +169,15 @@ void BindTasks(nb::module_& m, nb::class_<PyCore>& core) {
       .def("set_concurrent", [](PyCore& c, bool v) { c.core().SetConcurrent(v); })
       .def("send_generator_item",
            [](PyCore& c, uint64_t handle, int index, const nb::bytes& data, uint32_t flags) {
-             c.core().SendGeneratorItem(handle, index, Str(data), flags);
+             std::string d = Str(data);
+             nb::gil_scoped_release release;  // it may wait for the reader (backpressure)
+             c.core().SendGeneratorItem(handle, index, std::move(d), flags);
+           })
+      // Dynamic generator: return 0 of `handle` holds items 0..count-1 (see
+      // CoreWorker::HoldGeneratorItems); returns the caller's address.
+      .def("hold_generator_items",
+           [](PyCore& c, uint64_t handle, uint32_t count) {
+             return c.core().HoldGeneratorItems(handle, count);
            })
       // A dropped ObjectRefGenerator: frees the items it never handed out
       // (those that have arrived; later ones are dropped on arrival).
@@ -190,11 +206,18 @@ void BindTasks(nb::module_& m, nb::class_<PyCore>& core) {
                                     return store.Wait(ids, 1, slice, true);
                                   }();
                                   if (!r.ok()) throw std::runtime_error(r.status().message());
-                                  if (r.value()[0]) return nb::object(Bytes(item));
+                                  auto taken = [&] {  // the reader has index + 1 items
+                                    c.core().generator_backpressure().OnConsumed(tid, index + 1);
+                                    return nb::object(Bytes(item));
+                                  };
+                                  if (r.value()[0]) return taken();
                                   if (r.value()[1] || last) {
                                     // Atomically: the item may have come just now.
-                                    if (!store.DropPendingRef(item)) return nb::object(Bytes(item));
-                                    if (r.value()[1]) return nb::none();
+                                    if (!store.DropPendingRef(item)) return taken();
+                                    if (r.value()[1]) {
+                                      c.core().generator_backpressure().Forget(tid);
+                                      return nb::none();
+                                    }
                                     PyErr_SetString(PyExc_TimeoutError,
                                                     "the generator's next item did not arrive in time");
                                     throw nb::python_error();

@@ -21,7 +21,7 @@ from fleet._private.api import (
     shutdown,
     wait,
 )
-from fleet._private.generator import ObjectRefGenerator
+from fleet._private.generator import DynamicObjectRefGenerator, ObjectRefGenerator
 from fleet._private.ids import (
     ActorClassID,
     ActorID,
@@ -63,6 +63,7 @@ __all__ = [
     "UniqueID",
     "WorkerID",
     "ActorHandle",
+    "DynamicObjectRefGenerator",
     "FleetContext",
     "ObjectRefGenerator",
     "actor",

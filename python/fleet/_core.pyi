@@ -130,6 +130,12 @@ class Task(tuple):
     def concurrency_group(self) -> str: ...
     @property
     def streaming(self) -> bool: ...
+    @property
+    def dynamic_returns(self) -> bool:
+        """num_returns="dynamic": return 0 is a DynamicObjectRefGenerator."""
+    @property
+    def generator_backpressure(self) -> int:
+        """Items a generator may have not yet taken by its reader (0: any)."""
     def __repr__(self) -> str: ...
 
 class StoreBuffer:
@@ -156,6 +162,8 @@ class TaskTemplate:
         env_vars: Mapping[str, str],
         max_calls: int,
         streaming: bool = False,
+        dynamic_returns: bool = False,
+        generator_backpressure_num_objects: int = 0,
     ) -> None: ...
     def set_strategy(
         self,
@@ -178,7 +186,8 @@ class ActorCallTemplate:
         concurrency_group: str,
         streaming: bool,
         max_task_retries: int,
-        /,
+        dynamic_returns: bool = False,
+        generator_backpressure_num_objects: int = 0,
     ) -> None: ...
 
 class Core:
@@ -281,6 +290,8 @@ class Core:
     def set_concurrent(self, concurrent: bool, /) -> None: ...
     def send_generator_item(self, handle: int, index: int, data: bytes, flags: int, /) -> None: ...
     def generator_release(self, task_id: bytes, from_index: int, /) -> None: ...
+    def hold_generator_items(self, handle: int, count: int, /) -> str:
+        """Return 0 of `handle` holds items 0..count-1; returns the caller's address."""
     def generator_next(
         self, task_id: bytes, index: int, timeout_ms: int, interruptible: bool = False
     ) -> Optional[bytes]: ...

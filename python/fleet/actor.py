@@ -63,7 +63,7 @@ def _method_table(cls: type) -> Dict[str, _MethodMeta]:
         o = dict(getattr(fn, "__fleet_method_options__", {}))
         is_gen = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
         num_returns = o.get("num_returns")
-        if num_returns is None:  # the default (also for num_returns=None, as Ray)
+        if num_returns is None:  # as Ray: a generator method streams its values
             num_returns = "streaming" if is_gen else 1
         table[name] = {
             "num_returns": num_returns,
@@ -409,6 +409,7 @@ class ActorMethod:
         if retries is None:
             retries = meta.get("max_task_retries") or 0
         streaming = num_returns == "streaming"
+        dynamic = num_returns == "dynamic"
         self._num_returns = num_returns
         self._pending_limit = meta.get("max_pending_calls", -1)
         # The task's name, as Ray: the name= option, else "Class.method".
@@ -419,10 +420,12 @@ class ActorMethod:
             self._actor_id,
             self._name,
             task_name,
-            1 if streaming else num_returns,
+            1 if streaming or dynamic else num_returns,
             group or "",
             streaming,
             retries,
+            dynamic,
+            max(0, self._options.get("_generator_backpressure_num_objects") or 0),
         )
         self._core = core
         return self._template

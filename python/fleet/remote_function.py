@@ -84,9 +84,11 @@ class RemoteFunction:
         import inspect
 
         if num_returns is None or "num_returns" not in self._options:
-            # The default: a generator function streams its values (as Ray).
-            num_returns = "streaming" if inspect.isgeneratorfunction(self._function) else 1
+            # As Ray: a generator function streams its values, others return one.
+            num_returns = "streaming" if inspect.isgeneratorfunction(self._function) else (
+                1 if num_returns is None else num_returns)
         streaming = num_returns == "streaming"
+        dynamic = num_returns == "dynamic"
         max_retries = o["max_retries"]
         if max_retries is None:
             max_retries = 3
@@ -99,8 +101,9 @@ class RemoteFunction:
             env["FLEET_PLACEMENT_GROUP_CAPTURE"] = pg_id.hex()
         key = self._key if self._exported_to is core else self._export(core)
         template = _core.TaskTemplate(
-            key, name, 1 if streaming else num_returns, resources, retry_blob, env,
-            o["max_calls"] or 0, streaming,
+            key, name, 1 if streaming or dynamic else num_returns, resources, retry_blob, env,
+            o["max_calls"] or 0, streaming, dynamic,
+            max(0, o["_generator_backpressure_num_objects"] or 0),
         )
         if strategy or pg_id:
             template.set_strategy(strategy, node, soft, pg_id, index, capture)

@@ -329,9 +329,10 @@ void ActorSubmitter::OnUpdate(const rpc::ActorInfo& info) {
           std::string id = a.id;
           std::weak_ptr<rpc::Connection> weak = a.conn;
           a.conn->Start(
-              [this](const rpc::ConnectionPtr&, rpc::Envelope& m) {
+              [this](const rpc::ConnectionPtr& c, rpc::Envelope& m) {
                 if (m.has_generator_item()) {
                   auto* g = m.mutable_generator_item();
+                  if (g->wants_consumed() && backpressure_) backpressure_->OnItem(c, g->task_id());
                   store_.PutOrComplete(GeneratorItemId(g->task_id(), g->index()),
                                        std::move(*g->mutable_data()), g->flags());
                 AdoptNestedRefs(store_, GeneratorItemId(g->task_id(), g->index()), *g,
@@ -373,6 +374,8 @@ void ActorSubmitter::FailCall(const CallPtr& call, uint32_t flags, const std::st
 void ActorSubmitter::FinishCall(const CallPtr& call) {
   for (const auto& id : call->dep_ids) store_.RemoveSubmittedRef(id);
   for (const auto& id : call->held_ids) store_.RemoveSubmittedRef(id);
+  // As TaskSubmitter::FinishTask: a dynamic generator's return value holds its items.
+  if (call->spec().dynamic_returns()) store_.ReleaseGenerator(call->spec().task_id(), 0);
   std::vector<std::string> release;
   {
     MutexLock lk(&mu_);

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "common/thread_annotations.h"
+#include "core/generator_backpressure.h"
 #include "core/memory_store.h"
 #include "core/task_submitter.h"
 #include "fleet.pb.h"
@@ -50,6 +51,8 @@ class ActorSubmitter {
   using GcsFn = std::function<Result<rpc::ConnectionPtr>()>;
   ActorSubmitter(asio::io_context& io, MemoryStore& store, GcsFn gcs, rpc::Hello hello);
   ~ActorSubmitter();
+  // As TaskSubmitter::SetGeneratorBackpressure.
+  void SetGeneratorBackpressure(GeneratorBackpressure* bp) { backpressure_ = bp; }
 
   // Synchronous: reserves the id and name. A taken name is InvalidArgument
   // (unless get_if_exists, which returns the existing actor).
@@ -106,6 +109,7 @@ class ActorSubmitter {
   // Constant after construction.
   asio::io_context& io_;
   MemoryStore& store_;
+  GeneratorBackpressure* backpressure_ = nullptr;  // set before use
   GcsFn gcs_;
   rpc::Hello hello_;
 

@@ -144,6 +144,8 @@ Status CoreWorker::Init() {
       });
   actor_submitter_ = std::make_unique<ActorSubmitter>(
       io_, store_, [this] { return gcs_->Connection(); }, submit_hello);
+  submitter_->SetGeneratorBackpressure(&backpressure_);
+  actor_submitter_->SetGeneratorBackpressure(&backpressure_);
   trim_timer_ = std::make_unique<asio::steady_timer>(io_);
   asio::post(io_, [this] { TrimMemory(); });
   return Status::OK();
@@ -252,6 +254,16 @@ void CoreWorker::RegisterReturnRefs(uint64_t handle, uint32_t index,
   std::string caller;
   if (!receiver_->Lookup(handle, nullptr, &caller)) return;
   receiver_->AddNested(handle, index, generator_item, refs_->RegisterReturnRefs(caller, ids));
+}
+
+std::string CoreWorker::HoldGeneratorItems(uint64_t handle, uint32_t count) {
+  std::string task_id, caller;
+  if (!receiver_->Lookup(handle, &task_id, &caller)) return "";
+  std::vector<std::pair<std::string, std::string>> nested;
+  nested.reserve(count);
+  for (uint32_t i = 0; i < count; ++i) nested.emplace_back(GeneratorItemId(task_id, i), caller);
+  receiver_->AddNested(handle, 0, /*generator_item=*/false, nested);
+  return caller;
 }
 
 Result<std::string> CoreWorker::PutValue(std::string_view inband,

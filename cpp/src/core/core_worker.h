@@ -186,10 +186,18 @@ class CoreWorker {
   // True if a cancel arrived for `task_id` while it ran on the main thread
   // (cleared unless `keep`).
   bool TakeCancelRequest(const std::string& task_id, bool keep = false);
+  // Streaming generators with backpressure: the caller's reader side.
+  GeneratorBackpressure& generator_backpressure() { return backpressure_; }
   // A dropped ObjectRefGenerator (see MemoryStore::ReleaseGenerator).
   void ReleaseGenerator(const std::string& task_id, uint32_t from_index) {
+    backpressure_.Forget(task_id);
     store_.ReleaseGenerator(task_id, from_index);
   }
+  // Dynamic generator (num_returns="dynamic"): return 0 of the task behind
+  // `handle` holds its items 0..count-1, which its caller owns (they went
+  // back as generator items). Returns the caller's address ("" if the task
+  // is unknown), the owner to name in the refs inside the return value.
+  std::string HoldGeneratorItems(uint64_t handle, uint32_t count);
   // Streaming generator: sends item `index` of the task behind `handle`.
   void SendGeneratorItem(uint64_t handle, int index, std::string data, uint32_t flags);
 
@@ -263,6 +271,7 @@ class CoreWorker {
   std::unique_ptr<LogPrinter> log_printer_;
   std::unique_ptr<GcsClient> gcs_;
   std::unique_ptr<TaskReceiver> receiver_;
+  GeneratorBackpressure backpressure_;  // before the submitters, which report to it
   std::unique_ptr<TaskSubmitter> submitter_;
   std::unique_ptr<ActorSubmitter> actor_submitter_;
   // Built in Init before the first connection; read by the io thread only.

@@ -29,6 +29,17 @@ void TaskReceiver::RegisterHandlers(rpc::Dispatcher<const rpc::ConnectionPtr>& l
   FLEET_RPC_HANDLE(listener, CancelTask, cancel_task, HandleCancelTask,
                    RoleBit(PeerRole::kSubmitter));
   FLEET_RPC_HANDLE(node, ExitWorker, exit_worker, HandleExitWorker, RoleBit(PeerRole::kNode));
+  FLEET_RPC_HANDLE(listener, GeneratorConsumed, generator_consumed, HandleGeneratorConsumed,
+                   RoleBit(PeerRole::kSubmitter));
+}
+
+void TaskReceiver::HandleGeneratorConsumed(const rpc::ConnectionPtr&, uint64_t,
+                                           rpc::GeneratorConsumed& m) {
+  MutexLock lk(&mu_);
+  for (auto& [handle, p] : executing_) {  // O(running tasks): a handful
+    if (p.task_id == m.task_id() && m.consumed() > p.consumed) p.consumed = m.consumed();
+  }
+  consumed_cv_.NotifyAll();
 }
 
 void TaskReceiver::HandleExitWorker(const rpc::ConnectionPtr&, uint64_t, rpc::ExitWorker&) {
@@ -42,8 +53,8 @@ void TaskReceiver::HandlePushTask(const rpc::ConnectionPtr& conn, uint64_t reque
   ExecutableTask t;
   t.handle = handle;
   t.spec = std::move(*m.mutable_spec());
-  executing_[handle] =
-      Pending{conn, request_id, {}, t.spec.task_id(), t.spec.owner_address(), {}, {}, {}};
+  executing_[handle] = Pending{conn, request_id, {}, t.spec.task_id(), t.spec.owner_address(),
+                               {}, {}, {}, t.spec.generator_backpressure_num_objects(), 0};
   if (!early_cancels_.empty()) {
     auto c = std::find(early_cancels_.begin(), early_cancels_.end(), t.spec.task_id());
     if (c != early_cancels_.end()) {
@@ -131,6 +142,7 @@ void TaskReceiver::SetExiting() {
   MutexLock lk(&mu_);
   exiting_ = true;
   cv_.NotifyAll();
+  consumed_cv_.NotifyAll();
   SignalTaskEventLocked();
 }
 
@@ -182,12 +194,14 @@ void TaskReceiver::SendGeneratorItem(uint64_t handle, int index, std::string dat
   std::shared_ptr<rpc::Connection> conn;
   std::string task_id;
   std::vector<std::pair<std::string, std::string>> nested;
+  int64_t backpressure = 0;
   {
     MutexLock lk(&mu_);
     auto it = executing_.find(handle);
     if (it == executing_.end()) return;
     conn = it->second.conn.lock();
     task_id = it->second.task_id;
+    backpressure = it->second.backpressure;
     if (auto n = it->second.item_nested.find(static_cast<uint32_t>(index));
         n != it->second.item_nested.end()) {
       nested = std::move(n->second);
@@ -205,7 +219,21 @@ void TaskReceiver::SendGeneratorItem(uint64_t handle, int index, std::string dat
   g->set_index(index);
   g->set_data(std::move(data));
   g->set_flags(flags);
+  g->set_wants_consumed(backpressure > 0);
   conn->Send(m);
+  if (backpressure <= 0) return;
+  // Backpressure: wait for the reader. Rechecked every 100 ms, so a caller
+  // that went away (its connection closed) does not leave us waiting.
+  std::weak_ptr<rpc::Connection> weak = conn;
+  conn.reset();
+  MutexLock lk(&mu_);
+  auto may_go = [&]() REQUIRES(mu_) {
+    auto it = executing_.find(handle);
+    return it == executing_.end() || exiting_ || weak.expired() ||
+           index + 1 - it->second.consumed < backpressure;
+  };
+  while (!consumed_cv_.WaitFor(lk, std::chrono::milliseconds(100), may_go)) {
+  }
 }
 
 void TaskReceiver::FlushHeldReplies() {

@@ -62,6 +62,9 @@ class TaskReceiver {
       EXCLUDES(mu_);
   void HandleExitWorker(const rpc::ConnectionPtr& conn, uint64_t request_id, rpc::ExitWorker& m)
       EXCLUDES(mu_);
+  // A generator's caller took items (backpressure): wakes SendGeneratorItem.
+  void HandleGeneratorConsumed(const rpc::ConnectionPtr& conn, uint64_t request_id,
+                               rpc::GeneratorConsumed& m) EXCLUDES(mu_);
 
   // ---- the execution loop ---------------------------------------------------
   // Blocks until a task arrives; nullopt once the worker must exit. A task
@@ -77,6 +80,9 @@ class TaskReceiver {
   void FinishTask(uint64_t handle, std::vector<std::pair<std::string, uint32_t>>&& returns,
                   bool retryable_error, bool worker_exiting) EXCLUDES(mu_);
   // Streaming generator: sends item `index` of the task behind `handle`.
+  // With backpressure (TaskSpec.generator_backpressure_num_objects = N > 0)
+  // it then blocks while N items are sent and not yet taken by the caller's
+  // reader, or until the caller is gone or the worker exits.
   void SendGeneratorItem(uint64_t handle, int index, std::string data, uint32_t flags)
       EXCLUDES(mu_);
   void SetConcurrent(bool concurrent) EXCLUDES(mu_);
@@ -121,6 +127,8 @@ class TaskReceiver {
     // Returns written to the node's store (index -> id): freed by FinishTask
     // if the reply carries something else there (a later return failed).
     std::map<uint32_t, std::string> stored;
+    int64_t backpressure = 0;  // generator: pause at this many items not taken (0: never)
+    int64_t consumed = 0;      // generator: items the caller's reader took
   };
   void ReplyCancelled(uint64_t handle, const rpc::TaskSpec& spec) EXCLUDES(mu_);
   void SignalTaskEventLocked() REQUIRES(mu_);
@@ -133,6 +141,7 @@ class TaskReceiver {
 
   Mutex mu_;
   CondVar cv_;  // a task was queued, or exiting_ was set
+  CondVar consumed_cv_;  // a generator's caller took items, or exiting_ was set
   std::deque<ExecutableTask> queue_ GUARDED_BY(mu_);
   std::map<uint64_t, Pending> executing_ GUARDED_BY(mu_);
   uint64_t next_handle_ GUARDED_BY(mu_) = 1;

@@ -433,9 +433,10 @@ void TaskSubmitter::OnLeaseReply(const std::string& key, const rpc::ConnectionPt
     } else {
       lease->conn = conn.value();
       std::weak_ptr<Lease> weak = lease;
-      auto on_message = [this](const rpc::ConnectionPtr&, rpc::Envelope& m) {
+      auto on_message = [this](const rpc::ConnectionPtr& c, rpc::Envelope& m) {
         if (m.has_generator_item()) {  // a streaming generator's item
           auto* g = m.mutable_generator_item();
+          if (g->wants_consumed() && backpressure_) backpressure_->OnItem(c, g->task_id());
           store_.PutOrComplete(GeneratorItemId(g->task_id(), g->index()),
                                std::move(*g->mutable_data()), g->flags());
                 AdoptNestedRefs(store_, GeneratorItemId(g->task_id(), g->index()), *g,
@@ -576,6 +577,9 @@ void TaskSubmitter::FinishTask(const TaskPtr& task) {
   }
   for (const auto& id : task->dep_ids) store_.RemoveSubmittedRef(id);
   for (const auto& id : task->held_ids) store_.RemoveSubmittedRef(id);
+  // A dynamic generator's items: the return value (if it holds them) keeps
+  // them from now on; those it does not (a failed or retried attempt's) go.
+  if (task->spec().dynamic_returns()) store_.ReleaseGenerator(task->spec().task_id(), 0);
 }
 
 std::string TaskSubmitter::CancelledMessage(const Task& task) {

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "common/thread_annotations.h"
+#include "core/generator_backpressure.h"
 #include "core/memory_store.h"
 #include "fleet.pb.h"
 #include "rpc/connection.h"
@@ -81,6 +82,9 @@ class TaskSubmitter {
                 rpc::Hello hello, SubmitterOptions options,
                 rpc::Connection::MessageHandler on_node_message = nullptr);
   ~TaskSubmitter();
+  // Generator items that ask for it are reported to `bp` (backpressure).
+  // Set once, before the first Submit; `bp` outlives this submitter.
+  void SetGeneratorBackpressure(GeneratorBackpressure* bp) { backpressure_ = bp; }
 
   // Creates the return objects (pending) and queues the task. Returns the
   // return object ids. Never blocks on the network.
@@ -135,6 +139,7 @@ class TaskSubmitter {
   // Constant after construction.
   asio::io_context& io_;
   MemoryStore& store_;
+  GeneratorBackpressure* backpressure_ = nullptr;  // set before use (SetGeneratorBackpressure)
   rpc::ConnectionPtr node_;
   rpc::Hello hello_;
   rpc::Connection::MessageHandler on_node_message_;  // pushes from remote nodes (warnings)

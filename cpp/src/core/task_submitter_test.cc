@@ -29,8 +29,9 @@ class TaskSubmitterTest : public PeerHarness {
     worker_address_ = peers_.back()->address();
     StartIo();
     node_conn_ = Connect(peers_.front()->address(), "driver");
-    submitter_ = std::make_unique<TaskSubmitter>(io_, store_, node_conn_, MakeHello("submitter"),
-                                                 options);
+    rpc::Hello hello = MakeHello("submitter");
+    self_address_ = hello.address();
+    submitter_ = std::make_unique<TaskSubmitter>(io_, store_, node_conn_, hello, options);
   }
   void TearDown() override {
     if (submitter_) submitter_->Shutdown();
@@ -87,6 +88,11 @@ class TaskSubmitterTest : public PeerHarness {
       Answer(c, m.request_id(), "boom", /*retryable=*/true);
       return;
     }
+    if (spec.dynamic_returns()) {  // num_returns="dynamic": two items, then the generator
+      lk.unlock();
+      AnswerDynamic(c, m.request_id(), spec, /*items=*/2);
+      return;
+    }
     if (hold_replies_) {
       held_replies_.emplace_back(c, m);
       max_outstanding_ = std::max(max_outstanding_, held_replies_.size());
@@ -104,6 +110,33 @@ class TaskSubmitterTest : public PeerHarness {
     p->add_returns()->set_data(value);
     c->Reply(rid, r);
   }
+  // A dynamic generator's executor: sends `items` generator items, then a
+  // reply whose return value holds them (owned by the caller, as the worker
+  // reports them) -- or, on attempt 0 with crash_dynamic_, dies after the items.
+  void AnswerDynamic(const rpc::ConnectionPtr& c, uint64_t rid, const rpc::TaskSpec& spec,
+                     int items) {
+    for (int i = 0; i < items; ++i) {
+      rpc::Envelope item;
+      auto* g = item.mutable_generator_item();
+      g->set_task_id(spec.task_id());
+      g->set_index(i);
+      g->set_data("item" + std::to_string(i));
+      c->Send(item);
+    }
+    if (crash_dynamic_) {
+      c->Close();
+      return;
+    }
+    rpc::Envelope r;
+    auto* ret = r.mutable_push_task_reply()->add_returns();
+    ret->set_data("generator");
+    for (int i = 0; i < items; ++i) {
+      ret->add_nested_ids(GeneratorItemId(spec.task_id(), static_cast<uint32_t>(i)));
+      ret->add_nested_owners(spec.owner_address().empty() ? self_address_ : spec.owner_address());
+    }
+    c->Reply(rid, r);
+  }
+
   // Answers every held push (on the io thread).
   void ReleaseHeld() {
     RunOnIo([this] {
@@ -150,6 +183,8 @@ class TaskSubmitterTest : public PeerHarness {
   bool crash_first_attempts_ = false;
   bool retryable_first_attempts_ = false;
   bool hold_replies_ = false;
+  bool crash_dynamic_ = false;
+  std::string self_address_;  // the submitter's address (the hello it sends)
   std::vector<std::pair<rpc::ConnectionPtr, rpc::Envelope>> held_replies_;
   size_t max_outstanding_ = 0;
 };
@@ -298,6 +333,51 @@ TEST_F(TaskSubmitterTest, CancelOfAQueuedTaskFailsItAtOnce) {
   StoredObject v = GetOne(ids[0]);
   EXPECT_EQ(v.flags & kFlagTaskCancelled, kFlagTaskCancelled);
   EXPECT_FALSE(submitter_->Cancel(task_id, false, false)) << "no longer pending";
+}
+
+TEST_F(TaskSubmitterTest, DynamicGeneratorReturnHoldsItsItemsUntilItGoes) {
+  Start();
+  TaskSubmission t;
+  t.spec.set_task_id(ids_.NextTaskId(1));
+  t.spec.set_function_name("d");
+  t.spec.set_function_key("key-d");
+  t.spec.set_resources("CPU=1");
+  t.spec.set_num_returns(1);
+  t.spec.set_streaming(true);
+  t.spec.set_dynamic_returns(true);
+  std::string task_id = t.spec.task_id();
+  auto ids = submitter_->Submit(std::move(t));
+  EXPECT_EQ(GetOne(ids[0]).data, "generator");
+  std::string item0 = GeneratorItemId(task_id, 0), item1 = GeneratorItemId(task_id, 1);
+  ASSERT_TRUE(Eventually([&] { return Locked<size_t>([&] { return pushes_.size(); }) == 1; }));
+  EXPECT_EQ(GetOne(item1).data, "item1") << "the items are ready and held";
+  // Only the return value holds them: no reader ref is left over.
+  ASSERT_TRUE(Eventually([&] { return store_.Contains(item0); }));
+  store_.RemoveLocalRef(ids[0]);  // the caller's ObjectRef to the generator goes
+  EXPECT_TRUE(Eventually([&] { return !store_.Contains(item0) && !store_.Contains(item1); }))
+      << "the items went with the value that held them";
+}
+
+TEST_F(TaskSubmitterTest, DynamicGeneratorThatFailsFreesTheItemsItSent) {
+  crash_dynamic_ = true;
+  Start();
+  TaskSubmission t;
+  t.spec.set_task_id(ids_.NextTaskId(1));
+  t.spec.set_function_name("df");
+  t.spec.set_function_key("key-df");
+  t.spec.set_resources("CPU=1");
+  t.spec.set_num_returns(1);
+  t.spec.set_streaming(true);
+  t.spec.set_dynamic_returns(true);
+  t.max_retries = 0;
+  std::string task_id = t.spec.task_id();
+  auto ids = submitter_->Submit(std::move(t));
+  StoredObject v = GetOne(ids[0]);
+  EXPECT_EQ(v.flags & kFlagWorkerCrashed, kFlagWorkerCrashed);
+  EXPECT_TRUE(Eventually([&] {
+    return !store_.Contains(GeneratorItemId(task_id, 0)) &&
+           !store_.Contains(GeneratorItemId(task_id, 1));
+  })) << "nothing will read the items of a failed dynamic generator";
 }
 
 }  // namespace

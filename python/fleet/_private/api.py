@@ -83,6 +83,8 @@ def get(
             return serialization.value_from(data, flags) if flags else serialization.loads(data)
         finally:
             flush_borrows()  # refs inside: registered with their owners first (even on error)
+    if type(object_refs) is ObjectRefGenerator:
+        return object_refs  # as Ray: a generator is its own value (iterate it for the refs)
     if not isinstance(object_refs, list):
         raise ValueError(
             f"Invalid type of object refs, {type(object_refs)}, is given. 'object_refs' must "
@@ -129,9 +131,10 @@ def wait(
     core = state.core
     if core is None:
         raise RuntimeError("fleet.wait called before fleet.init()")
-    if isinstance(object_refs, ObjectRef):
+    if isinstance(object_refs, (ObjectRef, ObjectRefGenerator)):
         raise TypeError(
-            f"wait() expected a list of ObjectRef, got a single ObjectRef {object_refs!r}"
+            "wait() expected a list of ray.ObjectRef or ray.ObjectRefGenerator, got a single "
+            f"ray.ObjectRef or ray.ObjectRefGenerator {object_refs!r}"
         )
     if not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs)}")

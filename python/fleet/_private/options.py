@@ -96,13 +96,9 @@ def _retry_exceptions(v: Any) -> Optional[str]:
 
 
 def _num_returns(v: Any) -> Optional[str]:
-    if v is None or v == "streaming":  # None: the default (1, or streaming for a generator)
+    # None: Ray's default (a generator function streams, others return one).
+    if v is None or v == "streaming" or v == "dynamic":
         return None
-    if v == "dynamic":
-        return (
-            "num_returns='dynamic' (the older generator API) is not implemented in fleet; "
-            "use num_returns='streaming' (an ObjectRefGenerator) instead"
-        )
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         return (
             "The keyword 'num_returns' only accepts None, a non-negative integer, or "
@@ -179,6 +175,14 @@ def _not_implemented(what: str) -> Callable[[Any], Optional[str]]:
     return check
 
 
+def _backpressure(v: Any) -> Optional[str]:
+    # Ray: a generator pauses while this many items are not taken by its
+    # reader; None or -1 (any value <= 0): never.
+    if v is None or (isinstance(v, int) and not isinstance(v, bool)):
+        return None
+    return f"_generator_backpressure_num_objects must be an integer, got {v!r}"
+
+
 TASK_OPTIONS: Dict[str, Option] = {
     "num_cpus": Option(1, _number("num_cpus")),
     "num_gpus": Option(0, _number("num_gpus")),
@@ -196,6 +200,7 @@ TASK_OPTIONS: Dict[str, Option] = {
     "placement_group_capture_child_tasks": Option(None, _optional_bool),
     "runtime_env": Option(None, _runtime_env),
     "max_calls": Option(0, _int("max_calls", 0)),
+    "_generator_backpressure_num_objects": Option(None, _backpressure),
     "label_selector": Option(None, _any),
     "_metadata": Option(None, _any),
 }
@@ -286,8 +291,7 @@ METHOD_OPTIONS: Dict[str, Option] = {
     "max_task_retries": Option(None, _restarts("max_task_retries", allow_none=True)),
     "retry_exceptions": Option(False, _retry_exceptions),
     "name": Option(None, _str_or_none("name")),
-    "_generator_backpressure_num_objects": Option(None, _not_implemented(
-        "_generator_backpressure_num_objects (generator backpressure)")),
+    "_generator_backpressure_num_objects": Option(None, _backpressure),
     "_metadata": Option(None, _any),
 }
 

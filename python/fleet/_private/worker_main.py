@@ -40,6 +40,13 @@ ACTOR_EXIT = int(_core.TaskKind.ACTOR_EXIT)
 
 Returns = List[Tuple[bytes, int]]
 
+# A task's `streaming` argument: 0 (plain returns), STREAMING (an
+# ObjectRefGenerator reads the items as they come) or DYNAMIC
+# (num_returns="dynamic": the items are also sent as they come, and the
+# return value is a DynamicObjectRefGenerator holding them all).
+STREAMING = 1
+DYNAMIC = 2
+
 _canceled = task_context.canceled  # concurrent actors: calls fleet.cancel() was asked for
 # task_context.enter/leave without a Python call around each (per call of a
 # concurrent actor).
@@ -112,6 +119,9 @@ class Executor:
         self.loop: Any = None  # async actor: its asyncio event loop
         self.semaphores: Dict[str, Any] = {}
         self.running_async: Dict[bytes, Any] = {}  # task id -> asyncio.Task
+        # Async actor calls whose generator items may wait for the reader
+        # (backpressure): sent from a thread, not the event loop.
+        self.backpressured: set = set()
         self.actor_exiting = False  # exit_actor() called: start no more calls
         self.is_async = False
         self.exit_scheduled = False  # async actor: _exit_when_idle is on its way
@@ -158,7 +168,7 @@ class Executor:
         return [(self._error(fn_name, e), FLAG_PICKLED_ERROR)] * max(1, num_returns)
 
     def _call(self, handle: int, task_id: bytes, fn_name: str, fn: Any, args_blob: bytes,
-              deps: list, num_returns: int, streaming: bool,
+              deps: list, num_returns: int, streaming: int,
               retry_blob: bytes) -> Tuple[Returns, bool]:
         """Runs fn on this thread; returns (returns, retryable)."""
         global _interruptible_task
@@ -172,9 +182,9 @@ class Executor:
             else:
                 result = fn()
             if streaming:
-                returns = self._stream(handle, fn_name, result)
+                returns = self._stream(handle, task_id, fn_name, result, streaming, retry_blob)
             else:
-                returns = self._returns(handle, fn_name, result, num_returns)
+                returns = self._returns(handle, fn_name, result, num_returns, retry_blob)
             if main:
                 _interruptible_task = None
             return returns, False
@@ -197,11 +207,20 @@ class Executor:
         text = f"Task {fn_name} (id {task_id.hex()}) was cancelled by fleet.cancel() while running."
         return [(text.encode(), FLAG_TASK_CANCELLED)] * max(1, num_returns)
 
-    def _stream(self, handle: int, fn_name: str, result: Any) -> Returns:
-        """Sends a generator's values one by one; the final return is the count."""
+    def _stream(self, handle: int, task_id: bytes, fn_name: str, result: Any, mode: int,
+                retry_blob: bytes = b"") -> Returns:
+        """Sends a generator's values one by one, as items; the final return
+        is the count (STREAMING) or the DynamicObjectRefGenerator (DYNAMIC).
+        An exception ends the stream as its last item, unless the task is to
+        be retried for it (retry_exceptions): then the next attempt sends the
+        items again (the caller keeps the first copy of each)."""
         import inspect
 
         if not inspect.isgenerator(result):
+            if mode == DYNAMIC:
+                raise ValueError(
+                    'Functions with @ray.remote(num_returns="dynamic" must return a generator'
+                )
             raise TypeError(
                 f"'{fn_name}' has num_returns='streaming' but returned "
                 f"{type(result).__name__}, not a generator"
@@ -218,11 +237,34 @@ class Executor:
         except _ActorExit:
             raise
         except BaseException as e:  # the error is the next item; the stream ends
+            if self._retryable(e, retry_blob):
+                raise
             self.core.send_generator_item(handle, n, self._error(fn_name, e), FLAG_PICKLED_ERROR)
             n += 1
-        return [(_pickle_dumps(n), FLAG_GENERATOR_END)]
+        return self._stream_end(handle, task_id, n, mode)
 
-    def _returns(self, handle: int, fn_name: str, result: Any, num_returns: int) -> Returns:
+    def _stream_end(self, handle: int, task_id: bytes, n: int, mode: int) -> Returns:
+        """The final return of a generator task that sent `n` items."""
+        if mode != DYNAMIC:
+            return [(_pickle_dumps(n), FLAG_GENERATOR_END)]
+        from fleet._private.generator import DynamicObjectRefGenerator
+        from fleet.object_ref import ObjectRef
+
+        # The caller owns the items (they went back as generator items) and
+        # the return value holds them; the refs name the caller as owner.
+        owner = self.core.hold_generator_items(handle, n)
+        refs = []
+        for i in range(n):
+            r = ObjectRef.__new__(ObjectRef)
+            r._id, r._owner, r._core = _core.generator_item_id(task_id, i), owner, None
+            refs.append(r)
+        data, buffers = serialization.serialize(DynamicObjectRefGenerator(refs), [])
+        if serialization.is_inline(data, buffers):
+            return [(data, 0)]
+        return [self.core.encode_return(handle, 0, False, data, buffers)]
+
+    def _returns(self, handle: int, fn_name: str, result: Any, num_returns: int,
+                 retry_blob: bytes = b"") -> Returns:
         if num_returns == 1:
             nested: List[bytes] = []
             prev = collect_refs(nested)
@@ -236,11 +278,13 @@ class Executor:
                 pass
             finally:
                 collect_refs(prev)
+            if type(result).__name__ == "generator":
+                return self._generator_returns(handle, fn_name, result, 1, retry_blob)
             return [self._dump_return(handle, 0, False, fn_name, result)]
         if num_returns == 0:
             return []
         if type(result).__name__ == "generator":
-            result = list(result)
+            return self._generator_returns(handle, fn_name, result, num_returns, retry_blob)
         if not isinstance(result, (tuple, list)) or len(result) != num_returns:
             raise ValueError(
                 f"Task '{fn_name}' has num_returns={num_returns} but returned "
@@ -248,6 +292,37 @@ class Executor:
                 + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else "")
             )
         return [self._dump_return(handle, i, False, fn_name, r) for i, r in enumerate(result)]
+
+    def _generator_returns(self, handle: int, fn_name: str, gen: Any, num_returns: int,
+                           retry_blob: bytes) -> Returns:
+        """A generator's values as a fixed number of returns (as Ray): each
+        value is stored as it is yielded, so the ones before an exception
+        stay readable and only the later positions hold the error. Too few
+        values: the missing positions hold a ValueError. Too many: the first
+        `num_returns` are kept and the surplus is reported on stderr."""
+        returns: Returns = []
+        try:
+            for value in gen:
+                if len(returns) == num_returns:
+                    print(
+                        f"ValueError: Task '{fn_name}' returned more than "
+                        f"num_returns={num_returns} objects; the extra values are dropped.",
+                        file=sys.stderr,
+                    )
+                    break
+                returns.append(self._dump_return(handle, len(returns), False, fn_name, value))
+            if len(returns) < num_returns:
+                raise ValueError(
+                    f"Task returned {len(returns)} objects, but num_returns={num_returns}."
+                )
+        except (KeyboardInterrupt, _ActorExit):
+            raise
+        except BaseException as e:
+            if self._retryable(e, retry_blob):
+                raise
+            err = (self._error(fn_name, e), FLAG_PICKLED_ERROR)
+            returns.extend([err] * (num_returns - len(returns)))
+        return returns
 
     def _dump_return(
         self, handle: int, index: int, generator_item: bool, fn_name: str, value: Any
@@ -319,8 +394,14 @@ class Executor:
             token = _enter(ctx)
         try:
             if kind == ACTOR_TASK:
+                streaming = t.streaming
+                if streaming:
+                    if t.dynamic_returns:
+                        streaming = DYNAMIC
+                    if t.generator_backpressure > 0:
+                        self.backpressured.add(handle)  # its items may wait for the reader
                 self._actor_call(handle, task_id, fn_name, t.method_name, t.args, t.deps,
-                                 t.num_returns, t.streaming, t.concurrency_group)
+                                 t.num_returns, streaming, t.concurrency_group)
             elif kind == NORMAL_TASK:
                 self._task(t, handle, task_id, job_id, fn_name)
             elif kind == ACTOR_CREATION:
@@ -349,8 +430,11 @@ class Executor:
             if job_id not in self.jobs_seen:
                 self._setup_job(job_id)
             fn = self.functions.get(fn_key) or self._function(fn_key, fn_name)
+            streaming = t.streaming
+            if streaming and t.dynamic_returns:
+                streaming = DYNAMIC
             returns, retryable = self._call(handle, task_id, fn_name, fn, t.args, t.deps,
-                                            num_returns, t.streaming, t.retry_exceptions)
+                                            num_returns, streaming, t.retry_exceptions)
             if returns is None:  # fleet.actor._ActorExit raised by hand in a task
                 raise TypeError("exit_actor API is called on a non-actor worker")
         except BaseException as e:  # the function could not even be loaded
@@ -433,7 +517,7 @@ class Executor:
         self.core.finish_task(handle, [(_pickle_dumps(None), 0)], False)
 
     def _actor_call(self, handle: int, task_id: bytes, fn_name: str, method_name: str,
-                    args_blob: bytes, deps: list, num_returns: int, streaming: bool,
+                    args_blob: bytes, deps: list, num_returns: int, streaming: int,
                     group: str) -> None:
         if self.actor is None:
             err = RuntimeError(f"this worker hosts no actor (call {fn_name})")
@@ -506,7 +590,7 @@ class Executor:
         )
 
     def _call_method(self, handle: int, task_id: bytes, fn_name: str, method_name: str,
-                     args_blob: bytes, deps: list, num_returns: int, streaming: bool) -> None:
+                     args_blob: bytes, deps: list, num_returns: int, streaming: int) -> None:
         if task_id in _canceled:  # cancelled while it waited for a pool thread
             _canceled.discard(task_id)
             self.core.finish_task(handle, self._cancelled(fn_name, task_id, num_returns), False)
@@ -536,7 +620,7 @@ class Executor:
             self._exit_actor("exit_actor() is called.", graceful=True)
 
     async def _call_async(self, handle: int, task_id: bytes, fn_name: str, method_name: str,
-                          args_blob: bytes, deps: list, num_returns: int, streaming: bool,
+                          args_blob: bytes, deps: list, num_returns: int, streaming: int,
                           group: str) -> None:
         import asyncio
 
@@ -552,13 +636,14 @@ class Executor:
             returns = self._cancelled(fn_name, task_id, num_returns)
         finally:
             self.running_async.pop(task_id, None)
+            self.backpressured.discard(handle)
             _canceled.discard(task_id)
         if returns is not None and not (self.actor_exiting and task_id in self.exit_calls):
             self.core.finish_task(handle, returns, False)
 
     async def _run_async(self, handle: int, task_id: bytes, fn_name: str, method_name: str,
                          args_blob: bytes, deps: list, num_returns: int,
-                         streaming: bool) -> Optional[Returns]:
+                         streaming: int) -> Optional[Returns]:
         import asyncio
         import inspect
 
@@ -571,11 +656,15 @@ class Executor:
             result = fn(*args, **kwargs)
             if streaming and inspect.isasyncgen(result):
                 n = 0
+                waits = handle in self.backpressured
                 try:
                     async for value in result:
-                        self.core.send_generator_item(
-                            handle, n, *self._dump_return(handle, n, True, fn_name, value)
-                        )
+                        item = self._dump_return(handle, n, True, fn_name, value)
+                        if waits:  # may block until the reader catches up: not on the loop
+                            await asyncio.get_running_loop().run_in_executor(
+                                None, self.core.send_generator_item, handle, n, *item)
+                        else:
+                            self.core.send_generator_item(handle, n, *item)
                         n += 1
                 except asyncio.CancelledError:
                     raise
@@ -585,11 +674,11 @@ class Executor:
                     self.core.send_generator_item(handle, n, self._error(fn_name, e),
                                                   FLAG_PICKLED_ERROR)
                     n += 1
-                return [(_pickle_dumps(n), FLAG_GENERATOR_END)]
+                return self._stream_end(handle, task_id, n, streaming)
             if inspect.isawaitable(result):
                 result = await result
             if streaming:
-                return self._stream(handle, fn_name, result)
+                return self._stream(handle, task_id, fn_name, result, streaming)
             return self._returns(handle, fn_name, result, num_returns)
         except asyncio.CancelledError:
             raise

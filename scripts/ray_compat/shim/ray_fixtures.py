@@ -160,8 +160,8 @@ def _fleet_cli(*args, check=True):
     )
 
 
-@pytest.fixture
-def call_ray_start(request):
+@contextmanager
+def call_ray_start_context(request):
     param = getattr(request, "param", "ray start --head --num-cpus=1")
     argv = param.split()[2:]
     out = _fleet_cli("start", *argv).stdout
@@ -174,6 +174,12 @@ def call_ray_start(request):
     finally:
         ray.shutdown()
         _fleet_cli("stop", "--force", check=False)
+
+
+@pytest.fixture
+def call_ray_start(request):
+    with call_ray_start_context(request) as address:
+        yield address
 
 
 @pytest.fixture

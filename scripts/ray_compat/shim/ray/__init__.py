@@ -125,6 +125,7 @@ class _PackageView(types.ModuleType):
     def __init__(self, name, real):
         super().__init__(name, real.__doc__)
         object.__setattr__(self, "_real", real)
+        object.__setattr__(self, "_replaced", {})
         object.__setattr__(self, "__path__", list(getattr(real, "__path__", [])))
 
     def __getattr__(self, attr):
@@ -156,10 +157,20 @@ class _PackageView(types.ModuleType):
             if attr.startswith("__"):
                 object.__setattr__(self, attr, value)
             return
+        if hasattr(real, attr):
+            # Remember what a test's patch (unittest.mock.patch("ray.get"))
+            # replaces: it undoes a patch of an attribute it did not find in
+            # our own __dict__ by deleting it, which must restore the original.
+            object.__getattribute__(self, "_replaced").setdefault(attr, getattr(real, attr))
         setattr(real, attr, value)
 
     def __delattr__(self, attr):
-        delattr(object.__getattribute__(self, "_real"), attr)
+        real = object.__getattribute__(self, "_real")
+        saved = object.__getattribute__(self, "_replaced")
+        if attr in saved:
+            setattr(real, attr, saved.pop(attr))
+            return
+        delattr(real, attr)
 
     def __dir__(self):
         return dir(object.__getattribute__(self, "_real"))
