@@ -72,6 +72,21 @@ def test_num_cpus(fresh, n):
     assert fleet.nodes()[0]["Resources"]["CPU"] == n
 
 
+def test_many_declared_cpus_start_at_once(fresh):
+    # A node may declare more CPUs than the machine has cores (Ray's tests use
+    # num_cpus=1000): it starts no more workers up front than it has cores, so
+    # it serves at once, and the rest start on demand.
+    fleet = fresh
+    fleet.init(num_cpus=1000)  # (before, fleet-node forked 1000 workers and timed out)
+    assert fleet.cluster_resources()["CPU"] == 1000
+
+    @fleet.remote
+    def f(x):
+        return x + 1
+
+    assert fleet.get([f.remote(i) for i in range(20)], timeout=60) == list(range(1, 21))
+
+
 def test_custom_resources(fresh):
     fleet = fresh
     fleet.init(num_cpus=1, resources={"foo": 2})

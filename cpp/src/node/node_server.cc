@@ -1,6 +1,9 @@
 // NodeServer implementation; see node_server.h.
 #include "node/node_server.h"
 
+#include <algorithm>
+#include <thread>
+
 #include <unistd.h>
 
 #include "common/ids.h"
@@ -128,7 +131,15 @@ Status NodeServer::Start() {
   if (!done) return Status::TimedOut("fleet-gcs at " + options_.gcs_address + " did not answer");
   if (!result.ok()) return result;
 
-  supervisor_.Prestart(options_.num_prestart >= 0 ? options_.num_prestart : NumCpus(options_.resources));
+  // By default one worker per CPU, but no more than the machine's cores: a
+  // node that declares num_cpus=1000 on 2 cores must not fork 1000 workers
+  // before it serves (the rest start on demand, as in Ray).
+  int prestart = options_.num_prestart;
+  if (prestart < 0) {
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    prestart = std::min(NumCpus(options_.resources), cores);
+  }
+  supervisor_.Prestart(prestart);
   Tick();
   return Status::OK();
 }

@@ -102,7 +102,12 @@ class _Placeholder:
             return False
         self._fail()
 
-    __iter__ = __len__ = __getitem__ = __enter__ = __exit__ = __mro_entries__ = _fail
+    def __mro_entries__(self, bases):
+        if _lenient[0]:  # a module-level class deriving from an internal
+            return (object,)
+        self._fail()
+
+    __iter__ = __len__ = __getitem__ = __enter__ = __exit__ = _fail
     __int__ = __float__ = __eq__ = __lt__ = __contains__ = _fail
     __hash__ = object.__hash__
 
