@@ -31,6 +31,7 @@ from fleet.runtime_context import get_runtime_context
 # As in Ray, `import fleet` makes fleet.util available (it sits above the
 # core API, below this package).
 from fleet import util as util  # isort: skip
+from fleet import job_config as job_config  # isort: skip  (fleet.job_config.JobConfig, as Ray)
 
 __all__ = [
     "ActorClass",
@@ -51,6 +52,7 @@ __all__ = [
     "get_runtime_context",
     "init",
     "is_initialized",
+    "job_config",
     "kill",
     "method",
     "nodes",

@@ -18,6 +18,7 @@ from fleet import _core
 from fleet._private import options as opts_mod
 from fleet._private import serialization, state, task_context
 from fleet._private.generator import refs_for
+from fleet._private.label_utils import selectors_of
 from fleet._private.session import _ensure_initialized
 from fleet.exceptions import PendingCallsLimitExceeded
 from fleet.object_ref import ObjectRef
@@ -135,7 +136,8 @@ class ActorClass:
         if o["get_if_exists"] and not name:
             raise ValueError("get_if_exists=True requires a name for the actor (options(name=...))")
         namespace = o["namespace"] if o["namespace"] is not None else state.namespace
-        detached = o["lifetime"] == "detached"
+        lifetime = o["lifetime"] if o["lifetime"] is not None else state.default_actor_lifetime
+        detached = lifetime == "detached"
         max_task_retries = o["max_task_retries"]
         groups = dict(o["concurrency_groups"] or {})
         max_concurrency = o["max_concurrency"] or (1000 if self._is_async else 1)
@@ -178,6 +180,7 @@ class ActorClass:
         actor_id, existed, existing_meta = core.register_actor(
             actor_id, name, namespace, self._name, o["max_restarts"], detached, meta_blob,
             resources, placement, bool(o["get_if_exists"]), strategy, affinity, soft,
+            o["label_selector"] or {}, selectors_of(o["fallback_strategy"]),
         )
         if existed:
             return ActorHandle(actor_id, pickle.loads(existing_meta) if existing_meta else meta)

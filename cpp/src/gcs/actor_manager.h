@@ -17,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,8 @@ class ActorManager {
   void OnConnectionClosed(const rpc::Connection* conn);
   // Nodes changed (one registered): actors waiting for a feasible node retry.
   void OnNodesChanged();
+  // Ray's scheduler_spread_threshold for the hybrid policy (see actor_placement.h).
+  void set_spread_threshold(double t) { spread_threshold_ = t; }
   // Once a second: warn about actors no node can hold.
   void Tick();
 
@@ -93,6 +96,8 @@ class ActorManager {
   std::map<std::pair<std::string, std::string>, ActorId> named_;  // (ns, name) -> id
   std::map<NodeId, rpc::ConnectionPtr> node_conns_;
   uint64_t spread_next_ = 0;
+  double spread_threshold_ = 0.5;  // Ray's scheduler_spread_threshold
+  std::minstd_rand rng_{std::random_device{}()};  // zero-resource actors go to a random node
 };
 
 }  // namespace fleet::gcs

@@ -41,6 +41,7 @@ GcsServer::GcsServer(asio::io_context& io, GcsOptions options)
             return alive;
           },
           [this](const rpc::NodeInfo& n) { return actors_.NodeConnection(n); }) {
+  actors_.set_spread_threshold(options_.spread_threshold);
   RegisterHandlers();
 }
 

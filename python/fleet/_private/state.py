@@ -17,6 +17,9 @@ gcs_address: str = ""
 node_ip: str = "127.0.0.1"
 node_id_hex: str = ""
 job_runtime_env: Dict[str, Any] = {}
+# JobConfig(default_actor_lifetime=...): the lifetime of actors created
+# without a lifetime option ("detached" or "non_detached").
+default_actor_lifetime: str = "non_detached"
 cluster: Any = None  # LocalCluster when this driver started the cluster
 
 # What a worker hosting an actor is (the call running now, with the
