@@ -266,7 +266,7 @@ def test_omp_num_threads_follows_num_cpus():
         assert fleet.get(A.options(num_cpus=2).remote().omp.remote(), timeout=30) == "2"
         # The user's own setting wins.
         env = {"env_vars": {"OMP_NUM_THREADS": "7"}}
-        assert fleet.get(omp.options(num_cpus=3, runtime_env=env).remote(), timeout=30) == "7"
+        assert fleet.get(omp.options(num_cpus=2, runtime_env=env).remote(), timeout=30) == "7"
     finally:
         fleet.shutdown()
 
@@ -296,15 +296,15 @@ def test_actor_in_group_waits_for_a_gpu_node_to_join():
 
         @fleet.remote(num_gpus=1, num_cpus=1)
         class G:
-            def gpus(self):
-                return fleet.get_gpu_ids()
+            def node(self):
+                return fleet.get_runtime_context().get_node_id()
 
         g = G.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg)).remote()
-        ready, _ = fleet.wait([g.gpus.remote()], timeout=1.0)
+        ready, _ = fleet.wait([g.node.remote()], timeout=1.0)
         assert not ready
-        c.add_node(num_cpus=1, num_gpus=1)
+        gpu_node = c.add_node(num_cpus=1, num_gpus=1)
         assert pg.wait(30)
-        assert fleet.get(g.gpus.remote(), timeout=60) == [0]
+        assert fleet.get(g.node.remote(), timeout=60) == gpu_node.node_id
 
 
 # --------------------------------------------------------------------------
