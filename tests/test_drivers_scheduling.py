@@ -437,3 +437,17 @@ def test_init_auto_finds_a_cluster_utils_cluster():
         info = fleet.init(address="auto")
         assert info["gcs_address"] == c.address
         assert wait_until(lambda: len(fleet.nodes()) == 1, 10)
+
+
+def test_accelerator_type_needs_a_node_with_that_accelerator():
+    from fleet.util import accelerators
+
+    fleet.init(num_cpus=1, resources={f"accelerator_type:{accelerators.NVIDIA_A100}": 1})
+    try:
+        ok = node_of.options(accelerator_type=accelerators.NVIDIA_A100).remote()
+        assert fleet.get(ok, timeout=30)
+        other = node_of.options(accelerator_type=accelerators.NVIDIA_TESLA_V100).remote()
+        ready, _ = fleet.wait([other], timeout=1.0)
+        assert not ready
+    finally:
+        fleet.shutdown()

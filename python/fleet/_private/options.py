@@ -311,6 +311,8 @@ def resource_request(opts: Dict[str, Any], default_cpus: float = 1) -> Dict[str,
     for k, v in (opts["resources"] or {}).items():
         if v:
             req[k] = float(v)
+    if opts.get("accelerator_type"):  # as Ray: a sliver of the node's accelerator_type:X
+        req[f"accelerator_type:{opts['accelerator_type']}"] = 0.001
     return req
 
 
