@@ -451,3 +451,42 @@ def test_accelerator_type_needs_a_node_with_that_accelerator():
         assert not ready
     finally:
         fleet.shutdown()
+
+
+def test_a_burst_of_actors_fills_every_node():
+    # Placed at once, before any node reports the first ones: actors whose
+    # leases are still on their way count against their node.
+    with cluster(num_cpus=0) as c:
+        for _ in range(3):
+            c.add_node(num_cpus=1)
+
+        @fleet.remote(num_cpus=1)
+        class One:
+            def node(self):
+                return fleet.get_runtime_context().get_node_id()
+
+        actors = [One.remote() for _ in range(3)]
+        nodes = fleet.get([a.node.remote() for a in actors], timeout=60)
+        assert len(set(nodes)) == 3, nodes
+
+
+def test_tasks_in_a_gpu_bundle_see_its_gpus():
+    fleet.init(num_cpus=2, num_gpus=2)
+    try:
+        pg = placement_group([{"GPU": 1}, {"GPU": 1}], strategy="STRICT_PACK")
+        assert pg.wait(30)
+
+        @fleet.remote(num_gpus=1, num_cpus=0)
+        def gpus():
+            return fleet.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+        seen = set()
+        for index in (0, 1):
+            s = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=index)
+            ids, visible = fleet.get(gpus.options(scheduling_strategy=s).remote(), timeout=30)
+            assert len(ids) == 1 and visible == str(ids[0])
+            seen.add(ids[0])
+        assert seen == {0, 1}
+        remove_placement_group(pg)
+    finally:
+        fleet.shutdown()

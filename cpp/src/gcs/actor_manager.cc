@@ -219,6 +219,13 @@ Result<rpc::ConnectionPtr> ActorManager::NodeConnection(const rpc::NodeInfo& nod
 void ActorManager::Schedule(Actor& a) {
   // Where: see actor_placement.h (labels, strategies, Ray's hybrid policy).
   auto nodes = alive_nodes_();
+  if (!in_flight_.empty()) {
+    for (auto& n : nodes) {
+      auto f = in_flight_.find(NodeId::FromBinary(n.node_id()));
+      if (f == in_flight_.end()) continue;
+      for (auto& [k, v] : f->second) (*n.mutable_available())[k] -= v;
+    }
+  }
   ActorPlacement where = PlaceActor({a.info, nodes, spread_threshold_, rng_()}, spread_next_);
   if (!where.dead_reason.empty()) {
     MarkDead(a, where.dead_reason);
@@ -251,7 +258,18 @@ void ActorManager::Schedule(Actor& a) {
   a.lease_node_id = NodeId::FromBinary(best->node_id());
   uint64_t inc = ++a.incarnation;
   ActorId id = ActorId::FromBinary(a.info.actor_id());
-  conn.value()->Call(req, [this, id, inc](const Status& s, rpc::Envelope& reply) {
+  std::map<std::string, double> held(a.info.resources().begin(), a.info.resources().end());
+  auto& pending = in_flight_[a.lease_node_id];
+  for (auto& [k, v] : held) pending[k] += v;
+  conn.value()->Call(req, [this, id, inc, node = a.lease_node_id,
+                           held = std::move(held)](const Status& s, rpc::Envelope& reply) {
+    auto f = in_flight_.find(node);
+    if (f != in_flight_.end()) {
+      for (auto& [k, v] : held) {
+        if ((f->second[k] -= v) <= 1e-9) f->second.erase(k);
+      }
+      if (f->second.empty()) in_flight_.erase(f);
+    }
     OnLeaseReply(id, inc, s, reply);
   });
 }

@@ -98,6 +98,10 @@ class ActorManager {
   uint64_t spread_next_ = 0;
   double spread_threshold_ = 0.5;  // Ray's scheduler_spread_threshold
   std::minstd_rand rng_{std::random_device{}()};  // zero-resource actors go to a random node
+  // Resources of actor leases sent to each node and not answered yet: the
+  // node reports them only once granted, so placement subtracts them (a
+  // burst of actors does not all see the same free node).
+  std::map<NodeId, std::map<std::string, double>> in_flight_;
 };
 
 }  // namespace fleet::gcs
