@@ -22,7 +22,8 @@ from typing import Any, Dict, Iterator
 
 import pytest
 
-from fleet_test_utils import fleet_env, run_python, wait_until
+from fleet_test_utils import fleet_env, run_argv, run_python, wait_until
+from test_cli import _cli, cli_env  # noqa: F401  (cli_env: the fixture, shared)
 
 import fleet  # isort: skip
 from fleet.cluster_utils import Cluster
@@ -490,3 +491,46 @@ def test_tasks_in_a_gpu_bundle_see_its_gpus():
         remove_placement_group(pg)
     finally:
         fleet.shutdown()
+
+
+CLI_DRIVER = """
+import json, sys, fleet
+fleet.init(address=sys.argv[1])
+me = fleet.get_runtime_context().get_node_labels()
+
+@fleet.remote(label_selector={"rack": "r1"})
+def f():
+    return fleet.get_runtime_context().get_node_labels()["rack"]
+
+print("RESULT " + json.dumps({"labels": me, "rack": fleet.get(f.remote(), timeout=30)}))
+fleet.shutdown()
+"""
+
+
+@pytest.fixture
+def cli(cli_env):  # noqa: F811  (test_cli's fixture: a FLEET_TMPDIR and a free port)
+    return cli_env
+
+
+def test_fleet_start_labels_and_a_driver_joining_by_address(cli):
+    import json
+    import sys
+
+    env, port = cli
+    env = dict(env)
+    env.pop("FLEET_CLUSTER_TOKEN", None)
+    rc, out, err = _cli(env, "start", "--head", "--port", str(port), "--labels", "ray.io/x=1")
+    assert rc == 2 and "ray.io/" in err, out + err
+    rc, out, err = _cli(env, "start", "--head", "--num-cpus", "1", "--port", str(port),
+                        "--labels", "rack=r1,tier=gold",
+                        "--system-config", '{"scheduler_spread_threshold": 0.25}')
+    assert rc == 0, out + err
+    address = next(a for a in out.split() if a.endswith(f":{port}"))
+    # Another driver joins by address alone: the token is found as the CLI finds it.
+    res = run_argv([sys.executable, "-c", CLI_DRIVER, address], 60, env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT "))
+    info = json.loads(line[len("RESULT "):])
+    assert info["labels"]["rack"] == "r1" and info["labels"]["tier"] == "gold"
+    assert "ray.io/node-id" in info["labels"]
+    assert info["rack"] == "r1"
