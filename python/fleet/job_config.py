@@ -3,7 +3,7 @@
 
 What fleet honours: ``runtime_env`` (the job's default for its tasks and
 actors; ``init(runtime_env=...)`` overrides it), ``metadata`` (kept with the
-job in the control store, readable by every driver), ``ray_namespace`` (the
+job in the control store's key-value store, ``job:<id>:config``), ``ray_namespace`` (the
 job's namespace; ``init(namespace=...)`` overrides it),
 ``default_actor_lifetime`` (``"detached"``: actors created without a
 ``lifetime`` option outlive the driver) and ``code_search_path`` (added to

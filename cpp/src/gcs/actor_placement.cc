@@ -86,8 +86,17 @@ ActorPlacement PlaceActor(const ActorPlacementInput& in, uint64_t& spread_turn) 
       return {};  // alive but cannot host it now: wait for it
     }
   }
-  auto& pool = free.empty() ? feasible : free;
+  std::vector<const rpc::NodeInfo*> pool = free.empty() ? feasible : free;
   if (pool.empty()) return {};
+  // Work that needs no GPU keeps off GPU nodes while others have room for it
+  // (Ray's scheduler_avoid_gpu_nodes).
+  if (!free.empty() && Amount(a.resources(), "GPU") <= 0) {
+    std::vector<const rpc::NodeInfo*> cpu_only;
+    for (auto* n : free) {
+      if (Amount(n->total(), "GPU") <= 0) cpu_only.push_back(n);
+    }
+    if (!cpu_only.empty()) pool = std::move(cpu_only);
+  }
   if (strategy == SchedulingStrategy::kSpread) return {pool[spread_turn++ % pool.size()], {}};
   if (HoldsNothing(a)) return {pool[in.random % pool.size()], {}};
   const rpc::NodeInfo* best = nullptr;

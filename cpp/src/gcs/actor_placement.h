@@ -12,6 +12,8 @@
 //  - Default, an actor that holds no resources while alive (num_cpus unset):
 //    a random node among those that fit (free now first), as Ray, so such
 //    actors do not all land on the driver's node.
+//  - Actors that need no GPU keep off nodes with GPUs while other nodes
+//    have room (Ray's scheduler_avoid_gpu_nodes).
 //  - Default otherwise: Ray's hybrid policy: the owner's node while its
 //    critical utilization is below `spread_threshold` (or no higher than
 //    the best), else the node with the lowest score (ties: smallest id).

@@ -89,5 +89,20 @@ TEST(ActorPlacementTest, SpreadRoundRobins) {
   EXPECT_EQ(got, (std::vector<std::string>{"a", "b", "a", "b"}));
 }
 
+TEST(ActorPlacementTest, CpuActorsKeepOffGpuNodesWhileOthersHaveRoom) {
+  rpc::NodeInfo gpu = Node("a", 4, 4);
+  (*gpu.mutable_total())["GPU"] = 1;
+  (*gpu.mutable_available())["GPU"] = 1;
+  std::vector<rpc::NodeInfo> nodes{gpu, Node("b", 4, 3)};
+  rpc::ActorInfo a = Actor(1);
+  a.set_owner_node_id("a");  // even from the GPU node
+  EXPECT_EQ(Where(a, nodes), "b");
+  nodes[1] = Node("b", 4, 0);  // no room elsewhere: the GPU node
+  EXPECT_EQ(Where(a, nodes), "a");
+  (*a.mutable_resources())["GPU"] = 1;
+  nodes[1] = Node("b", 4, 4);
+  EXPECT_EQ(Where(a, nodes), "a");
+}
+
 }  // namespace
 }  // namespace fleet::gcs
