@@ -534,3 +534,9 @@ def test_fleet_start_labels_and_a_driver_joining_by_address(cli):
     assert info["labels"]["rack"] == "r1" and info["labels"]["tier"] == "gold"
     assert "ray.io/node-id" in info["labels"]
     assert info["rack"] == "r1"
+
+
+def test_ray_client_addresses_are_refused_clearly():
+    with pytest.raises(ValueError, match="ray://"):
+        fleet.init(address="ray://127.0.0.1:10001")
+    assert not fleet.is_initialized()

@@ -56,6 +56,11 @@ def _parse_address(address: Optional[str]) -> Optional[str]:
         return None
     if address is not None and address.startswith("fleet://"):
         address = address[len("fleet://"):]
+    if address is not None and address.startswith("ray://"):
+        raise ValueError(
+            f"address={address!r}: Ray Client (ray://) is not supported by fleet; connect to "
+            "the control store's host:port from a machine in the cluster instead"
+        )
     return address
 
 
