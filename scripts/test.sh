@@ -39,7 +39,7 @@ ninja -C build/asan -j "$JOBS" >/dev/null
 ctest --test-dir build/asan --output-on-failure
 
 echo "== ruff"
-"$PY" -m ruff check python tests bench examples
+"$PY" -m ruff check python tests bench examples scripts
 
 echo "== Python tests"
 # Run from tests/ so `import fleet` is the installed package, not python/.

@@ -147,6 +147,20 @@ auto WaitInSlices(int64_t timeout_ms, bool interruptible, Attempt&& attempt) {
   }
 }
 
+// A sliced get/wait of a worker's task keeps its CPU lent between slices;
+// whatever way the wait ends (value, timeout, a signal's exception), the CPU
+// is taken back. (No-op when it was never lent.)
+class EndBlockedOnError {
+ public:
+  explicit EndBlockedOnError(fleet::CoreWorker& core) : core_(core) {}
+  ~EndBlockedOnError() { core_.EndBlocked(); }
+  EndBlockedOnError(const EndBlockedOnError&) = delete;
+  EndBlockedOnError& operator=(const EndBlockedOnError&) = delete;
+
+ private:
+  fleet::CoreWorker& core_;
+};
+
 // ---- shared between the parts -------------------------------------------------
 
 

@@ -192,11 +192,12 @@ void BindObjects(nb::module_& m, nb::class_<PyCore>& core) {
             std::vector<std::string> v;
             v.reserve(ids.size());
             for (auto& i : ids) v.push_back(Str(i));
+            EndBlockedOnError guard(c.core());
             return WaitInSlices(timeout_ms, interruptible,
                                 [&](int64_t slice, bool last) -> std::optional<nb::list> {
                                   fleet::Result<std::vector<fleet::StoredObject>> r = [&] {
                                     nb::gil_scoped_release release;
-                                    return c.core().Get(v, slice);
+                                    return c.core().Get(v, slice, !last);
                                   }();
                                   if (r.ok()) return ToPyObjects(c.core(), v, r.value());
                                   if (r.status().code() != StatusCode::kTimedOut) {
@@ -217,12 +218,13 @@ void BindObjects(nb::module_& m, nb::class_<PyCore>& core) {
             std::vector<std::string> v;
             v.reserve(ids.size());
             for (auto& i : ids) v.push_back(Str(i));
+            EndBlockedOnError guard(c.core());
             return WaitInSlices(
                 timeout_ms, interruptible,
                 [&](int64_t slice, bool last) -> std::optional<std::vector<bool>> {
                   fleet::Result<std::vector<bool>> r = [&] {
                     nb::gil_scoped_release release;
-                    return c.core().Wait(v, num_returns, slice, fetch_local);
+                    return c.core().Wait(v, num_returns, slice, fetch_local, !last);
                   }();
                   if (!r.ok()) throw std::runtime_error(r.status().message());
                   int ready = 0;

@@ -152,10 +152,14 @@ void BindTasks(nb::module_& m, nb::class_<PyCore>& core) {
            },
            nb::arg("template"), nb::arg("max_retries"), nb::arg("args"), nb::arg("deps"),
            nb::arg("nested") = std::vector<nb::bytes>{}, nb::arg("parent") = nb::bytes("", 0))
-      .def("cancel",
-           [](PyCore& c, const nb::bytes& task_id, bool force, bool recursive) {
-             return c.core().CancelTask(Str(task_id), force, recursive);
-           })
+      .def(
+          "cancel",
+          [](PyCore& c, const nb::bytes& task_id, bool force, bool recursive,
+             const nb::bytes& object_id) {
+            return c.core().CancelTask(Str(task_id), force, recursive, Str(object_id));
+          },
+          nb::arg("task_id"), nb::arg("force"), nb::arg("recursive"),
+          nb::arg("object_id") = nb::bytes("", 0))
       .def(
           "take_cancel_request",
           [](PyCore& c, const nb::bytes& task_id, bool keep) {

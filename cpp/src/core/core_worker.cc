@@ -297,21 +297,40 @@ void CoreWorker::QueueBorrowRegistration(const std::string& owner, const std::st
 void CoreWorker::FlushBorrowRegistrations() { refs_->FlushBorrowRegistrations(); }
 
 void CoreWorker::OnBlocked(bool blocked) {
+  // As Ray: only a normal task blocking on its main thread lends its
+  // resources (an actor holds its own for life; other threads do not count).
   if (!options_.is_worker) return;
-  if (!receiver_->InTask()) return;
+  if (blocked && !receiver_->BlockingReleasesResources()) return;
+  if (blocked_.exchange(blocked) == blocked) return;  // no change
   rpc::Envelope m;
   m.mutable_notify_blocked()->set_blocked(blocked);
   node_->Send(m);
 }
 
 Result<std::vector<StoredObject>> CoreWorker::Get(const std::vector<std::string>& ids,
-                                                  int64_t timeout_ms) {
-  return store_.Get(ids, timeout_ms, [this](bool b) { OnBlocked(b); });
+                                                  int64_t timeout_ms, bool more_slices) {
+  auto r = store_.Get(ids, timeout_ms, [this](bool b) {
+    if (b) OnBlocked(true);
+  });
+  bool another_slice = more_slices && !r.ok() && r.status().code() == StatusCode::kTimedOut;
+  if (!another_slice) OnBlocked(false);
+  return r;
 }
 
 Result<std::vector<bool>> CoreWorker::Wait(const std::vector<std::string>& ids, int num_returns,
-                                           int64_t timeout_ms, bool fetch_local) {
-  return store_.Wait(ids, num_returns, timeout_ms, fetch_local);
+                                           int64_t timeout_ms, bool fetch_local,
+                                           bool more_slices) {
+  auto r = store_.Wait(ids, num_returns, timeout_ms, fetch_local, [this](bool b) {
+    if (b) OnBlocked(true);
+  });
+  bool done = !r.ok();
+  if (r.ok()) {
+    int ready = 0;
+    for (bool b : r.value()) ready += b ? 1 : 0;
+    done = ready >= num_returns;
+  }
+  if (!more_slices || done) OnBlocked(false);
+  return r;
 }
 
 void CoreWorker::FetchFromOwner(const std::string& id, const std::string& owner) {
@@ -350,6 +369,8 @@ void CoreWorker::RegisterHandlers() {
   using rpc::RoleBit;
   FLEET_RPC_HANDLE(listener_table_, Hello, hello, HandleHello);
   FLEET_RPC_HANDLE(listener_table_, GetObject, get_object, HandleGetObject, RoleBit(PeerRole::kPeer));
+  FLEET_RPC_HANDLE(listener_table_, CancelOwnedTask, cancel_owned_task, HandleCancelOwnedTask,
+                   RoleBit(PeerRole::kPeer));
   receiver_->RegisterHandlers(listener_table_, node_table_);
   refs_->RegisterHandlers(listener_table_);
   locator_->RegisterHandlers(listener_table_);
@@ -441,9 +462,28 @@ void CoreWorker::SendGeneratorItem(uint64_t handle, int index, std::string data,
   receiver_->SendGeneratorItem(handle, index, std::move(data), flags);
 }
 
-bool CoreWorker::CancelTask(const std::string& task_id, bool force, bool recursive) {
+bool CoreWorker::CancelTask(const std::string& task_id, bool force, bool recursive,
+                            const std::string& object_id) {
   if (submitter_->Cancel(task_id, force, recursive)) return true;
-  return actor_submitter_->Cancel(task_id, recursive);
+  if (actor_submitter_->Cancel(task_id, recursive)) return true;
+  if (object_id.empty()) return false;
+  std::optional<std::string> owner = store_.OwnerOf(object_id);
+  if (!owner || owner->empty()) return false;
+  auto conn = peers_->To(*owner);
+  if (!conn.ok()) return false;  // the owner is gone, and its tasks with it
+  rpc::Envelope m;
+  auto* c = m.mutable_cancel_owned_task();
+  c->set_task_id(task_id);
+  c->set_force(force);
+  c->set_recursive(recursive);
+  conn.value()->Send(m);
+  return true;
+}
+
+void CoreWorker::HandleCancelOwnedTask(const rpc::ConnectionPtr&, uint64_t,
+                                       rpc::CancelOwnedTask& m) {
+  // Runs on the io thread: Cancel only queues sends and fails tasks locally.
+  CancelTask(m.task_id(), m.force(), m.recursive());
 }
 
 std::vector<std::string> CoreWorker::SubmitActorTask(TaskSubmission&& call, int max_task_retries) {

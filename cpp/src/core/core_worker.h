@@ -69,9 +69,16 @@ class CoreWorker {
   // ---- objects --------------------------------------------------------------
   // Returns the new object's id, holding one local ref for the caller.
   std::string Put(std::string data, uint32_t flags);
-  Result<std::vector<StoredObject>> Get(const std::vector<std::string>& ids, int64_t timeout_ms);
+  // A worker's task blocked here lends its CPU to its node (NotifyBlocked)
+  // and takes it back when the call returns. `more_slices`: the caller waits
+  // in slices (to see signals) and calls again after a timeout, so the CPU
+  // stays lent until a call ends otherwise, or EndBlocked.
+  Result<std::vector<StoredObject>> Get(const std::vector<std::string>& ids, int64_t timeout_ms,
+                                        bool more_slices = false);
   Result<std::vector<bool>> Wait(const std::vector<std::string>& ids, int num_returns,
-                                 int64_t timeout_ms, bool fetch_local);
+                                 int64_t timeout_ms, bool fetch_local, bool more_slices = false);
+  // A sliced wait ended early (a signal): takes the lent CPU back.
+  void EndBlocked() { OnBlocked(false); }
   MemoryStore& store() { return store_; }
 
   // ---- the node's shared-memory object store -------------------------------
@@ -147,8 +154,11 @@ class CoreWorker {
                   bool retryable_error, bool worker_exiting = false);
 
   // fleet.cancel(ref): the task (normal or actor call) that makes `task_id`.
-  // False if it is not pending in this process (finished, or not ours).
-  bool CancelTask(const std::string& task_id, bool force, bool recursive);
+  // A ref borrowed from another process (`object_id`, the ref's own id) is
+  // forwarded to its owner, as Ray does, and counts as found. False if it is
+  // neither pending here nor borrowed (finished, or unknown).
+  bool CancelTask(const std::string& task_id, bool force, bool recursive,
+                  const std::string& object_id = "");
 
   // ---- actors (see ActorSubmitter) ------------------------------------------
   ActorSubmitter& actors() { return *actor_submitter_; }
@@ -209,11 +219,16 @@ class CoreWorker {
   void OnGcsMessage(const rpc::ConnectionPtr& conn, rpc::Envelope& msg);
   void HandleHello(const rpc::ConnectionPtr& conn, uint64_t request_id, rpc::Hello& m);
   void HandleGetObject(const rpc::ConnectionPtr& conn, uint64_t request_id, rpc::GetObject& m);
+  void HandleCancelOwnedTask(const rpc::ConnectionPtr& conn, uint64_t request_id,
+                             rpc::CancelOwnedTask& m);
   void HandleActorUpdate(const rpc::ConnectionPtr& conn, uint64_t request_id, rpc::ActorUpdate& m);
   // Sets who submits `spec`: this process as owner, and the task it runs.
   void StampCaller(rpc::TaskSpec* spec);
   void FetchFromOwner(const std::string& id, const std::string& owner_address);
   void OnBlocked(bool blocked);
+  // Whether this worker told its node it is blocked (only a task's main
+  // thread ever does, so the flag changes on one thread at a time).
+  std::atomic<bool> blocked_{false};
   // Every second: after a burst of objects/tasks is freed, give the memory
   // back to the OS (glibc keeps freed heap otherwise).
   void TrimMemory();

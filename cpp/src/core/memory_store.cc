@@ -101,8 +101,14 @@ void MemoryStore::FinishCompleteLocked(std::unordered_map<std::string, Entry>::i
     e.fetching = false;
     e.value.data = std::move(data);
     e.value.flags = flags;
+    const bool error = (flags & kErrorFlags) != 0;
     for (auto& w : e.waiters) {
-      if (--w->remaining == 0) w->cv.NotifyOne();
+      if (--w->remaining == 0) {
+        w->cv.NotifyOne();
+      } else if (error && w->abort_on_error && !w->failed) {
+        w->failed = true;
+        w->cv.NotifyOne();
+      }
     }
     e.waiters.clear();
     callbacks->swap(e.callbacks);
@@ -304,8 +310,10 @@ Result<std::vector<StoredObject>> MemoryStore::Get(const std::vector<std::string
                                                    int64_t timeout_ms,
                                                    const std::function<void(bool)>& on_block) {
   auto waiter = std::make_shared<Waiter>();
+  waiter->abort_on_error = true;
   std::vector<std::pair<std::string, std::string>> to_fetch;
   MutexLock lk(&mu_);
+  const StoredObject* first_error = nullptr;
   for (const auto& id : ids) {  // validate first: an error must not leave half-made waits
     if (objects_.find(id) == objects_.end()) {
       return Status::NotFound("object " + ToHex(id) +
@@ -313,7 +321,15 @@ Result<std::vector<StoredObject>> MemoryStore::Get(const std::vector<std::string
                               "existed here)");
     }
   }
+  for (const auto& id : ids) {  // one that failed already: no need to wait
+    const Entry& e = objects_.find(id)->second;
+    if (e.ready && (e.value.flags & kErrorFlags)) {
+      first_error = &e.value;
+      break;
+    }
+  }
   for (const auto& id : ids) {
+    if (first_error) break;
     Entry& e = objects_.find(id)->second;
     if (!e.ready) {
       // A duplicate id in `ids` registers twice and is counted twice: fine.
@@ -331,15 +347,18 @@ Result<std::vector<StoredObject>> MemoryStore::Get(const std::vector<std::string
     if (on_block) on_block(true);
     lk.Lock();
     bool done;
+    auto finished = [&]() REQUIRES(mu_) { return waiter->remaining <= 0 || waiter->failed; };
     if (timeout_ms < 0) {
-      waiter->cv.Wait(lk, [&]() REQUIRES(mu_) { return waiter->remaining <= 0; });
+      waiter->cv.Wait(lk, finished);
       done = true;
     } else {
-      done = waiter->cv.WaitFor(lk, std::chrono::milliseconds(timeout_ms),
-                                [&]() REQUIRES(mu_) { return waiter->remaining <= 0; });
+      done = waiter->cv.WaitFor(lk, std::chrono::milliseconds(timeout_ms), finished);
+    }
+    if (!done || waiter->failed) {
+      // Waits left on objects not ready yet go (the entries stay held by their refs).
+      for (const auto& id : ids) RemoveWaiterLocked(id, waiter);
     }
     if (!done) {
-      for (const auto& id : ids) RemoveWaiterLocked(id, waiter);
       lk.Unlock();
       if (on_block) on_block(false);
       return Status::TimedOut("Get timed out: some object(s) not ready.");
@@ -350,18 +369,30 @@ Result<std::vector<StoredObject>> MemoryStore::Get(const std::vector<std::string
   }
   std::vector<StoredObject> out;
   out.reserve(ids.size());
+  StoredObject error;  // the first failed object, for the slots not ready
   for (const auto& id : ids) {
     auto it = objects_.find(id);
-    if (it == objects_.end() || !it->second.ready) {
+    if (it != objects_.end() && it->second.ready && (it->second.value.flags & kErrorFlags)) {
+      error = it->second.value;
+      break;
+    }
+  }
+  for (const auto& id : ids) {
+    auto it = objects_.find(id);
+    if (it != objects_.end() && it->second.ready) {
+      out.push_back(it->second.value);
+    } else if (error.flags & kErrorFlags) {
+      out.push_back(error);
+    } else {
       return Status::Internal("object " + ToHex(id) + " vanished while being read");
     }
-    out.push_back(it->second.value);
   }
   return out;
 }
 
 Result<std::vector<bool>> MemoryStore::Wait(const std::vector<std::string>& ids, int num_returns,
-                                            int64_t timeout_ms, bool fetch) {
+                                            int64_t timeout_ms, bool fetch,
+                                            const std::function<void(bool)>& on_block) {
   auto waiter = std::make_shared<Waiter>();
   std::vector<std::pair<std::string, std::string>> to_fetch;
   std::vector<bool> ready(ids.size(), false);
@@ -391,12 +422,18 @@ Result<std::vector<bool>> MemoryStore::Wait(const std::vector<std::string>& ids,
     (void)fetch;  // every wait fetches small objects: they are the readiness signal
     lk.Unlock();
     for (auto& [id, owner] : to_fetch) fetch_(id, owner);
+    if (on_block) on_block(true);
     lk.Lock();
     if (timeout_ms < 0) {
       waiter->cv.Wait(lk, [&]() REQUIRES(mu_) { return waiter->remaining <= 0; });
     } else {
       waiter->cv.WaitFor(lk, std::chrono::milliseconds(timeout_ms),
                          [&]() REQUIRES(mu_) { return waiter->remaining <= 0; });
+    }
+    if (on_block) {
+      lk.Unlock();
+      on_block(false);
+      lk.Lock();
     }
     for (size_t i = 0; i < ids.size(); ++i) {
       auto it = objects_.find(ids[i]);

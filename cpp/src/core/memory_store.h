@@ -123,13 +123,17 @@ class MemoryStore {
   Result<bool> GetOrSubscribe(const std::string& id, StoredObject* out, ReadyCallback on_ready)
       EXCLUDES(mu_);
 
-  // Blocks until all are ready or the timeout passes (timeout_ms < 0: forever).
-  // `on_block` runs once before the first real wait (and `on_unblock` after).
+  // Blocks until all are ready, one of them completes as an error, or the
+  // timeout passes (timeout_ms < 0: forever). After an error the objects not
+  // ready yet are returned as a copy of that error, so the caller raises it.
+  // `on_block(true)` runs once before the first real wait, `on_block(false)` after.
   Result<std::vector<StoredObject>> Get(const std::vector<std::string>& ids, int64_t timeout_ms,
                                         const std::function<void(bool)>& on_block) EXCLUDES(mu_);
-  // Returns readiness per id once num_returns are ready or on timeout.
+  // Returns readiness per id once num_returns are ready (a failed object
+  // counts as ready) or on timeout. `on_block` as for Get.
   Result<std::vector<bool>> Wait(const std::vector<std::string>& ids, int num_returns,
-                                 int64_t timeout_ms, bool fetch) EXCLUDES(mu_);
+                                 int64_t timeout_ms, bool fetch,
+                                 const std::function<void(bool)>& on_block = {}) EXCLUDES(mu_);
 
   bool Contains(const std::string& id) const EXCLUDES(mu_);
   std::optional<std::string> OwnerOf(const std::string& id) const EXCLUDES(mu_);
@@ -140,7 +144,12 @@ class MemoryStore {
  private:
   struct Waiter {
     CondVar cv;
-    int remaining = 0;  // guarded by mu_ (the analysis cannot name it from here)
+    // Both guarded by mu_ (the analysis cannot name it from here).
+    int remaining = 0;
+    // Get only: wake as soon as one awaited object completes as an error
+    // (Ray's get raises it at once, whatever the others are doing).
+    bool abort_on_error = false;
+    bool failed = false;
   };
   struct Entry {
     bool ready = false;

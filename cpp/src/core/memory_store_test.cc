@@ -132,6 +132,61 @@ TEST(MemoryStoreTest, GetOfSeveralWaitsForAll) {
   EXPECT_EQ(r.value()[2].data, "zz");
 }
 
+TEST(MemoryStoreTest, GetEndsAsSoonAsOneObjectFails) {
+  // Ray's get raises the first error at once, even while others never finish.
+  MemoryStore store(NoFetch());
+  store.CreatePending(Id("never"), /*local_refs=*/1);
+  store.CreatePending(Id("fails"), /*local_refs=*/1);
+  store.PutReady(Id("fine"), "ok", 0, /*local_refs=*/1);
+  std::vector<bool> events;  // written by the getter only
+  std::atomic<bool> blocked{false};
+  auto getter = std::async(std::launch::async, [&] {
+    return store.Get({Id("never"), Id("fine"), Id("fails")}, kLongMs, [&](bool b) {
+      events.push_back(b);
+      if (b) blocked = true;
+    });
+  });
+  auto deadline = std::chrono::steady_clock::now() + kLong;
+  while (!blocked && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  ASSERT_TRUE(blocked);
+  EXPECT_TRUE(store.Complete(Id("fails"), "boom", kFlagPickledError));
+  ASSERT_EQ(getter.wait_for(kLong), std::future_status::ready) << "Get was not woken by the error";
+  auto r = getter.get();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r.value().size(), 3u);
+  // The slot not ready holds the error, so the caller raises it.
+  EXPECT_EQ(r.value()[0].data, "boom");
+  EXPECT_EQ(r.value()[0].flags, kFlagPickledError);
+  EXPECT_EQ(r.value()[1].data, "ok");
+  EXPECT_EQ(r.value()[2].data, "boom");
+  EXPECT_EQ(events, (std::vector<bool>{true, false}));
+
+  // A failed object already there: no wait at all.
+  auto quick = store.Get({Id("never"), Id("fails")}, kLongMs, nullptr);
+  ASSERT_TRUE(quick.ok());
+  EXPECT_EQ(quick.value()[0].flags, kFlagPickledError);
+
+  // The abandoned wait left nothing behind: the entries still complete and go.
+  EXPECT_TRUE(store.Complete(Id("never"), "late", 0));
+  for (auto* id : {"never", "fails", "fine"}) store.RemoveLocalRef(Id(id));
+  EXPECT_EQ(store.Size(), 0u);
+}
+
+TEST(MemoryStoreTest, WaitReportsBlocking) {
+  MemoryStore store(NoFetch());
+  store.CreatePending(Id("p"), /*local_refs=*/1);
+  std::vector<bool> events;
+  auto r = store.Wait({Id("p")}, 1, 20, true, [&](bool b) { events.push_back(b); });
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(events, (std::vector<bool>{true, false}));
+  // Nothing to wait for: no blocking reported.
+  events.clear();
+  EXPECT_TRUE(store.Complete(Id("p"), "v", 0));
+  r = store.Wait({Id("p")}, 1, kLongMs, true, [&](bool b) { events.push_back(b); });
+  EXPECT_TRUE(events.empty());
+  store.RemoveLocalRef(Id("p"));
+}
+
 TEST(MemoryStoreTest, GetTimesOut) {
   MemoryStore store(NoFetch());
   store.CreatePending(Id("slow"));

@@ -171,9 +171,10 @@ std::string TaskReceiver::CurrentTaskId() {
   return current_task_id_;
 }
 
-bool TaskReceiver::InTask() {
+bool TaskReceiver::BlockingReleasesResources() {
   MutexLock lk(&mu_);
-  return in_task_;
+  return in_task_ && !current_is_actor_call_ && !concurrent_ &&
+         pthread_equal(pthread_self(), main_thread_);
 }
 
 void TaskReceiver::SendGeneratorItem(uint64_t handle, int index, std::string data,

@@ -96,8 +96,10 @@ class TaskReceiver {
                  const std::vector<std::pair<std::string, std::string>>& nested) EXCLUDES(mu_);
   // The task the main thread runs ("" if none, or concurrent execution).
   std::string CurrentTaskId() EXCLUDES(mu_);
-  // True while the main thread is inside a task.
-  bool InTask() EXCLUDES(mu_);
+  // True if the calling thread is the main thread running a normal task (not
+  // an actor call, not concurrent execution): the task lends its resources
+  // back to its node while it blocks in get/wait.
+  bool BlockingReleasesResources() EXCLUDES(mu_);
 
   // Sends the held replies now.
   void FlushHeldReplies() EXCLUDES(mu_);

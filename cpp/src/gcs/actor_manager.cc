@@ -50,7 +50,8 @@ std::string ActorManager::Describe(const Actor& a) const {
 
 // ---- requests -------------------------------------------------------------------
 
-void ActorManager::Register(const rpc::RegisterActor& req, rpc::Envelope& reply) {
+void ActorManager::Register(const rpc::RegisterActor& req, rpc::Envelope& reply,
+                            const rpc::ConnectionPtr& owner) {
   auto* r = reply.mutable_register_actor_reply();
   const rpc::ActorInfo& in = req.info();
   if (!in.name().empty()) {
@@ -73,6 +74,7 @@ void ActorManager::Register(const rpc::RegisterActor& req, rpc::Envelope& reply)
   Actor& a = actors_[id];
   a.info = in;
   a.info.set_state(rpc::ActorInfo::PENDING);
+  a.owner = owner.get();
   if (!in.name().empty()) named_[{in.namespace_(), in.name()}] = id;
   r->set_actor_id(in.actor_id());
 }
@@ -156,6 +158,17 @@ void ActorManager::OnJobFinished(uint32_t job_id) {
 
 void ActorManager::OnConnectionClosed(const rpc::Connection* conn) {
   for (auto& [id, a] : actors_) {
+    if (a.owner == conn) {
+      a.owner = nullptr;
+      // Its creation task was still waiting for arguments that only the
+      // owner could resolve: it can never be created. (Ray also ends the
+      // created actors of a dead owner; fleet keeps those for now, since an
+      // idle worker may still be reaped while it owns actors.)
+      if (!a.info.detached() && !a.has_spec) {
+        MarkDead(a, "its owner (the process that created it) died before the actor's "
+                    "arguments were ready");
+      }
+    }
     std::erase_if(a.subscribers, [&](const std::weak_ptr<rpc::Connection>& w) {
       auto c = w.lock();
       return !c || c.get() == conn;

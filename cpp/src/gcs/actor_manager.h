@@ -37,7 +37,10 @@ class ActorManager {
                std::function<rpc::ConnectionPtr(uint32_t)> driver_of_job);
 
   // Request handlers: fill `reply` (sent by the caller when the request has an id).
-  void Register(const rpc::RegisterActor& req, rpc::Envelope& reply);
+  // `owner`: the connection of the process registering it (its owner; null
+  // in unit tests). See OnConnectionClosed.
+  void Register(const rpc::RegisterActor& req, rpc::Envelope& reply,
+                const rpc::ConnectionPtr& owner = nullptr);
   void Create(rpc::CreateActor& req);
   void Subscribe(const rpc::ConnectionPtr& conn, const ActorId& actor_id);
   void Kill(const rpc::KillActor& req, rpc::Envelope& reply);
@@ -47,7 +50,9 @@ class ActorManager {
 
   // A job's driver left: its actors end, except detached ones.
   void OnJobFinished(uint32_t job_id);
-  // A connection closed: forget its subscriptions.
+  // A connection closed: forget its subscriptions; the non-detached actors
+  // its process registered whose creation still waits for arguments (which
+  // only that owner could resolve) are DEAD.
   void OnConnectionClosed(const rpc::Connection* conn);
   // Nodes changed (one registered): actors waiting for a feasible node retry.
   void OnNodesChanged();
@@ -74,6 +79,7 @@ class ActorManager {
     std::chrono::steady_clock::time_point unplaceable_since{};
     bool warned = false;
     std::vector<std::weak_ptr<rpc::Connection>> subscribers;
+    const rpc::Connection* owner = nullptr;  // the registering process (compared only)
   };
 
   void Schedule(Actor& a);

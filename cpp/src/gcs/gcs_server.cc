@@ -317,7 +317,7 @@ void GcsServer::HandleKvKeys(const rpc::ConnectionPtr& conn, uint64_t rid, rpc::
 
 void GcsServer::HandleRegisterActor(const rpc::ConnectionPtr& conn, uint64_t rid, rpc::RegisterActor& m) {
   rpc::Envelope reply;
-  actors_.Register(m, reply);
+  actors_.Register(m, reply, conn);
   Answer(conn, rid, reply);
 }
 

@@ -269,7 +269,8 @@ def cancel(object_ref: Any, *, force: bool = False, recursive: bool = True) -> N
     task_id = object_ref.task_id()
     if force and core.actor_call_pending(task_id):
         raise ValueError("force=True is not supported for actor tasks.")
-    core.cancel(task_id, bool(force), bool(recursive))
+    # A ref borrowed from another task is cancelled by its owner (forwarded).
+    core.cancel(task_id, bool(force), bool(recursive), object_ref._id)
 
 
 def _nodes_raw() -> List[Dict[str, Any]]:

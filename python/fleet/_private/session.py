@@ -80,6 +80,7 @@ def init(
     log_to_driver: bool = True,
     include_dashboard: Optional[bool] = None,
     dashboard_host: str = "127.0.0.1",
+    dashboard_port: Optional[int] = None,
     logging_level: Any = None,
     configure_logging: bool = True,
     _temp_dir: Optional[str] = None,

@@ -20,6 +20,8 @@ __all__ = [
     "SignalActor",
     "async_wait_for_condition",
     "client_test_enabled",
+    "generate_system_config_map",
+    "get_other_nodes",
     "run_string_as_driver",
     "run_string_as_driver_nonblocking",
     "wait_for_condition",
@@ -180,3 +182,22 @@ def wait_for_pid_to_exit(pid: int, timeout: float = 20) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"Timed out while waiting for process {pid} to exit.")
+
+
+def generate_system_config_map(**kwargs: Any) -> Dict[str, Any]:
+    """``init``/``Cluster`` arguments carrying ``kwargs`` as system config (fleet
+    takes ``_system_config`` and ignores keys it does not know)."""
+    return {"_system_config": kwargs}
+
+
+def get_other_nodes(cluster: Any, exclude_head: bool = False) -> list:
+    """The nodes of ``cluster`` other than the one this driver is attached to
+    (and other than the head with ``exclude_head``)."""
+    me = fleet.get_runtime_context().get_node_id()
+    out = []
+    for node in list(cluster.list_all_nodes()):
+        if exclude_head and node is cluster.head_node:
+            continue
+        if node.node_id != me:
+            out.append(node)
+    return out

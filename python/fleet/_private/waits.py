@@ -1,19 +1,18 @@
 """How a blocking call waits: its timeout in the core's milliseconds, and
 whether Ctrl-C may interrupt it. Below every module that blocks (get, wait,
-generators); imports only fleet._private.state."""
+generators); imports nothing of fleet."""
 
 from __future__ import annotations
 
 import threading
 from typing import Optional
 
-from fleet._private import state
-
 
 def interruptible() -> bool:
-    """Only a driver's main thread sees KeyboardInterrupt; workers are stopped
-    by fleet-node."""
-    return state.mode == "driver" and threading.current_thread() is threading.main_thread()
+    """Only a main thread sees KeyboardInterrupt: a driver's Ctrl-C, or in a
+    worker the SIGINT of fleet.cancel, which must reach a task blocked in
+    get or wait (its children are cancelled with it)."""
+    return threading.current_thread() is threading.main_thread()
 
 
 def timeout_ms(timeout: Optional[float], negative_ok: bool = True) -> int:

@@ -5,7 +5,6 @@ Fixtures that need Ray internals (error pub/sub, external Redis, the Ray
 client, TLS) are not provided: a test asking for one errors at setup.
 """
 
-import os
 import subprocess
 import sys
 from contextlib import contextmanager
