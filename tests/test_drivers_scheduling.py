@@ -540,3 +540,31 @@ def test_ray_client_addresses_are_refused_clearly():
     with pytest.raises(ValueError, match="ray://"):
         fleet.init(address="ray://127.0.0.1:10001")
     assert not fleet.is_initialized()
+
+
+def test_actors_after_tasks_never_queue_at_a_full_node():
+    # Actor leases granted since a node's last report count against it too:
+    # otherwise the control store could send one more actor to a node it
+    # already filled, where it would wait while another node has room.
+    with cluster(num_cpus=0, _system_config={"scheduler_spread_threshold": 0}) as c:
+        for _ in range(2):
+            c.add_node(num_cpus=8)
+
+        @fleet.remote
+        def busy():
+            time.sleep(0.5)
+
+        fleet.get([busy.remote() for _ in range(8)], timeout=60)
+
+        @fleet.remote(num_cpus=1)
+        class One:
+            def node(self):
+                return fleet.get_runtime_context().get_node_id()
+
+        for _ in range(3):
+            actors = [One.remote() for _ in range(10)]
+            nodes = fleet.get([a.node.remote() for a in actors], timeout=30)
+            assert len(nodes) == 10
+            for a in actors:
+                fleet.kill(a)
+            wait_until(lambda: fleet.available_resources().get("CPU") == 16, 10)

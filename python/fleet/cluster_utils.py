@@ -43,6 +43,11 @@ class NodeHandle:
         """The node's Unix socket address."""
         return self.unix_socket
 
+    @property
+    def unique_id(self) -> str:
+        """The node's id as hex (Ray's ``node.unique_id``)."""
+        return self.node_id
+
     def alive(self) -> bool:
         """Whether its fleet-node process is running."""
         return self.process.poll() is None

@@ -232,10 +232,11 @@ Result<rpc::ConnectionPtr> ActorManager::NodeConnection(const rpc::NodeInfo& nod
 void ActorManager::Schedule(Actor& a) {
   // Where: see actor_placement.h (labels, strategies, Ray's hybrid policy).
   auto nodes = alive_nodes_();
-  if (!in_flight_.empty()) {
+  for (auto* unseen : {&in_flight_, &granted_unreported_}) {
+    if (unseen->empty()) continue;
     for (auto& n : nodes) {
-      auto f = in_flight_.find(NodeId::FromBinary(n.node_id()));
-      if (f == in_flight_.end()) continue;
+      auto f = unseen->find(NodeId::FromBinary(n.node_id()));
+      if (f == unseen->end()) continue;
       for (auto& [k, v] : f->second) (*n.mutable_available())[k] -= v;
     }
   }
@@ -282,6 +283,10 @@ void ActorManager::Schedule(Actor& a) {
         if ((f->second[k] -= v) <= 1e-9) f->second.erase(k);
       }
       if (f->second.empty()) in_flight_.erase(f);
+    }
+    if (s.ok() && !reply.lease_granted().worker_id().empty()) {
+      auto& granted = granted_unreported_[node];
+      for (auto& [k, v] : held) granted[k] += v;
     }
     OnLeaseReply(id, inc, s, reply);
   });

@@ -236,6 +236,7 @@ void GcsServer::HandleReportResources(const rpc::ConnectionPtr&, uint64_t, rpc::
   }
   info.mutable_pending()->Swap(r.mutable_pending());
   it->second.last_report = std::chrono::steady_clock::now();
+  actors_.OnNodeReport(it->first);
   if (changed) ViewChanged();
 }
 
