@@ -1,5 +1,6 @@
 // fleet-gcs: the control store daemon. Flags: --host, --port (0 = any free),
-// --parent-pid (exit with that process). The cluster token comes from the
+// --parent-pid (exit with that process), --spread-threshold (actor placement,
+// Ray's scheduler_spread_threshold, default 0.5). The cluster token comes from the
 // FLEET_CLUSTER_TOKEN environment variable (never argv: ps shows argv).
 #include <signal.h>
 
@@ -33,6 +34,7 @@ int main(int argc, char** argv) {
   if (opts.host != "0.0.0.0" && opts.host != "::") rpc::SetLocalHost(opts.host);
   opts.token = token;
   opts.health_timeout_ms = std::atoi(apps::Flag(flags, "health-timeout-ms", "10000").c_str());
+  opts.spread_threshold = std::atof(apps::Flag(flags, "spread-threshold", "0.5").c_str());
   gcs::GcsServer server(io, opts);
   auto port = server.Start();
   if (!port.ok()) {

@@ -3,7 +3,8 @@
 // --python (worker interpreter), --parent-pid, --object-store-memory BYTES
 // (default 30% of RAM), --spill-dir (default <session-dir>/spill/<node>),
 // --object-store-full-timeout-ms, --port (TCP, for other nodes), --head,
-// --transfer-chunk-bytes, --transfer-chunks-in-flight. Token: FLEET_CLUSTER_TOKEN.
+// --transfer-chunk-bytes, --transfer-chunks-in-flight, --labels "k=v,k2=v2",
+// --spread-threshold (hybrid policy, default 0.5). Token: FLEET_CLUSTER_TOKEN.
 #include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
@@ -70,6 +71,14 @@ int main(int argc, char** argv) {
     if (eq == std::string::npos) continue;
     opts.resources[item.substr(0, eq)] = std::atof(item.substr(eq + 1).c_str());
   }
+  // --labels "k=v,k2=v2" (validated by the Python that starts us, as Ray's syntax).
+  std::stringstream ls(apps::Flag(flags, "labels", ""));
+  while (std::getline(ls, item, ',')) {
+    auto eq = item.find('=');
+    if (eq == std::string::npos) continue;
+    opts.labels[item.substr(0, eq)] = item.substr(eq + 1);
+  }
+  opts.spread_threshold = std::atof(apps::Flag(flags, "spread-threshold", "0.5").c_str());
   if (opts.gcs_address.empty()) {
     FLEET_LOG(ERROR) << "--gcs-address is required";
     return 2;

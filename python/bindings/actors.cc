@@ -62,8 +62,16 @@ void BindActors(nb::module_& m, nb::class_<PyCore>& core) {
               const std::string& class_name, int max_restarts, bool detached,
               const nb::bytes& handle_meta, const std::map<std::string, double>& resources,
               const std::map<std::string, double>& placement, bool get_if_exists,
-              const std::string& strategy, const nb::bytes& affinity_node_id, bool affinity_soft) {
+              const std::string& strategy, const nb::bytes& affinity_node_id, bool affinity_soft,
+              const std::map<std::string, std::string>& label_selector,
+              const std::vector<std::map<std::string, std::string>>& fallback_strategy) {
              fleet::rpc::ActorInfo info;
+             for (auto& [k, v] : label_selector) (*info.mutable_label_selector())[k] = v;
+             for (auto& f : fallback_strategy) {
+               auto* sel = info.add_fallback_strategy()->mutable_selector();
+               for (auto& [k, v] : f) (*sel)[k] = v;
+             }
+             info.set_owner_node_id(c.core().node_id());
              info.set_scheduling_strategy(strategy);
              info.set_affinity_node_id(Str(affinity_node_id));
              info.set_affinity_soft(affinity_soft);
@@ -94,7 +102,9 @@ void BindActors(nb::module_& m, nb::class_<PyCore>& core) {
            nb::arg("actor_id"), nb::arg("name"), nb::arg("ns"), nb::arg("class_name"),
            nb::arg("max_restarts"), nb::arg("detached"), nb::arg("handle_meta"), nb::arg("resources"),
            nb::arg("placement"), nb::arg("get_if_exists"), nb::arg("strategy") = "",
-           nb::arg("affinity_node_id") = nb::bytes("", 0), nb::arg("affinity_soft") = false)
+           nb::arg("affinity_node_id") = nb::bytes("", 0), nb::arg("affinity_soft") = false,
+           nb::arg("label_selector") = std::map<std::string, std::string>(),
+           nb::arg("fallback_strategy") = std::vector<std::map<std::string, std::string>>())
       .def("create_actor",
            [](PyCore& c, const TaskTemplate& tmpl, const nb::bytes& actor_id, const nb::bytes& args,
               const std::vector<nb::bytes>& deps, const nb::bytes& actor_options) {

@@ -20,6 +20,7 @@ nb::list NodesToList(const fleet::rpc::GetNodesReply& reply) {
     d["start_time_ms"] = n.start_time_ms();
     d["total"] = std::map<std::string, double>(n.total().begin(), n.total().end());
     d["available"] = std::map<std::string, double>(n.available().begin(), n.available().end());
+    d["labels"] = std::map<std::string, std::string>(n.labels().begin(), n.labels().end());
     nb::list pending;
     for (const auto& p : n.pending()) {
       nb::dict pd;

@@ -138,6 +138,14 @@ void BindTasks(nb::module_& m, nb::class_<PyCore>& core) {
              t->set_placement_group_bundle_index(bundle_index);
              t->set_placement_group_capture_child_tasks(capture);
              tt.key = fleet::TaskSubmitter::SchedulingKey(*t);
+           })
+      // Ray's label_selector: only nodes whose labels match run its tasks.
+      .def("set_label_selector",
+           [](TaskTemplate& tt, const std::map<std::string, std::string>& selector) {
+             auto* m = tt.spec.mutable_label_selector();
+             m->clear();
+             for (auto& [k, v] : selector) (*m)[k] = v;
+             tt.key = fleet::TaskSubmitter::SchedulingKey(tt.spec);
            });
 
   core

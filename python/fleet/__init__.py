@@ -45,6 +45,7 @@ from fleet.runtime_context import get_runtime_context
 from fleet import util as util  # isort: skip
 from fleet import types as types  # isort: skip
 from fleet import _raylet as _raylet  # isort: skip
+from fleet import job_config as job_config  # isort: skip  (fleet.job_config.JobConfig, as Ray)
 
 # Ray's older name for ObjectRef.
 ObjectID = ObjectRef
@@ -80,6 +81,7 @@ __all__ = [
     "get_runtime_context",
     "init",
     "is_initialized",
+    "job_config",
     "kill",
     "method",
     "nodes",

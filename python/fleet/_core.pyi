@@ -175,6 +175,7 @@ class TaskTemplate:
         capture: bool,
         /,
     ) -> None: ...
+    def set_label_selector(self, selector: Mapping[str, str], /) -> None: ...
 
 class ActorCallTemplate:
     def __init__(
@@ -255,6 +256,8 @@ class Core:
         strategy: str = "",
         affinity_node_id: bytes = ...,
         affinity_soft: bool = False,
+        label_selector: Mapping[str, str] = ...,
+        fallback_strategy: Sequence[Mapping[str, str]] = ...,
     ) -> tuple[bytes, bool, bytes]: ...
     def create_actor(
         self,

@@ -23,6 +23,7 @@ from fleet._private import options as opts_mod
 from fleet._private import serialization, signature, state, task_context
 from fleet._private.generator import refs_for
 from fleet._private.ids import ActorID
+from fleet._private.label_utils import selectors_of
 from fleet._private.session import _ensure_initialized
 from fleet.exceptions import ActorAlreadyExistsError, AsyncioActorExit, PendingCallsLimitExceeded
 from fleet.object_ref import ObjectRef
@@ -192,9 +193,7 @@ class ActorClass:
         if o["get_if_exists"] and not name:
             raise ValueError("get_if_exists=True requires a name for the actor (options(name=...))")
         namespace = o["namespace"] if o["namespace"] is not None else state.namespace
-        lifetime = o["lifetime"]
-        if lifetime is None:  # the job's default (JobConfig.default_actor_lifetime)
-            lifetime = state.default_actor_lifetimes.get(core.job_id, "non_detached")
+        lifetime = o["lifetime"] if o["lifetime"] is not None else state.default_actor_lifetime
         detached = lifetime == "detached"
         max_task_retries = o["max_task_retries"]
         groups = dict(o["concurrency_groups"] or {})
@@ -239,6 +238,7 @@ class ActorClass:
             actor_id, existed, existing_meta = core.register_actor(
                 actor_id, name, namespace, self._name, o["max_restarts"], detached, meta_blob,
                 resources, placement, bool(o["get_if_exists"]), strategy, affinity, soft,
+                o["label_selector"] or {}, selectors_of(o["fallback_strategy"]),
             )
         except ValueError as e:  # (the only refusal: the name is taken)
             raise ActorAlreadyExistsError(str(e)) from None

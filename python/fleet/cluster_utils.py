@@ -43,6 +43,11 @@ class NodeHandle:
         """The node's Unix socket address."""
         return self.unix_socket
 
+    @property
+    def unique_id(self) -> str:
+        """The node's id as hex (Ray's ``node.unique_id``)."""
+        return self.node_id
+
     def alive(self) -> bool:
         """Whether its fleet-node process is running."""
         return self.process.poll() is None
@@ -54,7 +59,7 @@ class NodeHandle:
 # add_node arguments fleet acts on.
 _NODE_ARGS_USED = {
     "num_cpus", "num_gpus", "resources", "object_store_memory", "memory",
-    "_system_config", "node_ip_address", "object_spilling_directory",
+    "_system_config", "node_ip_address", "object_spilling_directory", "labels",
 }
 # Ray's other documented add_node arguments: accepted, with no effect in
 # fleet (ports fleet picks itself, the dashboard and log monitor it does not
@@ -88,6 +93,7 @@ class Cluster:
         self.worker_nodes: List[NodeHandle] = []
         self._next = 0
         self._connected = False
+        self._cluster_file_pids: Optional[List[int]] = None
         if shutdown_at_exit:
             import atexit
 
@@ -112,7 +118,9 @@ class Cluster:
     def add_node(self, wait: bool = True, **node_args: Any) -> NodeHandle:
         """Starts a node: the first is the head (it also starts fleet-gcs).
         Takes ``num_cpus``, ``num_gpus``, ``resources``, ``object_store_memory``,
-        ``memory``. Returns once the node serves (and, with `wait`, once the
+        ``memory``, ``labels`` (for ``label_selector``) and ``_system_config``
+        (``scheduler_spread_threshold``: the head's applies to actor placement
+        too). Returns once the node serves (and, with `wait`, once the
         control store lists it)."""
         unknown = set(node_args) - _NODE_ARGS_USED - _NODE_ARGS_IGNORED
         if unknown:
@@ -127,21 +135,29 @@ class Cluster:
             node_args.get("resources"), node_ip, head, node_args.get("memory"), store,
         )
         if head:
-            self._gcs, self.gcs_address = services.start_gcs(self.session_dir, self.token)
+            self._gcs, self.gcs_address = services.start_gcs(
+                self.session_dir, self.token, system_config=node_args.get("_system_config")
+            )
             services.remember_token(self.gcs_address, self.token)
+            # Other drivers on this machine find the token by address (and
+            # address="auto" finds this cluster), as for `fleet start`.
+            services.register_address(
+                self.gcs_address, services.write_token_file(self.session_dir, self.token)
+            )
         index = self._next
         self._next += 1
         proc, socket = services.start_node(
             self.gcs_address, self.token, self.session_dir, res, node_ip, head=head,
             socket_name="node.sock" if head else f"node-{index}.sock",
             system_config=node_args.get("_system_config"),
-            spill_dir=node_args.get("object_spilling_directory"),
+            spill_dir=node_args.get("object_spilling_directory"), labels=node_args.get("labels"),
         )
         node = NodeHandle(proc, socket, index, head)
         node.node_ip_address = node_ip
         node.node_id = self._find_node_id(socket)
         if head:
             self.head_node = node
+            self._claim_cluster_file(socket, node_ip, proc.pid)
         else:
             self.worker_nodes.append(node)
         if wait:
@@ -209,6 +225,22 @@ class Cluster:
         if self._gcs is not None:
             gcs, self._gcs = self._gcs, None
             _stop_daemon(gcs, graceful=True)
+            services.unregister_address(self.gcs_address)
+            if self._cluster_file_pids:
+                services.remove_cluster_file(self._cluster_file_pids)
+                self._cluster_file_pids = None
+
+    def _claim_cluster_file(self, socket: str, node_ip: str, node_pid: int) -> None:
+        """Records this cluster as this machine's (``init(address="auto")``),
+        unless a live one (``fleet start``, another Cluster) already is."""
+        if services.read_cluster_file() is not None or self._gcs is None:
+            return
+        record = services.LocalCluster(
+            session_dir=self.session_dir, token=self.token, gcs_address=self.gcs_address,
+            node_socket=socket, node_ip=node_ip, pids=[self._gcs.pid, node_pid],
+        )
+        services.write_cluster_file(record)
+        self._cluster_file_pids = record.pids
 
 
 def _stop_daemon(proc: subprocess.Popen, graceful: bool) -> None:

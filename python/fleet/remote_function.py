@@ -107,6 +107,8 @@ class RemoteFunction:
         )
         if strategy or pg_id:
             template.set_strategy(strategy, node, soft, pg_id, index, capture)
+        if o["label_selector"]:
+            template.set_label_selector(o["label_selector"])
         prepared = (core, template, name, num_returns, max_retries)
         if cache:
             self._prepared = prepared

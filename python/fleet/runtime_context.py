@@ -74,6 +74,16 @@ class RuntimeContext:
 
     # ---- task --------------------------------------------------------------------
 
+    def get_node_labels(self) -> Dict[str, str]:
+        """The labels of the node this process runs on (the user's and Ray's
+        defaults, such as ``ray.io/node-id``)."""
+        core = _core()
+        me = core.node_id.hex()
+        for n in core.nodes():
+            if n["node_id"] == me:
+                return dict(n.get("labels") or {})
+        return {}
+
     def get_task_id(self) -> Optional[str]:
         """The current task's id as hex; None in the driver."""
         ctx = task_context.current()

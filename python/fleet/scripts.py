@@ -23,6 +23,17 @@ def _token(args: argparse.Namespace) -> str:
     return ""
 
 
+def _labels(text: Optional[str]) -> Optional[dict]:
+    """--labels as Ray takes it: "k1=v1,k2=v2" (or a JSON object)."""
+    from fleet._private import label_utils
+
+    if not text:
+        return None
+    if text.strip().startswith("{"):
+        return label_utils.validate_node_labels(json.loads(text))
+    return label_utils.parse_node_labels_string(text)
+
+
 def _start(args: argparse.Namespace) -> int:
     if args.head == bool(args.address):
         print(
@@ -40,6 +51,12 @@ def _start(args: argparse.Namespace) -> int:
         )
         return 1
     resources = json.loads(args.resources) if args.resources else None
+    try:
+        args.labels = _labels(args.labels)
+        args.system_config = json.loads(args.system_config) if args.system_config else None
+    except ValueError as e:
+        print(f"fleet start: {e}", file=sys.stderr)
+        return 2
     if args.address:
         return _join(args, resources)
     node_ip = args.node_ip_address or services.local_ip_towards("192.0.2.1:9")
@@ -51,7 +68,8 @@ def _start(args: argparse.Namespace) -> int:
         cluster = services.start_local_cluster(
             res, gcs_port=args.port, gcs_host="0.0.0.0", node_ip=node_ip, detached=True,
             spill_dir=args.spill_dir, token=_token(args) or None,
-            node_port=args.node_manager_port,
+            node_port=args.node_manager_port, labels=args.labels,
+            system_config=args.system_config,
         )
     except RuntimeError as e:
         print(f"fleet start failed: {e}", file=sys.stderr)
@@ -99,7 +117,8 @@ def _join(args: argparse.Namespace, resources: Optional[dict]) -> int:
     try:
         proc, socket = services.start_node(
             gcs_address, token, session_dir, res, node_ip, port=args.node_manager_port,
-            detached=True, spill_dir=args.spill_dir,
+            detached=True, spill_dir=args.spill_dir, labels=args.labels,
+            system_config=args.system_config,
         )
     except RuntimeError as e:
         print(f"fleet start failed: {e}", file=sys.stderr)
@@ -238,6 +257,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     s.add_argument("--token", default=None,
                    help="cluster token (joining: the one `fleet start --head` printed)")
     s.add_argument("--token-file", default=None, help="read the cluster token from this file")
+    s.add_argument("--labels", default=None,
+                   help='node labels for label_selector scheduling: "k1=v1,k2=v2"')
+    s.add_argument("--system-config", default=None,
+                   help='JSON, e.g. \'{"scheduler_spread_threshold": 0.5}\'')
     s.add_argument("--node-manager-port", type=int, default=0,
                    help="fleet-node's TCP port for other nodes (default: any free port)")
     st = sub.add_parser("stop", help="stop fleet processes on this machine")

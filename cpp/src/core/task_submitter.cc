@@ -63,6 +63,7 @@ struct TaskSubmitter::KeyState {
   std::map<std::string, int> spread_pending;
   std::string affinity_node_id;
   bool affinity_soft = false;
+  std::map<std::string, std::string> label_selector;  // TaskSpec's, passed on to the node
 };
 
 struct TaskSubmitter::Outbox {
@@ -126,6 +127,12 @@ std::string TaskSubmitter::SchedulingKey(const rpc::TaskSpec& spec) {
   if (!spec.scheduling_strategy().empty()) {
     key += "|" + spec.scheduling_strategy() + ":" + spec.affinity_node_id() +
            (spec.affinity_soft() ? ":soft" : "");
+  }
+  if (!spec.label_selector().empty()) {
+    std::map<std::string, std::string> sorted(spec.label_selector().begin(),
+                                              spec.label_selector().end());
+    key += "|labels";
+    for (auto& [k, v] : sorted) key += ":" + k + "=" + v;
   }
   return key;
 }
@@ -191,6 +198,8 @@ void TaskSubmitter::Enqueue(const TaskPtr& task) {
         ks->strategy = ParseSchedulingStrategy(task->spec().scheduling_strategy());
         ks->affinity_node_id = task->spec().affinity_node_id();
         ks->affinity_soft = task->spec().affinity_soft();
+        ks->label_selector = {task->spec().label_selector().begin(),
+                              task->spec().label_selector().end()};
       }
       ks->queue.push_back(task);
       ks->cancel_sent = false;
@@ -323,6 +332,7 @@ void TaskSubmitter::RequestLease(const std::string& key, const rpc::ConnectionPt
     r->set_strategy(SchedulingStrategyName(ks.strategy));
     r->set_affinity_node_id(ks.affinity_node_id);
     r->set_affinity_soft(ks.affinity_soft);
+    for (auto& [k, v] : ks.label_selector) (*r->mutable_label_selector())[k] = v;
   }
   r->set_scheduling_key(key);
   r->set_spilled(spilled);

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "common/ids.h"
+#include "gcs/actor_placement.h"
 #include "common/logging.h"
 #include "core/object_flags.h"
 
@@ -18,16 +19,6 @@ namespace fleet::gcs {
 namespace {
 
 constexpr int kInfeasibleWarningMs = 3000;
-
-bool Covers(const google::protobuf::Map<std::string, double>& have,
-            const google::protobuf::Map<std::string, double>& need) {
-  for (const auto& [k, v] : need) {
-    if (v <= 0) continue;
-    auto it = have.find(k);
-    if (it == have.end() || it->second + 1e-9 < v) return false;
-  }
-  return true;
-}
 
 std::string DescribeResources(const google::protobuf::Map<std::string, double>& r) {
   std::map<std::string, double> sorted(r.begin(), r.end());
@@ -301,50 +292,22 @@ Result<rpc::ConnectionPtr> ActorManager::NodeConnection(const rpc::NodeInfo& nod
 }
 
 void ActorManager::Schedule(Actor& a) {
-  // Default: the node with the most free CPUs among those with the actor's
-  // resources free now, else among those that could ever hold it. SPREAD:
-  // round robin over those. NODE_AFFINITY: that node (soft: or the default).
-  const rpc::NodeInfo* best = nullptr;
+  // Where: see actor_placement.h (labels, strategies, Ray's hybrid policy).
   auto nodes = alive_nodes_();
-  std::sort(nodes.begin(), nodes.end(),
-            [](const auto& x, const auto& y) { return x.node_id() < y.node_id(); });
-  auto cpu = [](const rpc::NodeInfo& x) {
-    auto it = x.available().find("CPU");
-    return it == x.available().end() ? 0.0 : it->second;
-  };
-  std::vector<const rpc::NodeInfo*> feasible, free;
-  for (const auto& n : nodes) {
-    if (!Covers(n.total(), a.info.resources()) || !Covers(n.total(), a.info.placement())) continue;
-    feasible.push_back(&n);
-    if (Covers(n.available(), a.info.resources())) free.push_back(&n);
-  }
-  bool placed = false;
-  SchedulingStrategy strategy = ParseSchedulingStrategy(a.info.scheduling_strategy());
-  if (strategy == SchedulingStrategy::kNodeAffinity) {
-    for (auto* n : feasible) {
-      if (n->node_id() == a.info.affinity_node_id()) best = n;
-    }
-    bool exists = std::any_of(nodes.begin(), nodes.end(),
-                              [&](auto& n) { return n.node_id() == a.info.affinity_node_id(); });
-    if (!best && !a.info.affinity_soft()) {
-      if (!exists) {
-        MarkDead(a, "its NodeAffinitySchedulingStrategy names node " + ToHex(a.info.affinity_node_id()) +
-                        ", which does not exist or is dead (soft=False)");
-        return;
-      }
-    }
-    placed = best != nullptr || !a.info.affinity_soft();
-  }
-  if (!placed) {
-    auto& pool = free.empty() ? feasible : free;
-    if (strategy == SchedulingStrategy::kSpread && !pool.empty()) {
-      best = pool[spread_next_++ % pool.size()];
-    } else {
-      for (auto* n : pool) {
-        if (!best || cpu(*n) > cpu(*best)) best = n;
-      }
+  for (auto* unseen : {&in_flight_, &granted_unreported_}) {
+    if (unseen->empty()) continue;
+    for (auto& n : nodes) {
+      auto f = unseen->find(NodeId::FromBinary(n.node_id()));
+      if (f == unseen->end()) continue;
+      for (auto& [k, v] : f->second) (*n.mutable_available())[k] -= v;
     }
   }
+  ActorPlacement where = PlaceActor({a.info, nodes, spread_threshold_, rng_()}, spread_next_);
+  if (!where.dead_reason.empty()) {
+    MarkDead(a, where.dead_reason);
+    return;
+  }
+  const rpc::NodeInfo* best = where.node;
   if (!best) {
     if (a.unplaceable_since == std::chrono::steady_clock::time_point{}) {
       a.unplaceable_since = std::chrono::steady_clock::now();
@@ -371,7 +334,22 @@ void ActorManager::Schedule(Actor& a) {
   a.lease_node_id = NodeId::FromBinary(best->node_id());
   uint64_t inc = ++a.incarnation;
   ActorId id = ActorId::FromBinary(a.info.actor_id());
-  conn.value()->Call(req, [this, id, inc](const Status& s, rpc::Envelope& reply) {
+  std::map<std::string, double> held(a.info.resources().begin(), a.info.resources().end());
+  auto& pending = in_flight_[a.lease_node_id];
+  for (auto& [k, v] : held) pending[k] += v;
+  conn.value()->Call(req, [this, id, inc, node = a.lease_node_id,
+                           held = std::move(held)](const Status& s, rpc::Envelope& reply) {
+    auto f = in_flight_.find(node);
+    if (f != in_flight_.end()) {
+      for (auto& [k, v] : held) {
+        if ((f->second[k] -= v) <= 1e-9) f->second.erase(k);
+      }
+      if (f->second.empty()) in_flight_.erase(f);
+    }
+    if (s.ok() && !reply.lease_granted().worker_id().empty()) {
+      auto& granted = granted_unreported_[node];
+      for (auto& [k, v] : held) granted[k] += v;
+    }
     OnLeaseReply(id, inc, s, reply);
   });
 }

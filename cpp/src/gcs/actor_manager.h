@@ -21,6 +21,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,10 @@ class ActorManager {
   void OnConnectionClosed(const rpc::Connection* conn);
   // Nodes changed (one registered): actors waiting for a feasible node retry.
   void OnNodesChanged();
+  // Ray's scheduler_spread_threshold for the hybrid policy (see actor_placement.h).
+  void set_spread_threshold(double t) { spread_threshold_ = t; }
+  // A node reported its resources: the leases granted there before now show.
+  void OnNodeReport(const NodeId& node) { granted_unreported_.erase(node); }
   // Once a second: warn about actors no node can hold.
   void Tick();
 
@@ -120,6 +125,14 @@ class ActorManager {
   size_t max_dead_;
   bool prune_posted_ = false;
   uint64_t spread_next_ = 0;
+  double spread_threshold_ = 0.5;  // Ray's scheduler_spread_threshold
+  std::minstd_rand rng_{std::random_device{}()};  // zero-resource actors go to a random node
+  // Resources of actor leases sent to each node and not answered yet, and of
+  // those granted since the node's last resource report: its reported free
+  // resources do not show them yet, so placement subtracts them (a burst of
+  // actors does not all see the same free node, nor queue at a full one).
+  std::map<NodeId, std::map<std::string, double>> in_flight_;
+  std::map<NodeId, std::map<std::string, double>> granted_unreported_;
 };
 
 }  // namespace fleet::gcs

@@ -41,6 +41,7 @@ GcsServer::GcsServer(asio::io_context& io, GcsOptions options)
             return alive;
           },
           [this](const rpc::NodeInfo& n) { return actors_.NodeConnection(n); }) {
+  actors_.set_spread_threshold(options_.spread_threshold);
   RegisterHandlers();
 }
 
@@ -235,6 +236,7 @@ void GcsServer::HandleReportResources(const rpc::ConnectionPtr&, uint64_t, rpc::
   }
   info.mutable_pending()->Swap(r.mutable_pending());
   it->second.last_report = std::chrono::steady_clock::now();
+  actors_.OnNodeReport(it->first);
   if (changed) ViewChanged();
 }
 

@@ -31,6 +31,7 @@ struct GcsOptions {
   std::string token;
   int health_check_period_ms = 1000;
   int health_timeout_ms = 10000;
+  double spread_threshold = 0.5;  // Ray's scheduler_spread_threshold (actor placement)
 };
 
 class GcsServer {

@@ -9,7 +9,13 @@ namespace fleet::node {
 
 namespace {
 constexpr int64_t kBundleUnits = 1000 * kUnit;
+
+// The group resources whose leases get device ids from bundle `index`'s GPUs.
+std::vector<std::string> GpuNames(const std::string& pg_id, int index) {
+  std::string hex = ToHex(pg_id);
+  return {"GPU_group_" + std::to_string(index) + "_" + hex, "GPU_group_" + hex};
 }
+}  // namespace
 
 Status BundleManager::Prepare(const std::string& pg_id, const std::vector<BundleSpec>& bundles) {
   std::string hex = ToHex(pg_id);
@@ -54,6 +60,7 @@ bool BundleManager::Commit(const std::string& pg_id) {
       if (r.committed) continue;
       r.committed = true;
       resources_.Add(r.group);
+      for (auto& name : GpuNames(pg_id, i)) resources_.AddDevices(name, r.alloc.gpus);
       changed = true;
     }
   }
@@ -96,6 +103,10 @@ bool BundleManager::Release(const std::string& pg_id, const std::vector<int>& in
   if (!removed.empty()) {
     hooks_.revoke(names);  // before the resources go: revoked leases give theirs back first
     resources_.Remove(removed);
+  }
+  for (auto& [index, r] : released) {
+    if (!r.committed) continue;
+    for (auto& name : GpuNames(pg_id, index)) resources_.RemoveDevices(name, r.alloc.gpus);
   }
   for (auto& [index, r] : released) resources_.Release(r.alloc);
   if (released.empty()) return false;

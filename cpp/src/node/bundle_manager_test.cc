@@ -130,5 +130,39 @@ TEST(BundleManagerLeaseTest, RevokedLeasesGiveBackBeforeTheGroupResourcesGo) {
   EXPECT_EQ(resources.total(), R({{"CPU", 4}}));
 }
 
+TEST(BundleManagerGpuTest, LeasesInABundleGetTheBundlesGpuIds) {
+  NodeResources resources(R({{"CPU", 4}, {"GPU", 3}}));
+  BundleManager bundles(resources, {.revoke = [](const std::set<std::string>&) {},
+                                    .resources_changed = [] {},
+                                    .schedule = [] {}});
+  auto other = resources.TryAcquire(R({{"GPU", 1}}));  // device 0 is taken outside the group
+  ASSERT_TRUE(other);
+  const std::string pg("\xab\xcd", 2);
+  ASSERT_TRUE(bundles.Prepare(pg, {{0, R({{"GPU", 1}})}, {1, R({{"GPU", 1}})}}).ok());
+  ASSERT_TRUE(bundles.Commit(pg));
+  auto in0 = resources.TryAcquire(R({{"GPU_group_0_abcd", 1}}));
+  ASSERT_TRUE(in0);
+  EXPECT_EQ(in0->GpuIds(), std::vector<int>{1});  // bundle 0 holds device 1
+  auto in1 = resources.TryAcquire(R({{"GPU_group_1_abcd", 0.5}}));
+  ASSERT_TRUE(in1);
+  EXPECT_EQ(in1->GpuIds(), std::vector<int>{2});
+  auto any = resources.TryAcquire(R({{"GPU_group_abcd", 0.5}}));  // a share of a group device
+  ASSERT_TRUE(any);
+  ASSERT_EQ(any->GpuIds().size(), 1u);
+  EXPECT_NE(any->GpuIds()[0], 0);
+  resources.Release(*in0);
+  auto again = resources.TryAcquire(R({{"GPU_group_0_abcd", 1}}));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->GpuIds(), std::vector<int>{1});
+  resources.Release(*again);
+  resources.Release(*in1);
+  resources.Release(*any);
+  EXPECT_TRUE(bundles.Release(pg, {}));
+  resources.Release(*other);
+  EXPECT_EQ(resources.available(), resources.total());
+  auto whole = resources.TryAcquire(R({{"GPU", 3}}));  // every device is whole again
+  ASSERT_TRUE(whole);
+}
+
 }  // namespace
 }  // namespace fleet::node

@@ -26,6 +26,7 @@ void LeaseManager::HandleRequestLease(ClientSession& s, uint64_t request_id,
   e.req.affinity_node_id = r.affinity_node_id();
   e.req.affinity_soft = r.affinity_soft();
   e.req.spilled = r.spilled();
+  if (!r.label_selector().empty()) e.req.labels = LabelSelector::Parse(r.label_selector());
   e.actor_class = r.actor_class();
   e.description = r.description();
   e.key = r.scheduling_key();
@@ -112,7 +113,8 @@ void LeaseManager::Schedule() {
       it = pending_.erase(it);
       continue;
     }
-    if (!resources_.Feasible(it->req.resources) || !resources_.Feasible(it->req.placement)) {
+    if (!resources_.Feasible(it->req.resources) || !resources_.Feasible(it->req.placement) ||
+        !scheduler_.LabelsMatchHere(it->req)) {
       ++it;
       continue;
     }
@@ -121,7 +123,7 @@ void LeaseManager::Schedule() {
       ++it;
       continue;
     }
-    auto worker = pool_.PopIdle();
+    auto worker = pool_.PopIdle(GpuKey(alloc->GpuIds()));
     if (!worker) {
       reserved.push_back(std::move(*alloc));
       need_workers++;

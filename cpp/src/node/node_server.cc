@@ -37,7 +37,7 @@ NodeServer::NodeServer(asio::io_context& io, NodeOptions options)
       resources_(FromDoubles(options_.resources)),
       pool_(std::max(1, NumCpus(options_.resources)), std::max(2, NumCpus(options_.resources)),
             options_.idle_worker_timeout_ms),
-      scheduler_(node_id_),
+      scheduler_(node_id_, options_.spread_threshold),
       supervisor_(io, SupervisorOptions(options_, node_id_), pool_,
                   {.exited = [this](const std::string& id, const std::string& why) { OnWorkerGone(id, why); },
                    .output = [this](const rpc::Envelope& m) {
@@ -56,6 +56,9 @@ NodeServer::NodeServer(asio::io_context& io, NodeOptions options)
                             .resources_changed = [this] { MarkResourcesDirty(); },
                             .schedule = [this] { leases_.Schedule(); }}),
       tick_timer_(io), report_timer_(io) {
+  scheduling::NodeLabels labels(options_.labels.begin(), options_.labels.end());
+  labels["ray.io/node-id"] = ToHex(node_id_);  // Ray's default label
+  scheduler_.SetLocalLabels(std::move(labels));
   RegisterHandlers();
 }
 
@@ -115,6 +118,7 @@ Status NodeServer::Start() {
   info->set_unix_socket(addr.value());
   info->set_address(address_);
   info->set_is_head(options_.is_head);
+  for (auto& [k, v] : scheduler_.local_labels()) (*info->mutable_labels())[k] = v;
   info->set_session_dir(options_.session_dir);
   for (auto& [k, v] : options_.resources) {
     (*info->mutable_total())[k] = v;

@@ -52,6 +52,9 @@ struct NodeOptions {
   store::StoreOptions store;         // spill_dir empty: <session_dir>/spill/<node id>
   uint64_t transfer_chunk_bytes = 1 << 20;  // object transfer between nodes (measured: 1 MiB x 16 best here)
   int transfer_chunks_in_flight = 16;
+  // The user's node labels; ray.io/node-id is added (Ray's default label).
+  std::map<std::string, std::string> labels;
+  double spread_threshold = 0.5;     // Ray's scheduler_spread_threshold (hybrid policy)
 };
 
 class NodeServer {

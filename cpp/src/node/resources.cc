@@ -1,6 +1,7 @@
 // NodeResources implementation; see resources.h.
 #include "node/resources.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -37,7 +38,34 @@ std::string Describe(const ResourceSet& r) {
 std::vector<int> Allocation::GpuIds() const {
   std::vector<int> ids;
   for (auto& [idx, amount] : gpus) ids.push_back(idx);
+  for (auto& [name, idx, amount] : group_gpus) {
+    if (std::find(ids.begin(), ids.end(), idx) == ids.end()) ids.push_back(idx);
+  }
+  std::sort(ids.begin(), ids.end());
   return ids;
+}
+
+void NodeResources::AddDevices(const std::string& name,
+                               const std::vector<std::pair<int, int64_t>>& devices) {
+  for (auto& [idx, amount] : devices) {
+    auto& share = group_devices_[name][idx];
+    share.total += amount;
+    share.free += amount;
+  }
+}
+
+void NodeResources::RemoveDevices(const std::string& name,
+                                  const std::vector<std::pair<int, int64_t>>& devices) {
+  auto it = group_devices_.find(name);
+  if (it == group_devices_.end()) return;
+  for (auto& [idx, amount] : devices) {
+    auto d = it->second.find(idx);
+    if (d == it->second.end()) continue;
+    d->second.total -= amount;
+    d->second.free -= amount;  // negative while a lease still holds it
+    if (d->second.total <= 0) it->second.erase(d);
+  }
+  if (it->second.empty()) group_devices_.erase(it);
 }
 
 NodeResources::NodeResources(ResourceSet total) : total_(std::move(total)), available_(total_) {
@@ -111,6 +139,30 @@ std::optional<Allocation> NodeResources::TryAcquire(const ResourceSet& req) {
       a.gpus.emplace_back(best, want);
     }
   }
+  // Placement group GPU resources backed by devices: whole devices for whole
+  // amounts, else a share of the most used device that still fits.
+  for (auto& [k, v] : req) {
+    auto pool = group_devices_.find(k);
+    if (v <= 0 || pool == group_devices_.end()) continue;
+    if (v >= kUnit && v % kUnit == 0) {
+      int64_t n = v / kUnit;
+      for (auto& [idx, share] : pool->second) {
+        if (n > 0 && share.free == kUnit) {
+          a.group_gpus.emplace_back(k, idx, kUnit);
+          n--;
+        }
+      }
+      if (n > 0) return std::nullopt;
+    } else {
+      const std::pair<const int, DeviceShare>* best = nullptr;
+      for (auto& entry : pool->second) {
+        if (entry.second.free >= v && (!best || entry.second.free < best->second.free)) best = &entry;
+      }
+      if (!best) return std::nullopt;
+      a.group_gpus.emplace_back(k, best->first, v);
+    }
+  }
+  for (auto& [name, idx, amount] : a.group_gpus) group_devices_[name][idx].free -= amount;
   for (auto& [idx, amount] : a.gpus) gpu_free_[idx] -= amount;
   for (auto& [k, v] : req) {
     if (v <= 0) continue;
@@ -127,6 +179,12 @@ void NodeResources::Release(const Allocation& a) {
     available_[k] += give;
   }
   for (auto& [idx, amount] : a.gpus) gpu_free_[idx] += amount;
+  for (auto& [name, idx, amount] : a.group_gpus) {
+    auto pool = group_devices_.find(name);
+    if (pool == group_devices_.end()) continue;  // the bundle is gone
+    auto d = pool->second.find(idx);
+    if (d != pool->second.end()) d->second.free = std::min(d->second.total, d->second.free + amount);
+  }
 }
 
 void NodeResources::ReleaseCpu(Allocation& a) {

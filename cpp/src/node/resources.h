@@ -12,6 +12,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace fleet::node {
@@ -29,6 +30,8 @@ bool Covers(const ResourceSet& have, const ResourceSet& need);
 struct Allocation {
   ResourceSet amounts;
   std::vector<std::pair<int, int64_t>> gpus;  // (device index, amount)
+  // Devices taken through placement group GPU resources: (resource name, device, amount).
+  std::vector<std::tuple<std::string, int, int64_t>> group_gpus;
   int64_t released_cpu = 0;                    // CPU given back while blocked
   std::vector<int> GpuIds() const;
 };
@@ -52,6 +55,11 @@ class NodeResources {
   // may go negative while leases still hold them).
   void Add(const ResourceSet& r);
   void Remove(const ResourceSet& r);
+  // The GPU devices behind a placement group's GPU resource ("GPU_group_0_<pg>",
+  // "GPU_group_<pg>"): a lease taking that resource gets device ids from it
+  // (as from "GPU"), so a task in a bundle sees the bundle's GPUs.
+  void AddDevices(const std::string& name, const std::vector<std::pair<int, int64_t>>& devices);
+  void RemoveDevices(const std::string& name, const std::vector<std::pair<int, int64_t>>& devices);
   // Whether what is free now covers `req` (ignoring per-device GPU packing).
   bool Fits(const ResourceSet& req) const;
   const ResourceSet& total() const { return total_; }
@@ -61,6 +69,12 @@ class NodeResources {
   ResourceSet total_;
   ResourceSet available_;
   std::vector<int64_t> gpu_free_;  // per device
+  struct DeviceShare {
+    int64_t total = 0;
+    int64_t free = 0;
+  };
+  // Placement group GPU resource name -> device -> its share of that device.
+  std::map<std::string, std::map<int, DeviceShare>> group_devices_;
 };
 
 }  // namespace fleet::node

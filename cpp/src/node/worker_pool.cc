@@ -42,13 +42,23 @@ std::optional<std::string> WorkerPool::IdOfPid(int pid) const {
   return std::nullopt;
 }
 
-std::optional<WorkerInfo> WorkerPool::PopIdle() {
-  if (idle_.empty()) return std::nullopt;
-  std::string id = idle_.back();
-  idle_.pop_back();
-  auto& w = workers_.at(id);
-  w.state = WorkerState::kLeased;
-  return w;
+std::string GpuKey(const std::vector<int>& gpu_ids) {
+  if (gpu_ids.empty()) return "-";
+  std::string key;
+  for (int id : gpu_ids) key += (key.empty() ? "" : ",") + std::to_string(id);
+  return key;
+}
+
+std::optional<WorkerInfo> WorkerPool::PopIdle(const std::string& gpu_key) {
+  for (auto it = idle_.rbegin(); it != idle_.rend(); ++it) {
+    auto& w = workers_.at(*it);
+    if (!w.gpu_key.empty() && w.gpu_key != gpu_key) continue;
+    idle_.erase(std::next(it).base());
+    w.state = WorkerState::kLeased;
+    w.gpu_key = gpu_key;
+    return w;
+  }
+  return std::nullopt;
 }
 
 void WorkerPool::PushIdle(const std::string& id, Clock::time_point now) {

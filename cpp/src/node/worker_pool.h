@@ -26,7 +26,14 @@ struct WorkerInfo {
   bool dedicated = false;  // hosts an actor: leased for its life, never idle again
   std::string address;
   std::chrono::steady_clock::time_point idle_since;
+  // The GPU ids of its first lease ("-": none), "" before it. A process's
+  // CUDA_VISIBLE_DEVICES cannot change once CUDA is initialized, so a worker
+  // only ever serves leases with the same GPU assignment.
+  std::string gpu_key;
 };
+
+// The pool key of a lease's GPU ids: "-" for none, else "0,1".
+std::string GpuKey(const std::vector<int>& gpu_ids);
 
 class WorkerPool {
  public:
@@ -41,8 +48,10 @@ class WorkerPool {
   std::optional<WorkerInfo> Remove(const std::string& id);
   std::optional<std::string> IdOfPid(int pid) const;
 
-  // Takes an idle worker (most recently idle first: warm caches), marking it leased.
-  std::optional<WorkerInfo> PopIdle();
+  // Takes an idle worker for a lease with these GPUs (GpuKey), most recently
+  // idle first (warm caches): one that served this GPU assignment before, or
+  // a fresh one (which is then keyed to it). Marks it leased.
+  std::optional<WorkerInfo> PopIdle(const std::string& gpu_key = "-");
   void PushIdle(const std::string& id, Clock::time_point now);
   // The leased worker now hosts an actor (it does not count toward soft_limit).
   void MarkDedicated(const std::string& id);

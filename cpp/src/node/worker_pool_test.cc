@@ -284,5 +284,31 @@ TEST(WorkerPoolTest, ActorWorkersDoNotCountTowardTheIdleLimit) {
   EXPECT_EQ(pool.size(), 4);
 }
 
+TEST(WorkerPoolTest, WorkersAreKeyedByTheirGpuAssignment) {
+  EXPECT_EQ(GpuKey({}), "-");
+  EXPECT_EQ(GpuKey({0, 2}), "0,2");
+  WorkerPool pool(/*soft_limit=*/4, /*max_starting=*/2, /*idle_timeout_ms=*/1000);
+  for (std::string id : {"a", "b"}) {
+    pool.AddStarting(id, 1);
+    ASSERT_TRUE(pool.OnRegistered(id, id + ".sock", kT0));
+  }
+  auto cpu = pool.PopIdle("-");  // b (most recent), now a CPU worker
+  ASSERT_TRUE(cpu);
+  EXPECT_EQ(cpu->id, "b");
+  pool.PushIdle("b", kT0 + 1s);
+  auto gpu = pool.PopIdle("0");  // not b: its CUDA_VISIBLE_DEVICES is fixed; a is fresh
+  ASSERT_TRUE(gpu);
+  EXPECT_EQ(gpu->id, "a");
+  EXPECT_FALSE(pool.PopIdle("1").has_value());  // b serves CPU leases only
+  pool.PushIdle("a", kT0 + 2s);
+  EXPECT_FALSE(pool.PopIdle("1").has_value());  // a serves GPU 0 only
+  auto again = pool.PopIdle("0");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->id, "a");
+  auto cpu2 = pool.PopIdle();
+  ASSERT_TRUE(cpu2);
+  EXPECT_EQ(cpu2->id, "b");
+}
+
 }  // namespace
 }  // namespace fleet::node

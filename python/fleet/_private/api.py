@@ -305,7 +305,7 @@ def nodes() -> List[Dict[str, Any]]:
                 "MetricsExportPort": 0,
                 "NodeName": n["node_ip"],
                 "Resources": dict(n["total"]) if n["alive"] else {},
-                "Labels": {},
+                "Labels": dict(n.get("labels") or {}),
                 "DeathReason": n["death_reason"],
                 "DeathReasonMessage": n["death_reason"],
             }

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
 from fleet._private import task_context
+from fleet._private.label_utils import fallback_strategy_error, label_selector_error
 from fleet._private.scheduling_strategies import (
     NodeAffinitySchedulingStrategy,
     PlacementGroupSchedulingStrategy,
@@ -201,7 +202,7 @@ TASK_OPTIONS: Dict[str, Option] = {
     "runtime_env": Option(None, _runtime_env),
     "max_calls": Option(0, _int("max_calls", 0)),
     "_generator_backpressure_num_objects": Option(None, _backpressure),
-    "label_selector": Option(None, _any),
+    "label_selector": Option(None, label_selector_error),
     "_metadata": Option(None, _any),
 }
 
@@ -281,7 +282,8 @@ ACTOR_OPTIONS: Dict[str, Option] = {
     "placement_group_bundle_index": Option(-1, _bundle_index),
     "placement_group_capture_child_tasks": Option(None, _optional_bool),
     "runtime_env": Option(None, _runtime_env),
-    "label_selector": Option(None, _any),
+    "label_selector": Option(None, label_selector_error),
+    "fallback_strategy": Option(None, fallback_strategy_error),
     "_metadata": Option(None, _any),
 }
 
@@ -418,6 +420,8 @@ def resource_request(opts: Dict[str, Any], default_cpus: float = 1) -> Dict[str,
     for k, v in (opts["resources"] or {}).items():
         if v:
             req[k] = float(v)
+    if opts.get("accelerator_type"):  # as Ray: a sliver of the node's accelerator_type:X
+        req[f"accelerator_type:{opts['accelerator_type']}"] = 0.001
     return req
 
 

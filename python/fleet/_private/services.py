@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from fleet._private.label_utils import encode_node_labels, validate_node_labels
 from fleet._private.version import version_tag
 
 FLEET_ROOT = os.environ.get("FLEET_TMPDIR", "/tmp/fleet")
@@ -223,15 +224,29 @@ def _spawn(args: List[str], log: str, env: Dict[str, str], detached: bool) -> su
         )
 
 
+def _spread_threshold(config: Optional[Dict[str, Any]]) -> List[str]:
+    """``--spread-threshold`` from Ray's ``scheduler_spread_threshold``
+    system config (the hybrid policy's; default 0.5)."""
+    value = (config or {}).get("scheduler_spread_threshold")
+    if value is None:
+        return []
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"scheduler_spread_threshold must be within [0, 1], got {value}")
+    return ["--spread-threshold", repr(value)]
+
+
 def start_gcs(
     session_dir: str, token: str, host: str = "127.0.0.1", port: int = 0,
     detached: bool = False, timeout: float = 30.0,
+    system_config: Optional[Dict[str, Any]] = None,
 ) -> tuple[subprocess.Popen, str]:
     """Starts fleet-gcs; returns the process and its address once it serves."""
     log = os.path.join(session_dir, "logs", "fleet-gcs.log")
     proc = _spawn(
         [bin_path("fleet-gcs"), "--host", host, "--port", str(port),
-         "--version-tag", version_tag()], log, _daemon_env(token), detached,
+         "--version-tag", version_tag(), *_spread_threshold(system_config)],
+        log, _daemon_env(token), detached,
     )
     try:
         bound = _wait_ready(proc, "fleet-gcs", log, timeout)
@@ -256,9 +271,11 @@ def start_node(
     timeout: float = 30.0,
     spill_dir: Optional[str] = None,
     system_config: Optional[Dict[str, Any]] = None,
+    labels: Optional[Dict[str, str]] = None,
 ) -> tuple[subprocess.Popen, str]:
     """Starts a fleet-node that joins the cluster at `gcs_address`; returns
-    the process and its Unix socket address ("unix:/path") once it serves."""
+    the process and its Unix socket address ("unix:/path") once it serves.
+    `labels` are the node's (validated; ray.io/node-id is added by it)."""
     node_socket = os.path.join(session_dir, "sockets", socket_name)
     log = os.path.join(session_dir, "logs", "fleet-" + socket_name.replace(".sock", "") + ".log")
     args = [
@@ -272,7 +289,10 @@ def start_node(
         "--python", sys.executable,
         "--version-tag", version_tag(),
         *_store_flags(resources, spill_dir, system_config or {}),
+        *_spread_threshold(system_config),
     ]
+    if labels:
+        args += ["--labels", encode_node_labels(validate_node_labels(labels))]
     if head:
         args.append("--head")
     proc = _spawn(args, log, _daemon_env(token), detached)
@@ -297,6 +317,7 @@ def start_local_cluster(
     spill_dir: Optional[str] = None,
     system_config: Optional[Dict[str, Any]] = None,
     node_port: int = 0,
+    labels: Optional[Dict[str, str]] = None,
 ) -> LocalCluster:
     """Starts fleet-gcs and the head fleet-node; returns once both are serving.
 
@@ -307,12 +328,14 @@ def start_local_cluster(
     ``object_store_full_timeout_ms``."""
     session_dir = session_dir or new_session_dir()
     token = token or secrets.token_hex(16)
-    gcs, gcs_address = start_gcs(session_dir, token, gcs_host, gcs_port, detached, timeout)
+    gcs, gcs_address = start_gcs(
+        session_dir, token, gcs_host, gcs_port, detached, timeout, system_config
+    )
     try:
         node, node_socket = start_node(
             gcs_address, token, session_dir, resources, node_ip, head=True, port=node_port,
             detached=detached, timeout=timeout, spill_dir=spill_dir,
-            system_config=system_config,
+            system_config=system_config, labels=labels,
         )
     except BaseException:
         gcs.kill()
@@ -346,8 +369,52 @@ def remember_token(gcs_address: str, token: str) -> None:
 
 
 def known_token(gcs_address: str) -> str:
-    """The token remembered for `gcs_address`, or ""."""
-    return _known_tokens.get(gcs_address, "")
+    """The token remembered for `gcs_address` by this process, or else
+    the token file this machine's user registered for it (other drivers of a
+    cluster started here: ``fleet start``, ``cluster_utils.Cluster``), or ""."""
+    token = _known_tokens.get(gcs_address, "")
+    if token:
+        return token
+    try:
+        with open(_address_file(gcs_address)) as f:
+            token_file = json.load(f)["token_file"]
+        with open(token_file) as f:
+            return f.read().strip()
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def _address_file(gcs_address: str) -> str:
+    safe = "".join(c if c.isalnum() or c in ".-" else "_" for c in gcs_address)
+    return os.path.join(FLEET_ROOT, "addresses", safe + ".json")
+
+
+def write_token_file(session_dir: str, token: str) -> str:
+    """Writes the cluster token into the session (mode 0600); returns its path."""
+    token_file = os.path.join(session_dir, "cluster_token")
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    return token_file
+
+
+def register_address(gcs_address: str, token_file: str) -> None:
+    """Records where the token of the cluster at `gcs_address` is, so that
+    another driver on this machine can join it by address (as the CLI does)."""
+    path = _address_file(gcs_address)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"token_file": token_file}, f)
+    os.replace(tmp, path)
+
+
+def unregister_address(gcs_address: str) -> None:
+    """Forgets `gcs_address` (its cluster stopped)."""
+    try:
+        os.unlink(_address_file(gcs_address))
+    except OSError:
+        pass
 
 
 def local_ip_towards(address: str) -> str:
@@ -391,11 +458,11 @@ def find_local_node(gcs_address: str, token: str) -> tuple[str, str, str]:
 
 
 def write_cluster_file(cluster: LocalCluster) -> None:
+    """Records this machine's cluster for ``fleet stop`` and
+    ``init(address="auto")`` (and its address for other drivers)."""
     os.makedirs(FLEET_ROOT, exist_ok=True)
-    token_file = os.path.join(cluster.session_dir, "cluster_token")
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(cluster.token)
+    token_file = write_token_file(cluster.session_dir, cluster.token)
+    register_address(cluster.gcs_address, token_file)
     info = {
         "gcs_address": cluster.gcs_address,
         "node_socket": cluster.node_socket,
@@ -427,7 +494,18 @@ def read_cluster_file() -> Optional[dict]:
     return info
 
 
-def remove_cluster_file() -> None:
+def remove_cluster_file(owner_pids: Optional[List[int]] = None) -> None:
+    """Removes this machine's cluster file (only if it names `owner_pids`,
+    when given) and its address registration."""
+    try:
+        with open(CLUSTER_FILE) as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        info = {}
+    if owner_pids is not None and info.get("pids") != list(owner_pids):
+        return
+    if info.get("gcs_address"):
+        unregister_address(info["gcs_address"])
     try:
         os.unlink(CLUSTER_FILE)
     except OSError:

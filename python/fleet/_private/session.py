@@ -6,6 +6,7 @@ first use; above serialization and options."""
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import sys
 import threading
@@ -55,6 +56,11 @@ def _parse_address(address: Optional[str]) -> Optional[str]:
         return None
     if address is not None and address.startswith("fleet://"):
         address = address[len("fleet://"):]
+    if address is not None and address.startswith("ray://"):
+        raise ValueError(
+            f"address={address!r}: Ray Client (ray://) is not supported by fleet; connect to "
+            "the control store's host:port from a machine in the cluster instead"
+        )
     return address
 
 
@@ -114,10 +120,12 @@ def init(
     num_cpus: Optional[int] = None,
     num_gpus: Optional[int] = None,
     resources: Optional[Dict[str, float]] = None,
+    labels: Optional[Dict[str, str]] = None,
     memory: Optional[int] = None,
     object_store_memory: Optional[int] = None,
     namespace: Optional[str] = None,
     ignore_reinit_error: bool = False,
+    job_config: Any = None,
     runtime_env: Optional[Dict[str, Any]] = None,
     log_to_driver: bool = True,
     include_dashboard: Optional[bool] = None,
@@ -127,7 +135,6 @@ def init(
     configure_logging: bool = True,
     _temp_dir: Optional[str] = None,
     _node_ip_address: Optional[str] = None,
-    job_config: Any = None,
     **kwargs: Any,
 ) -> FleetContext:
     """Connects to a fleet cluster, starting a local one if no address is given.
@@ -135,17 +142,32 @@ def init(
     ``address``: None starts a one-node cluster as child processes of this
     driver; ``"auto"`` joins the cluster started on this machine by
     ``fleet start``; ``"host:port"`` joins the control store at that address
-    (the cluster token comes from ``FLEET_CLUSTER_TOKEN`` or this machine's
-    cluster file).
+    (the cluster token comes from ``FLEET_CLUSTER_TOKEN``, from this process
+    if it started that cluster, or from the token file this machine's
+    ``fleet start`` or ``cluster_utils.Cluster`` registered for the address).
+    Without an address, ``RAY_ADDRESS``/``FLEET_ADDRESS`` name one.
+
+    ``labels``: this node's labels (a new local cluster only), matched by
+    ``label_selector``. ``job_config``: a :class:`fleet.job_config.JobConfig`;
+    ``namespace`` and ``runtime_env`` given here take precedence over its own.
+    ``_system_config={"scheduler_spread_threshold": x}`` sets the hybrid
+    policy's threshold (a new local cluster only).
     """
-    from fleet._private import services  # (only a driver that connects needs it)
+    from fleet._private import label_utils, services  # (only a driver that connects needs them)
+    from fleet.job_config import JobConfig
 
     _check_init_kwargs(kwargs)
     if job_config is not None:
+        if not isinstance(job_config, JobConfig):
+            raise TypeError(f"job_config must be a JobConfig, got {type(job_config).__name__}")
+        job_config._check_supported()
         if namespace is None:
             namespace = job_config.ray_namespace
         if runtime_env is None and job_config.runtime_env:
             runtime_env = job_config.runtime_env
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"namespace must be a string, got {namespace!r}")
+    node_labels = label_utils.validate_node_labels(labels)
     err = _runtime_env(runtime_env)
     if err:
         raise ValueError(err)
@@ -166,15 +188,15 @@ def init(
             )
             cluster = services.start_local_cluster(
                 res, system_config=kwargs.get("_system_config"),
-                spill_dir=kwargs.get("object_spilling_directory"),
+                spill_dir=kwargs.get("object_spilling_directory"), labels=node_labels,
             )
             gcs_address, node_socket = cluster.gcs_address, cluster.node_socket
             token, session_dir, node_ip = cluster.token, cluster.session_dir, cluster.node_ip
         else:
-            if num_cpus is not None or num_gpus is not None or resources:
+            if num_cpus is not None or num_gpus is not None or resources or labels:
                 raise ValueError(
-                    "When connecting to an existing cluster, num_cpus, num_gpus and resources "
-                    "must not be provided; set them on `fleet start` instead."
+                    "When connecting to an existing cluster, num_cpus, num_gpus, resources "
+                    "and labels must not be provided; set them on `fleet start` instead."
                 )
             info = services.read_cluster_file()
             if address == "auto":
@@ -228,14 +250,23 @@ def init(
         state.node_id_hex = core.node_id.hex()
         state.namespace = namespace or _anonymous_namespace()
         state.job_runtime_env = dict(runtime_env or {})
+        state.default_actor_lifetime = (
+            job_config.default_actor_lifetime if job_config is not None else "non_detached"
+        )
         # Workers import functions defined in the driver's modules from these paths.
-        core.kv_put(f"job:{core.job_id}:sys_path", serialization.dumps(_driver_sys_path()), True)
+        search = list(job_config.code_search_path) if job_config is not None else []
+        core.kv_put(
+            f"job:{core.job_id}:sys_path",
+            serialization.dumps([os.path.abspath(p) for p in search] + _driver_sys_path()), True,
+        )
         core.kv_put(f"job:{core.job_id}:namespace", state.namespace.encode(), True)
-        # The lifetime of this job's actors that name none (workers read it too).
-        lifetime = getattr(job_config, "default_actor_lifetime", "non_detached")
-        state.default_actor_lifetimes = {core.job_id: lifetime}
-        if lifetime != "non_detached":
-            core.kv_put(f"job:{core.job_id}:default_actor_lifetime", lifetime.encode(), True)
+        if job_config is not None:
+            # What workers of this job inherit, and what other drivers can read.
+            core.kv_put(f"job:{core.job_id}:config", json.dumps({
+                "runtime_env": state.job_runtime_env,
+                "default_actor_lifetime": state.default_actor_lifetime,
+                "metadata": job_config.metadata,
+            }).encode(), True)
         _register_atexit()
         return FleetContext(_address_info())
 

@@ -17,6 +17,9 @@ gcs_address: str = ""
 node_ip: str = "127.0.0.1"
 node_id_hex: str = ""
 job_runtime_env: Dict[str, Any] = {}
+# JobConfig(default_actor_lifetime=...): the lifetime of actors created
+# without a lifetime option ("detached" or "non_detached").
+default_actor_lifetime: str = "non_detached"
 cluster: Any = None  # LocalCluster when this driver started the cluster
 
 # What a worker hosting an actor is (the call running now, with the
@@ -26,8 +29,6 @@ actor_name: str = ""
 actor_meta: Dict[str, Any] = {}  # the actor's method table (for current_actor)
 # Set in an actor's worker: exit_actor() calls it (True: an async actor).
 actor_exit_hook: Any = None
-# Job id -> the lifetime of the job's actors that name none (JobConfig).
-default_actor_lifetimes: Dict[int, str] = {}
 actor_class: Any = None  # the user's class of the actor this worker hosts
 # A worker's loaded remote functions, by function key (the executor's cache).
 functions: Dict[str, Any] = {}

@@ -16,6 +16,7 @@ driver. Cost: one small object and a ContextVar set/reset per call.
 from __future__ import annotations
 
 import contextvars
+import re
 from operator import itemgetter
 from typing import Dict, List, Optional
 
@@ -59,13 +60,24 @@ class TaskContext(tuple):
                                   self[6], method))
 
     def assigned_resources(self) -> Dict[str, float]:
+        """The call's resources by the names the user asked for: in a
+        placement group "CPU_group_0_<pg>" is "CPU" (as Ray shows it), and the
+        internal "bundle_group_..." share is left out."""
         out: Dict[str, float] = {}
         if self.resources:
             for item in self.resources.split(";"):
                 name, _, amount = item.rpartition("=")
-                out[name] = float(amount)
+                base, sep, rest = name.partition("_group_")
+                if sep and _GROUP_SUFFIX.fullmatch(rest):
+                    if base == "bundle":
+                        continue
+                    name = base
+                out[name] = out.get(name, 0.0) + float(amount)
         return out
 
+
+# "<index>_<pg hex>" or "<pg hex>" after "_group_" in a placement group's resource names.
+_GROUP_SUFFIX = re.compile(r"(?:\d+_)?[0-9a-f]{16,}")
 
 _current: contextvars.ContextVar[Optional[TaskContext]] = contextvars.ContextVar(
     "fleet_task_context", default=None

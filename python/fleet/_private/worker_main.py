@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import json
+import math
 import os
 import pickle
 import signal
@@ -131,6 +133,12 @@ class Executor:
         self.exit_lock = threading.Lock()  # held by the thread ending the process
         self.running_lock = threading.Lock()
         self.running_calls = 0  # threaded actor: calls running on the pools
+        self.exiting_calls = 0  # ... of which called exit_actor()
+        # OMP_NUM_THREADS as Ray sets it: the call's whole CPUs (at least 1),
+        # unless the user set it in the environment. Cached per resource shape.
+        self.omp_auto = "OMP_NUM_THREADS" not in os.environ
+        self.omp_by_shape: Dict[str, str] = {}
+        self.omp_now = ""
 
     # ---- shared -------------------------------------------------------------------
 
@@ -144,9 +152,11 @@ class Executor:
         ns = self.core.kv_get(f"job:{job_id}:namespace")
         if ns:
             state.namespace = ns.decode()
-        lifetime = self.core.kv_get(f"job:{job_id}:default_actor_lifetime")
-        if lifetime:
-            state.default_actor_lifetimes[job_id] = lifetime.decode()
+        config = self.core.kv_get(f"job:{job_id}:config")
+        if config:  # the driver's JobConfig: what its tasks' own submissions inherit
+            job = json.loads(config)
+            state.job_runtime_env = job.get("runtime_env") or {}
+            state.default_actor_lifetime = job.get("default_actor_lifetime") or "non_detached"
 
     def _function(self, key: str, name: str) -> Any:
         fn = self.functions.get(key)
@@ -425,6 +435,8 @@ class Executor:
         num_returns = t.num_returns
         env_vars = t.env_vars
         gpu_ids = t.gpu_ids
+        if self.omp_auto:
+            self._set_omp_threads(t.resources)
         changed_env = self._apply_env(env_vars, gpu_ids) if (env_vars or gpu_ids) else None
         try:
             if job_id not in self.jobs_seen:
@@ -458,6 +470,8 @@ class Executor:
     def _create_actor(self, t: Any, handle: int, job_id: int, fn_name: str) -> None:
         env_vars, gpu_ids, actor_id = t.env_vars, t.gpu_ids, t.actor_id
         # This process is the actor's for good: its environment is set once.
+        if self.omp_auto:
+            self._set_omp_threads(t.resources)
         os.environ.update(env_vars)
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)
@@ -801,6 +815,15 @@ class Executor:
         os._exit(0)
 
     # ---- environment ------------------------------------------------------------------
+
+    def _set_omp_threads(self, resources: str) -> None:
+        n = self.omp_by_shape.get(resources)
+        if n is None:
+            cpus = TaskContext(None, 0, "", None, resources, [], None).assigned_resources()
+            n = self.omp_by_shape[resources] = str(max(1, math.floor(cpus.get("CPU", 1))))
+        if n != self.omp_now:
+            os.environ["OMP_NUM_THREADS"] = n
+            self.omp_now = n
 
     def _apply_env(self, env_vars: Dict[str, str], gpu_ids: List[int]) -> Dict[str, Any]:
         if not env_vars and not gpu_ids:

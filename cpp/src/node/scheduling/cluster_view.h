@@ -6,10 +6,13 @@
 #include <map>
 #include <string>
 
+#include "common/label_selector.h"
 #include "common/scheduling_strategy.h"
 #include "node/resources.h"
 
 namespace fleet::node::scheduling {
+
+using NodeLabels = std::map<std::string, std::string>;
 
 // What placement reads of a lease request.
 struct LeaseRequest {
@@ -20,13 +23,19 @@ struct LeaseRequest {
   bool affinity_soft = false;
   bool spilled = false;  // another node sent it here: never spilled again
   bool placed = false;   // decided to run here: never placed again
+  LabelSelector labels;  // only nodes whose labels match may run it
 };
+
 
 // Another alive node.
 struct RemoteNode {
+  RemoteNode() = default;
+  RemoteNode(std::string a, ResourceSet t, ResourceSet f, NodeLabels l = {})
+      : address(std::move(a)), total(std::move(t)), free(std::move(f)), labels(std::move(l)) {}
   std::string address;  // for spillback and pulls
   ResourceSet total;
   ResourceSet free;     // free in the last view, less what this node spilled there since
+  NodeLabels labels;
 };
 
 // The other alive nodes (never this one), by binary node id. Ordered: ties
@@ -37,9 +46,11 @@ using ClusterView = std::map<std::string, RemoteNode>;
 struct LocalNode {
   const std::string& id;
   const NodeResources& resources;
-  // Whether it could ever run the request (its totals cover it).
+  const NodeLabels& labels;
+  // Whether it could ever run the request (its totals cover it, its labels match).
   bool Feasible(const LeaseRequest& r) const {
-    return resources.Feasible(r.resources) && resources.Feasible(r.placement);
+    return resources.Feasible(r.resources) && resources.Feasible(r.placement) &&
+           r.labels.Matches(labels);
   }
   // Whether what is free now covers it.
   bool FitsNow(const LeaseRequest& r) const { return Feasible(r) && resources.Fits(r.resources); }

@@ -19,12 +19,13 @@ void LeaseScheduler::SetView(rpc::ClusterView& msg) {
     r.address = std::move(*n.mutable_address());
     r.total = ToSet(n.total());
     r.free = ToSet(n.available());
+    r.labels = NodeLabels(n.labels().begin(), n.labels().end());
   }
 }
 
 Placement LeaseScheduler::Place(LeaseRequest& r, const NodeResources& resources) {
   if (r.spilled || r.placed) return Placement::QueueHere();
-  LocalNode local{local_id_, resources};
+  LocalNode local{local_id_, resources, local_labels_};
   Placement p;
   std::optional<Placement> affinity;
   if (r.strategy == SchedulingStrategy::kNodeAffinity && (affinity = PlaceNodeAffinity(r, view_, local))) {
@@ -32,7 +33,7 @@ Placement LeaseScheduler::Place(LeaseRequest& r, const NodeResources& resources)
   } else if (r.strategy == SchedulingStrategy::kSpread) {
     p = PlaceSpread(r, view_, local, spread_turn_);
   } else {
-    p = PlaceDefault(r, view_, local);
+    p = PlaceDefault(r, view_, local, spread_threshold_);
   }
   if (p.kind == Placement::Kind::kRunHere) r.placed = true;
   if (p.kind == Placement::Kind::kSpill) {
@@ -44,7 +45,7 @@ Placement LeaseScheduler::Place(LeaseRequest& r, const NodeResources& resources)
 }
 
 bool LeaseScheduler::FeasibleAnywhere(const LeaseRequest& r, const NodeResources& resources) const {
-  return scheduling::FeasibleAnywhere(r, view_, LocalNode{local_id_, resources});
+  return scheduling::FeasibleAnywhere(r, view_, LocalNode{local_id_, resources, local_labels_});
 }
 
 }  // namespace fleet::node::scheduling

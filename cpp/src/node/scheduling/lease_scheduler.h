@@ -22,7 +22,14 @@ namespace fleet::node::scheduling {
 
 class LeaseScheduler {
  public:
-  explicit LeaseScheduler(std::string local_node_id) : local_id_(std::move(local_node_id)) {}
+  explicit LeaseScheduler(std::string local_node_id, double spread_threshold = 0.5)
+      : local_id_(std::move(local_node_id)), spread_threshold_(spread_threshold) {}
+
+  // This node's labels (the user's and the defaults), matched by label selectors.
+  void SetLocalLabels(NodeLabels labels) { local_labels_ = std::move(labels); }
+  const NodeLabels& local_labels() const { return local_labels_; }
+  // Whether this node's labels satisfy the request's selector.
+  bool LabelsMatchHere(const LeaseRequest& r) const { return r.labels.Matches(local_labels_); }
 
   // Replaces the view with the alive nodes of `msg` other than this one
   // (moves strings out of it).
@@ -41,6 +48,8 @@ class LeaseScheduler {
 
  private:
   const std::string local_id_;
+  const double spread_threshold_;  // Ray's scheduler_spread_threshold
+  NodeLabels local_labels_;
   ClusterView view_;
   uint64_t spread_turn_ = 0;
 };

@@ -46,9 +46,16 @@ TEST_F(LeaseSchedulerTest, DefaultSpillsToLeastLoadedNodeWithFreeResources) {
   scheduler_.SetNode("e", {"e:1", R({{"CPU", 1}}), R({})});          // nothing free
   LeaseRequest r = Req({{"CPU", 1}});
   Placement p = scheduler_.Place(r, local_);
+  // c (25%) and d (0%) both score 0 below the 50% threshold: the smallest id.
+  ASSERT_EQ(p.kind, Kind::kSpill);
+  EXPECT_EQ(p.node_id, "c");
+  EXPECT_EQ(p.address, "c:1");
+  // Past the threshold the load counts: the emptier node.
+  scheduler_.SetNode("c", {"c:1", R({{"CPU", 4}}), R({{"CPU", 2}})});  // 50% loaded
+  LeaseRequest r2 = Req({{"CPU", 1}});
+  p = scheduler_.Place(r2, local_);
   ASSERT_EQ(p.kind, Kind::kSpill);
   EXPECT_EQ(p.node_id, "d");
-  EXPECT_EQ(p.address, "d:1");
 }
 
 TEST_F(LeaseSchedulerTest, DefaultQueuesHereWhenOnlyFeasibleHere) {
@@ -257,21 +264,103 @@ TEST_F(LeaseSchedulerTest, BundleResourcesFindTheNodeHoldingTheBundle) {
 
 // ---- the pure helpers
 
-TEST(PoliciesTest, LoadIsTheFractionOfCpusInUse) {
-  EXPECT_DOUBLE_EQ(Load(R({{"CPU", 4}}), R({{"CPU", 1}})), 0.75);
-  EXPECT_DOUBLE_EQ(Load(R({{"CPU", 4}}), R({})), 1.0);
-  EXPECT_DOUBLE_EQ(Load(R({{"GPU", 4}}), R({})), 0.0);  // no CPUs
+TEST(PoliciesTest, CriticalUtilizationIsTheMostUsedOfCpuMemoryAndStore) {
+  EXPECT_DOUBLE_EQ(CriticalUtilization(R({{"CPU", 4}}), R({{"CPU", 1}})), 0.75);
+  EXPECT_DOUBLE_EQ(CriticalUtilization(R({{"CPU", 4}}), R({})), 1.0);
+  EXPECT_DOUBLE_EQ(CriticalUtilization(R({{"GPU", 4}}), R({})), 0.0);  // GPUs do not count
+  EXPECT_DOUBLE_EQ(
+      CriticalUtilization(R({{"CPU", 4}, {"memory", 4}}), R({{"CPU", 3}, {"memory", 1}})), 0.75);
+  EXPECT_DOUBLE_EQ(HybridScore(R({{"CPU", 4}}), R({{"CPU", 3}}), 0.5), 0.0);  // below: 0
+  EXPECT_DOUBLE_EQ(HybridScore(R({{"CPU", 4}}), R({{"CPU", 2}}), 0.5), 0.5);  // at: counts
 }
 
-TEST(PoliciesTest, LeastLoadedRemoteSkipsInfeasibleAndBusyNodes) {
-  ClusterView view;
-  view["a"] = {"a", R({{"CPU", 2}}), R({})};
-  view["b"] = {"b", R({{"CPU", 2}, {"GPU", 1}}), R({{"CPU", 1}, {"GPU", 1}})};
-  LeaseRequest r = Req({{"GPU", 1}});
-  EXPECT_EQ(LeastLoadedRemote(r, view, true), "b");
-  view["b"].free = R({{"CPU", 1}});
-  EXPECT_EQ(LeastLoadedRemote(r, view, true), "");
-  EXPECT_EQ(LeastLoadedRemote(r, view, false), "b");
+// ---- the hybrid threshold (Ray's scheduler_spread_threshold)
+
+TEST(HybridPolicyTest, PacksHereUntilTheThresholdThenSpreads) {
+  // Two 4-CPU nodes: the first two tasks stay here (0% then 25%, below 50%);
+  // at 50% here the idle remote node scores lower, and takes the next two
+  // (its 25% counts as 0 while this node's 50% does not).
+  LeaseScheduler scheduler("local");
+  NodeResources local(R({{"CPU", 4}}));
+  scheduler.SetNode("b", {"b:1", R({{"CPU", 4}}), R({{"CPU", 4}})});
+  std::vector<std::string> where;
+  std::vector<Allocation> held;
+  for (int i = 0; i < 4; i++) {
+    LeaseRequest r = Req({{"CPU", 1}});
+    Placement p = scheduler.Place(r, local);
+    if (p.kind == Kind::kQueueHere) {
+      held.push_back(*local.TryAcquire(r.resources));  // granted here
+      where.push_back("local");
+    } else {
+      where.push_back(p.node_id);
+    }
+  }
+  EXPECT_EQ(where, (std::vector<std::string>{"local", "local", "b", "b"}));
+}
+
+TEST(HybridPolicyTest, ThresholdZeroSpreadsAndOneKeepsWorkHere) {
+  for (double threshold : {0.0, 1.0}) {
+    LeaseScheduler scheduler("local", threshold);
+    NodeResources local(R({{"CPU", 4}}));
+    auto one = local.TryAcquire(R({{"CPU", 1}}));
+    scheduler.SetNode("b", {"b:1", R({{"CPU", 4}}), R({{"CPU", 4}})});
+    LeaseRequest r = Req({{"CPU", 1}});
+    Placement p = scheduler.Place(r, local);
+    if (threshold == 0.0) {
+      ASSERT_EQ(p.kind, Kind::kSpill);  // 25% here > 0% there
+      EXPECT_EQ(p.node_id, "b");
+    } else {
+      EXPECT_EQ(p.kind, Kind::kQueueHere);  // everything below 100% counts as 0
+    }
+  }
+}
+
+TEST(HybridPolicyTest, CpuWorkAvoidsGpuNodesWhileOthersHaveRoom) {
+  LeaseScheduler scheduler("local", 0.0);
+  NodeResources local(R({{"CPU", 2}, {"GPU", 1}}));
+  scheduler.SetNode("b", {"b:1", R({{"CPU", 2}}), R({{"CPU", 1}})});  // 50% used, no GPU
+  LeaseRequest cpu = Req({{"CPU", 1}});
+  Placement p = scheduler.Place(cpu, local);
+  ASSERT_EQ(p.kind, Kind::kSpill);
+  EXPECT_EQ(p.node_id, "b");
+  LeaseRequest gpu = Req({{"GPU", 1}});
+  EXPECT_EQ(scheduler.Place(gpu, local).kind, Kind::kQueueHere);
+}
+
+// ---- label selectors
+
+TEST(LabelPolicyTest, OnlyMatchingNodesRunIt) {
+  LeaseScheduler scheduler("local");
+  scheduler.SetLocalLabels({{"ray.io/node-id", "local"}, {"zone", "a"}});
+  NodeResources local(R({{"CPU", 4}}));
+  scheduler.SetNode("b", {"b:1", R({{"CPU", 4}}), R({{"CPU", 4}}), {{"zone", "b"}}});
+  scheduler.SetNode("c", {"c:1", R({{"CPU", 4}}), R({{"CPU", 4}}), {{"zone", "c"}}});
+  auto with = [](std::map<std::string, std::string> sel) {
+    LeaseRequest r = Req({{"CPU", 1}});
+    r.labels = LabelSelector::Parse(sel);
+    return r;
+  };
+  LeaseRequest here = with({{"zone", "a"}});
+  EXPECT_EQ(scheduler.Place(here, local).kind, Kind::kQueueHere);
+  EXPECT_TRUE(scheduler.LabelsMatchHere(here));
+  LeaseRequest to_c = with({{"zone", "c"}});
+  Placement p = scheduler.Place(to_c, local);
+  ASSERT_EQ(p.kind, Kind::kSpill);
+  EXPECT_EQ(p.node_id, "c");
+  EXPECT_FALSE(scheduler.LabelsMatchHere(to_c));
+  LeaseRequest not_a = with({{"zone", "!in(a, b)"}});
+  p = scheduler.Place(not_a, local);
+  ASSERT_EQ(p.kind, Kind::kSpill);
+  EXPECT_EQ(p.node_id, "c");
+  LeaseRequest nowhere = with({{"zone", "d"}});
+  EXPECT_EQ(scheduler.Place(nowhere, local).kind, Kind::kQueueHere);  // waits, warned
+  EXPECT_FALSE(scheduler.FeasibleAnywhere(nowhere, local));
+  // SPREAD keeps to the matching nodes too.
+  for (int i = 0; i < 4; i++) {
+    LeaseRequest s = with({{"zone", "in(b,c)"}});
+    s.strategy = SchedulingStrategy::kSpread;
+    EXPECT_EQ(scheduler.Place(s, local).kind, Kind::kSpill);
+  }
 }
 
 }  // namespace

@@ -16,17 +16,26 @@ namespace fleet::node::scheduling {
 bool FeasibleOn(const RemoteNode& node, const LeaseRequest& r);
 // Whether any node (this one included) could ever run it.
 bool FeasibleAnywhere(const LeaseRequest& r, const ClusterView& view, const LocalNode& local);
-// Fraction of CPUs in use (0 when the node has none).
-double Load(const ResourceSet& total, const ResourceSet& free);
-// The least loaded other node that could run it (and, with `need_free`, has
-// it free now); empty if none. O(nodes).
-std::string LeastLoadedRemote(const LeaseRequest& r, const ClusterView& view, bool need_free);
+// Ray's critical resource utilization: the largest fraction in use of CPU,
+// memory and object_store_memory (resources a node has none of are skipped).
+double CriticalUtilization(const ResourceSet& total, const ResourceSet& free);
+// A node's hybrid score: its critical utilization, or 0 below `spread_threshold`.
+double HybridScore(const ResourceSet& total, const ResourceSet& free, double spread_threshold);
+// Whether the node has GPUs (CPU-only work avoids such nodes while others fit).
+bool HasGpu(const ResourceSet& total);
 
-// ---- policy_default.cc: hybrid, as Ray's, simplified. Here while it fits
-// free resources here; else the least loaded node with them free; else here
-// if this node could ever run it; else the least loaded node that could;
-// else queue here (infeasible: warned, placed again when the view changes).
-Placement PlaceDefault(const LeaseRequest& r, const ClusterView& view, const LocalNode& local);
+// ---- policy_default.cc: Ray's hybrid policy. Among the nodes (this one
+// included) whose totals and labels fit the request, those with the
+// resources free now first, else all of them: each node scores its critical
+// utilization, counted as 0 below `spread_threshold` (Ray's
+// scheduler_spread_threshold, default 0.5). This node wins when its score is
+// no higher than the best; otherwise the lowest score (ties: smallest id).
+// So work packs here until this node is half used, then spreads to the
+// emptiest node. Work that needs no GPU first tries the nodes without GPUs
+// that have it free now (Ray's scheduler_avoid_gpu_nodes). Infeasible
+// everywhere: queue here (warned, placed again when the view changes).
+Placement PlaceDefault(const LeaseRequest& r, const ClusterView& view, const LocalNode& local,
+                       double spread_threshold);
 
 // ---- policy_spread.cc: round robin over the nodes (this one included) that
 // could run it, preferring those with the resources free now. `turn` is the

@@ -4,7 +4,8 @@
 namespace fleet::node::scheduling {
 
 bool FeasibleOn(const RemoteNode& node, const LeaseRequest& r) {
-  return Covers(node.total, r.resources) && Covers(node.total, r.placement);
+  return Covers(node.total, r.resources) && Covers(node.total, r.placement) &&
+         r.labels.Matches(node.labels);
 }
 
 bool FeasibleAnywhere(const LeaseRequest& r, const ClusterView& view, const LocalNode& local) {
@@ -15,27 +16,27 @@ bool FeasibleAnywhere(const LeaseRequest& r, const ClusterView& view, const Loca
   return false;
 }
 
-double Load(const ResourceSet& total, const ResourceSet& free) {
-  auto t = total.find("CPU");
-  if (t == total.end() || t->second <= 0) return 0;
-  auto f = free.find("CPU");
-  int64_t free_cpu = f == free.end() ? 0 : f->second;
-  return 1.0 - static_cast<double>(free_cpu) / static_cast<double>(t->second);
+double CriticalUtilization(const ResourceSet& total, const ResourceSet& free) {
+  double highest = 0;
+  for (const char* name : {"CPU", "memory", "object_store_memory"}) {
+    auto t = total.find(name);
+    if (t == total.end() || t->second <= 0) continue;
+    auto f = free.find(name);
+    int64_t avail = f == free.end() ? 0 : f->second;
+    double used = 1.0 - static_cast<double>(avail) / static_cast<double>(t->second);
+    if (used > highest) highest = used;
+  }
+  return highest;
 }
 
-std::string LeastLoadedRemote(const LeaseRequest& r, const ClusterView& view, bool need_free) {
-  std::string best;
-  double best_load = 2;
-  for (auto& [id, n] : view) {
-    if (!FeasibleOn(n, r)) continue;
-    if (need_free && !Covers(n.free, r.resources)) continue;
-    double load = Load(n.total, n.free);
-    if (load < best_load) {
-      best_load = load;
-      best = id;
-    }
-  }
-  return best;
+double HybridScore(const ResourceSet& total, const ResourceSet& free, double spread_threshold) {
+  double u = CriticalUtilization(total, free);
+  return u < spread_threshold ? 0 : u;
+}
+
+bool HasGpu(const ResourceSet& total) {
+  auto it = total.find("GPU");
+  return it != total.end() && it->second > 0;
 }
 
 }  // namespace fleet::node::scheduling
