@@ -185,11 +185,17 @@ def test_actor_label_selector_and_fallback_strategy():
 
 @pytest.mark.parametrize(
     "selector",
-    [{"zone": "in()"}, {"zone": "-b"}, {"zone": "!!b"}, {"bad key!": "b"}, {"zone": 3}, "zone=b"],
+    [{"zone": "in()"}, {"zone": "-b"}, {"zone": "!!b"}, {"bad key!": "b"}, {"zone": 3}],
 )
 def test_bad_label_selectors_are_refused(selector):
     with pytest.raises(ValueError):
         node_of.options(label_selector=selector)
+
+
+def test_a_label_selector_of_the_wrong_type_is_a_type_error():
+    # As Ray's option table: the type is checked first (TypeError).
+    with pytest.raises(TypeError, match="label_selector"):
+        node_of.options(label_selector="zone=b")
 
 
 def test_bad_fallback_strategies_are_refused():
