@@ -504,3 +504,62 @@ def test_instance_attribute_does_not_hide_a_method(cluster):
             return "method"
 
     assert fleet.get(Shadow.remote().collected.remote(), timeout=T) == "method"
+
+
+def test_actor_id_carries_its_job(fresh):
+    fresh.init(num_cpus=1)
+
+    @fresh.remote
+    class A:
+        def job(self):
+            return fresh.get_runtime_context().get_job_id()
+
+    a = A.remote()
+    job_hex = fleet.get(a.job.remote(), timeout=60)
+    assert a._actor_id.job_id == fleet.JobID.from_hex(job_hex)
+    assert a._actor_id.job_id.hex() == fresh.get_runtime_context().get_job_id()
+
+
+def test_wait_waits_the_whole_timeout(fresh):
+    import time
+
+    fresh.init(num_cpus=1)
+
+    @fresh.remote
+    def slow():
+        time.sleep(30)
+
+    ref = slow.remote()
+    start = time.monotonic()
+    ready, _ = fleet.wait([ref], timeout=0.25)
+    # The wait never ends before its timeout (sliced waits rounded down did).
+    assert not ready and time.monotonic() - start >= 0.25
+    fleet.cancel(ref, force=True)
+
+
+def test_system_config_is_refused_when_connecting(fresh):
+    from fleet.cluster_utils import Cluster
+
+    cluster = Cluster()
+    try:
+        cluster.add_node(num_cpus=1)
+        with pytest.raises(ValueError, match="_system_config"):
+            fleet.init(address=cluster.address, _system_config={"scheduler_spread_threshold": 1})
+        assert not fleet.is_initialized()
+    finally:
+        cluster.shutdown()
+
+
+def test_killed_actor_error_names_ray_kill(fresh):
+    fresh.init(num_cpus=1)
+
+    @fresh.remote
+    class A:
+        def ping(self):
+            return 1
+
+    a = A.remote()
+    assert fleet.get(a.ping.remote(), timeout=60) == 1
+    fleet.kill(a)
+    with pytest.raises(fleet.exceptions.RayActorError, match="it was killed by `ray.kill"):
+        fleet.get(a.ping.remote(), timeout=60)

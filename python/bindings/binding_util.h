@@ -135,7 +135,8 @@ auto WaitInSlices(int64_t timeout_ms, bool interruptible, Attempt&& attempt) {
         slice = kSliceMs;
         last = false;
       } else {
-        int64_t left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        // Rounded up: the whole wait must not end before the timeout.
+        int64_t left = std::chrono::ceil<std::chrono::milliseconds>(
                            deadline - std::chrono::steady_clock::now())
                            .count();
         slice = std::clamp<int64_t>(left, 0, kSliceMs);

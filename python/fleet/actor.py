@@ -233,7 +233,8 @@ class ActorClass:
             }
         )
         meta_blob = pickle.dumps(meta)
-        actor_id = _core.random_id()
+        # As Ray's: unique bytes, then the creating job's id (ActorID.job_id).
+        actor_id = _core.random_id()[:-4] + int(core.job_id).to_bytes(4, "little")
         try:
             actor_id, existed, existing_meta = core.register_actor(
                 actor_id, name, namespace, self._name, o["max_restarts"], detached, meta_blob,

@@ -175,7 +175,8 @@ void ActorManager::Kill(const rpc::KillActor& req, rpc::Envelope& reply) {
   if (it == actors_.end()) return;
   Actor& a = it->second;
   if (a.info.state() == rpc::ActorInfo::DEAD) return;
-  std::string reason = req.reason().empty() ? "it was killed by fleet.kill()" : req.reason();
+  std::string reason =
+      req.reason().empty() ? "it was killed by `ray.kill` (fleet.kill)" : req.reason();
   if (req.no_restart()) {
     MarkDead(a, reason);
     return;

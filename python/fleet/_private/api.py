@@ -251,7 +251,7 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
     core.kill_actor(
         actor._fleet_actor_id,
         bool(no_restart),
-        "it was killed by fleet.kill()" + ("" if no_restart else " (no_restart=False)"),
+        "it was killed by `ray.kill` (fleet.kill)" + ("" if no_restart else " (no_restart=False)"),
     )
 
 

@@ -171,9 +171,15 @@ class JobID(_FixedID):
 
 
 class ActorID(UniqueID):
-    """The id of an actor (``handle._actor_id``)."""
+    """The id of an actor (``handle._actor_id``): 12 unique bytes, then the
+    creating job's id (as Ray lays it out)."""
 
     __slots__ = ()
+
+    @property
+    def job_id(self) -> JobID:
+        """The job that created the actor."""
+        return JobID(self._id[-JOB_ID_SIZE:])
 
 
 class TaskID(_FixedID):

@@ -198,6 +198,11 @@ def init(
                     "When connecting to an existing cluster, num_cpus, num_gpus, resources "
                     "and labels must not be provided; set them on `fleet start` instead."
                 )
+            if kwargs.get("_system_config"):
+                raise ValueError(
+                    "When connecting to an existing cluster, _system_config must not be "
+                    "provided: it is the cluster's, set when its nodes start."
+                )
             info = services.read_cluster_file()
             if address == "auto":
                 if info is None:
