@@ -357,3 +357,38 @@ def test_taken_actor_name_raises_actor_already_exists_error():
         Named.options(name="errors-taken-name").remote()
     assert isinstance(info.value, ValueError)  # (older code catches ValueError)
     fleet.kill(first)
+
+
+class _TwoArgError(Exception):
+    def __init__(self, one, two):
+        super().__init__(one, two)
+        self.one, self.two = one, two
+
+    def __reduce__(self):
+        return self.__class__, (self.one, self.two)
+
+
+def test_dual_exception_instance_pickles_as_both_classes():
+    import pickle
+
+    err = RayTaskError(function_name="f", traceback_str="tb", cause=_TwoArgError(1, 2))
+    back = pickle.loads(pickle.dumps(err.make_dual_exception_instance()))
+    assert isinstance(back, RayTaskError) and isinstance(back, _TwoArgError)
+    assert (back.one, back.two) == (1, 2)
+
+
+def test_final_user_exception_is_raised_as_ray_task_error_only(caplog):
+    class FinalError(Exception):
+        def __init_subclass__(cls, /, *args, **kwargs):
+            raise TypeError("this class cannot be subclassed")
+
+    @fleet.remote
+    def raise_final():
+        raise FinalError("from the task")
+
+    with caplog.at_level("WARNING"):
+        with pytest.raises(RayTaskError) as info:
+            fleet.get(raise_final.remote(), timeout=60)
+    assert isinstance(info.value.cause, FinalError)
+    assert str(info.value.cause) == "from the task"
+    assert "You can use `ray_task_error.cause` to access the user exception" in caplog.text

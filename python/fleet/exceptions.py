@@ -8,6 +8,7 @@ exception class, so ``except ValueError`` still works for a remote
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Optional
 
@@ -100,12 +101,22 @@ class RayTaskError(RayError):
             return self.cause.as_instanceof_cause()
         try:
             return self.make_dual_exception_instance()
-        except TypeError:  # a cause class that cannot be subclassed
+        except TypeError as e:  # a cause class that cannot be subclassed
+            logging.getLogger(__name__).warning(
+                "User exception type %s in RayTaskError can't be subclassed (%s). This "
+                "exception is raised as RayTaskError only. You can use "
+                "`ray_task_error.cause` to access the user exception.",
+                cause_cls, e,
+            )
             return self
 
 
 def _rebuild_task_error(*args: Any) -> RayTaskError:
     return RayTaskError(*args)
+
+
+def _rebuild_dual_task_error(*args: Any) -> RayTaskError:
+    return RayTaskError(*args).make_dual_exception_instance()
 
 
 _DUAL_CLASSES: dict = {}
@@ -127,7 +138,8 @@ def _dual_class(cause_cls: type) -> type:
         return RayTaskError._message(self)
 
     def __reduce__(self):  # noqa: N807
-        return RayTaskError.__reduce__(self)
+        # Rebuilt as the same dual class (both RayTaskError and the cause's).
+        return (_rebuild_dual_task_error, RayTaskError.__reduce__(self)[1])
 
     name = f"RayTaskError({cause_cls.__name__})"
     cls = type(

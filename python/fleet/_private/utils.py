@@ -14,11 +14,12 @@ __all__ = ["DeferSigint"]
 class DeferSigint(contextlib.AbstractContextManager):
     """Defers SIGINT (e.g. a task cancellation) until the context is left.
 
-    Inside the context a SIGINT is recorded instead of handled; on exit the
-    original handler is restored and, if a SIGINT arrived, called then (so
-    ``KeyboardInterrupt`` is raised after, not inside, the protected code).
-    Installing another SIGINT handler inside the context raises ValueError.
-    Only usable on the main thread: see ``create_if_main_thread``.
+    Inside the context a SIGINT is recorded instead of handled. A SIGINT
+    handler installed inside the context is recorded too, not installed. On
+    exit the newest handler (the recorded one, else the original) is put in
+    place and, if a SIGINT arrived, called once then (so ``KeyboardInterrupt``
+    is raised after, not inside, the protected code). Only usable on the main
+    thread: see ``create_if_main_thread``.
     """
 
     def __init__(self) -> None:
@@ -36,11 +37,10 @@ class DeferSigint(contextlib.AbstractContextManager):
     def _set_task_cancelled(self, signum: int, frame: Optional[FrameType]) -> None:
         self.task_cancelled = True
 
-    def _refuse_handler(self, signum: int, handler: Any) -> Any:
+    def _record_handler(self, signum: int, handler: Any) -> Any:
         if signum == signal.SIGINT:
-            raise ValueError(
-                "Can't set SIGINT signal handler while it is deferred (inside DeferSigint)."
-            )
+            previous, self.orig_sigint_handler = self.orig_sigint_handler, handler
+            return previous
         assert self.orig_signal_fn is not None
         return self.orig_signal_fn(signum, handler)
 
@@ -48,16 +48,17 @@ class DeferSigint(contextlib.AbstractContextManager):
         self.orig_sigint_handler = signal.getsignal(signal.SIGINT)
         signal.signal(signal.SIGINT, self._set_task_cancelled)
         self.orig_signal_fn = signal.signal
-        signal.signal = self._refuse_handler  # type: ignore[assignment]
+        signal.signal = self._record_handler  # type: ignore[assignment]
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Optional[bool]:
         assert self.orig_signal_fn is not None
         signal.signal = self.orig_signal_fn  # type: ignore[assignment]
         signal.signal(signal.SIGINT, self.orig_sigint_handler)
-        if exc_type is None and self.task_cancelled:
+        if self.task_cancelled:
+            self.task_cancelled = False
             if callable(self.orig_sigint_handler):
                 self.orig_sigint_handler(signal.SIGINT, None)
-            else:
+            elif self.orig_sigint_handler == signal.SIG_DFL:
                 raise KeyboardInterrupt
         return None
