@@ -8,9 +8,11 @@ so ``import ray`` gives fleet. Each file runs in its own pytest process with a
 per-test timeout; a test that hangs is recorded as ``hang`` and the file is
 resumed after it, so one hang costs one test, not the file.
 
-A failing test counts as *internal* when it failed by using one of Ray's
-internals that fleet does not provide (the shim's placeholder says so:
-``MissingInRayShim: [internal] ray._private...``), or asked for a Ray-only
+A test that fails before its own ``ray.shutdown()`` is cleaned up after (so
+it does not fail the tests after it). A failing test counts as *internal*
+when it failed by using one of Ray's internals that fleet does not provide
+(the shim's placeholder says so: ``MissingInRayShim: [internal]
+ray._private...``), or asked for a Ray-only
 fixture; the table reports the pass rate over the other tests, which is the
 figure for "tests that use only the public API". Public API that fleet lacks
 counts as a failure.
@@ -40,6 +42,22 @@ _LOG = os.environ["RAY_COMPAT_LOG"]
 def _write(rec):
     with open(_LOG, "a") as f:
         f.write(json.dumps(rec) + "\\n")
+
+
+import pytest as _pytest
+
+_SHARED = {"ray_start_regular_shared", "ray_start_regular_shared_2_cpus"}
+
+
+@_pytest.fixture(autouse=True)
+def _no_cascade(request):
+    # A test that fails before its own ray.shutdown() must not fail the
+    # tests after it with "init twice": shut down what it left (unless the
+    # cluster is a module's shared one).
+    yield
+    import ray
+    if not (_SHARED & set(request.fixturenames)) and ray.is_initialized():
+        ray.shutdown()
 
 
 def pytest_collection_finish(session):
