@@ -563,3 +563,36 @@ def test_killed_actor_error_names_ray_kill(fresh):
     fleet.kill(a)
     with pytest.raises(fleet.exceptions.RayActorError, match="it was killed by `ray.kill"):
         fleet.get(a.ping.remote(), timeout=60)
+
+
+def test_actor_naming_a_resource_holds_a_cpu_by_default(fresh):
+    # Ray's defaults: an actor that names no resource holds no CPU (it needs
+    # one to be placed); one that names any resource (a GPU, a custom one)
+    # also holds 1 CPU for its life unless num_cpus says otherwise.
+    fresh.init(num_cpus=3, resources={"a": 2})
+
+    @fresh.remote
+    class Plain:
+        def ping(self):
+            return 1
+
+    @fresh.remote(resources={"a": 1})
+    class Custom:
+        def ping(self):
+            return 1
+
+    def free_cpus():
+        return fleet.available_resources().get("CPU", 0)
+
+    plain = Plain.remote()
+    assert fleet.get(plain.ping.remote(), timeout=60) == 1
+    from fleet_test_utils import wait_until
+
+    assert wait_until(lambda: free_cpus() == 3, timeout=10)
+    custom = Custom.remote()
+    assert fleet.get(custom.ping.remote(), timeout=60) == 1
+    assert wait_until(lambda: free_cpus() == 2, timeout=10), fleet.available_resources()
+    no_cpu = Custom.options(num_cpus=0).remote()
+    assert fleet.get(no_cpu.ping.remote(), timeout=60) == 1
+    assert wait_until(lambda: fleet.available_resources().get("a", 0) == 0, timeout=10)
+    assert free_cpus() == 2

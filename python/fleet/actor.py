@@ -265,9 +265,16 @@ def _check_name(name: Any, namespace: Any) -> None:
 def _actor_resources(o: Dict[str, Any]) -> Tuple[Dict[str, float], Dict[str, float]]:
     """(held while alive, needed to be placed) for an actor's resolved options."""
     held = opts_mod.resource_request(o, default_cpus=0)
-    # Ray's default: an actor needs 1 CPU to be placed but holds none.
-    placement = {"CPU": 1.0} if o["num_cpus"] is None and not held else {}
-    return held, placement
+    if o["num_cpus"] is not None:
+        return held, {}
+    if set(held) - {"memory", "object_store_memory"}:
+        # Ray's default once any resource is named (GPUs, custom ones): the
+        # actor holds 1 CPU for its life as well.
+        held["CPU"] = 1.0
+        return held, {}
+    # Ray's default with no resources named: it needs 1 CPU to be placed but
+    # holds none.
+    return held, {"CPU": 1.0}
 
 
 

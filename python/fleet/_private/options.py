@@ -491,8 +491,8 @@ def placement(
             index = -1
         if index != -1 and (index >= len(pg.bundle_specs) or index < -1):
             raise ValueError(
-                f"placement_group_bundle_index {index} is out of range: the placement group "
-                f"has {len(pg.bundle_specs)} bundle(s)"
+                f"placement group bundle index {index} is invalid. Valid placement group "
+                f"indexes: 0-{len(pg.bundle_specs)}"
             )
         check_fits_group(pg, resources, placement_resources or {}, what)
         return _in_group(resources, pg.id.binary(), index, capture)
