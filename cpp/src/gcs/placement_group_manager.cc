@@ -137,7 +137,27 @@ Result<std::vector<NodeId>> PlanBundles(const std::vector<rpc::Bundle>& bundles,
     }
     return Status::NotFound("no node has the free resources of all the bundles together (STRICT_PACK)");
   }
-  for (size_t i = 0; i < bundles.size(); i++) {
+  // The scarcest demands first (as Ray orders them: GPUs, then CPUs, then
+  // the rest), so a small bundle cannot take the only room a big one has.
+  std::vector<size_t> order(bundles.size());
+  for (size_t i = 0; i < order.size(); i++) order[i] = i;
+  auto amount = [&](size_t i, const char* key) {
+    auto it = bundles[i].resources().find(key);
+    return it == bundles[i].resources().end() ? 0.0 : it->second;
+  };
+  auto total_amount = [&](size_t i) {
+    double sum = 0;
+    for (auto& [k, v] : bundles[i].resources()) sum += v;
+    return sum;
+  };
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    double ga = amount(a, "GPU"), gb = amount(b, "GPU");
+    if (ga != gb) return ga > gb;
+    double ca = amount(a, "CPU"), cb = amount(b, "CPU");
+    if (ca != cb) return ca > cb;
+    return total_amount(a) > total_amount(b);
+  });
+  for (size_t i : order) {
     if (!plan[i].IsNil()) continue;
     Amounts want = ToAmounts(bundles[i].resources());
     NodeId pick;

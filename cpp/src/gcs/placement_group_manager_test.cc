@@ -65,6 +65,25 @@ TEST(PlanBundlesTest, PackFillsOneNodeBeforeAnother) {
   EXPECT_EQ(std::set<std::string>(big->begin(), big->end()).size(), 3u);
 }
 
+// A small bundle placed first must not take the only room a bigger one has:
+// the scarcest demands are placed first, whatever the bundles' order.
+TEST(PlanBundlesTest, BiggerBundlesArePlacedFirst) {
+  rpc::NodeInfo gpu_node = Node("c", 1, 1);
+  (*gpu_node.mutable_total())["GPU"] = 1;
+  (*gpu_node.mutable_available())["GPU"] = 1;
+  std::vector<rpc::NodeInfo> nodes = {Node("a", 1, 1), Node("b", 2, 2), gpu_node};
+  std::vector<rpc::Bundle> bundles = Bundles(3, 1);
+  (*bundles[1].mutable_resources())["CPU"] = 2;
+  (*bundles[2].mutable_resources())["GPU"] = 1;
+  for (const char* strategy : {"PACK", "SPREAD", "STRICT_SPREAD"}) {
+    auto plan = Plan(bundles, strategy, nodes, {});
+    ASSERT_TRUE(plan.ok()) << strategy << ": " << plan.status().ToString();
+    EXPECT_EQ(plan.value()[0], "a") << strategy;
+    EXPECT_EQ(plan.value()[1], "b") << strategy;
+    EXPECT_EQ(plan.value()[2], "c") << strategy;
+  }
+}
+
 TEST(PlanBundlesTest, SpreadUsesDistinctNodesWhenItCan) {
   auto plan = Plan(Bundles(2, 1), "SPREAD", {Node("a", 4), Node("b", 4)}, {});
   ASSERT_TRUE(plan.ok());
