@@ -170,7 +170,7 @@ TEST_F(ActorManagerTest, KillWithoutRestartGivesTheWorkerBackAndIsNotRestarted) 
   ASSERT_TRUE(Eventually([&] { return returned_.load() == 1; }));
   rpc::ActorInfo dead = Info(id);
   EXPECT_EQ(dead.state(), rpc::ActorInfo::DEAD);
-  EXPECT_NE(dead.death_reason().find("fleet.kill()"), std::string::npos) << dead.death_reason();
+  EXPECT_NE(dead.death_reason().find("killed by `ray.kill` (fleet.kill)"), std::string::npos) << dead.death_reason();
   EXPECT_EQ(leases_.load(), 1);
 }
 
