@@ -127,6 +127,24 @@ def test_default_actors_spread_over_the_nodes():
 # --------------------------------------------------------------------------
 
 
+def test_test_clusters_may_set_ray_io_labels_but_init_may_not(fresh):
+    # As Ray: ray.io/ keys are Ray's own; cluster_utils may set them (Ray's
+    # tests do), init(labels=...) refuses them.
+    with cluster(num_cpus=1) as c:
+        b = c.add_node(num_cpus=1, labels={"ray.io/market-type": "spot"})
+
+        @fleet.remote(label_selector={"ray.io/market-type": "spot"})
+        def labels_here():
+            return fleet.get_runtime_context().get_node_labels()
+
+        labels = fleet.get(labels_here.remote(), timeout=60)
+        assert labels["ray.io/market-type"] == "spot"
+        assert labels["ray.io/node-id"] == b.node_id
+    fleet.shutdown()
+    with pytest.raises(ValueError, match="ray.io/"):
+        fleet.init(num_cpus=1, labels={"ray.io/market-type": "spot"})
+
+
 def test_node_labels_and_task_label_selector():
     with cluster(num_cpus=1, labels={"zone": "a"}) as c:
         b = c.add_node(num_cpus=1, labels={"zone": "b", "gpu-type": "H100"})

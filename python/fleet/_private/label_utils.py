@@ -104,9 +104,12 @@ def fallback_strategy_error(strategy: Any) -> Optional[str]:
     return None
 
 
-def validate_node_labels(labels: Optional[Dict[str, str]]) -> Dict[str, str]:
-    """The user's node labels, checked (syntax, no ``ray.io/`` keys);
-    raises ValueError."""
+def validate_node_labels(
+    labels: Optional[Dict[str, str]], allow_reserved: bool = False
+) -> Dict[str, str]:
+    """The user's node labels, checked (syntax, and no ``ray.io/`` keys
+    unless `allow_reserved`: ``cluster_utils.Cluster.add_node`` may set
+    them, as Ray's may); raises ValueError."""
     if labels is None:
         return {}
     if not isinstance(labels, dict):
@@ -115,7 +118,7 @@ def validate_node_labels(labels: Optional[Dict[str, str]]) -> Dict[str, str]:
         err = label_key_error(key) or label_value_error(value)
         if err:
             raise ValueError(err)
-        if key.startswith(RESERVED_PREFIX):
+        if key.startswith(RESERVED_PREFIX) and not allow_reserved:
             raise ValueError(
                 f"Custom label keys `{key}` cannot start with the prefix `{RESERVED_PREFIX}`. "
                 "This is reserved for Ray defined labels."

@@ -292,7 +292,8 @@ def start_node(
         *_spread_threshold(system_config),
     ]
     if labels:
-        args += ["--labels", encode_node_labels(validate_node_labels(labels))]
+        # (init and the CLI refuse ray.io/ keys before; a test Cluster may set them)
+        args += ["--labels", encode_node_labels(validate_node_labels(labels, allow_reserved=True))]
     if head:
         args.append("--head")
     proc = _spawn(args, log, _daemon_env(token), detached)
